@@ -1,0 +1,1 @@
+"""The Catena Management API, the subscriber client API and the web UI."""

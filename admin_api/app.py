@@ -1,0 +1,94 @@
+"""The admin API application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+from aiohttp import web
+
+from catena import db, ids
+from catena import redis as catena_redis
+from catena.settings import AdminSettings
+from catena.tokens import TokenCodec
+
+from . import health, keys, login, managers, openapi, portal
+from .errors import error_middleware
+from .routing import Api
+
+log = logging.getLogger("admin_api")
+
+BASE = "/tv-management/api/v1"
+OPENAPI_PATH = BASE + "/openapi.json"
+
+# Every module that declares endpoints.  Each one's `api` is mounted under BASE
+# unless it carries its own prefix.
+MODULES = [portal, managers, login]
+
+
+def apis() -> list[Api]:
+    return [module.api for module in MODULES]
+
+
+def create_app(settings: AdminSettings) -> web.Application:
+    """Build the application; connections open in ``cleanup_ctx`` when it starts."""
+    app = web.Application(
+        middlewares=[health.metrics_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.TOKENS] = TokenCodec(settings.token_secrets)
+    app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_partition_maintenance)
+    health.add_routes(app)
+    for api in apis():
+        if not api.prefix:
+            api.prefix = BASE
+            for endpoint in api.endpoints:
+                endpoint.path = BASE + endpoint.path
+        api.add_to(app)
+    document = msgspec.json.encode(openapi.build(e for a in apis() for e in a.endpoints))
+    app.router.add_get(OPENAPI_PATH, _serve_bytes(document))
+    return app
+
+
+def _serve_bytes(document: bytes):  # type: ignore[no-untyped-def]
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    return serve
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
+    async with pool.acquire() as conn:
+        await ids.claim_node(conn)
+    app[keys.DB] = pool
+    app[keys.REDIS] = catena_redis.connect(settings.redis_url)
+    yield
+    await app[keys.REDIS].aclose()
+    await pool.close()
+
+
+async def _partition_maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Keep monthly partitions of the time-partitioned tables created ahead of time."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                async with app[keys.DB].acquire() as conn:
+                    for table in ("operations", "play_sessions"):
+                        await conn.execute("SELECT catena_ensure_partitions($1::regclass, 3)", table)
+            except Exception:
+                log.exception("partition maintenance failed; will retry")
+            await asyncio.sleep(6 * 3600)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,50 @@
+"""Render every error as JSON once, and never let a client see a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from catena.errors import CatenaError, ErrorBody, TooManyRequests
+
+log = logging.getLogger("admin_api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def render(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CatenaError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return render(exc.status, exc.body(), headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        return render(exc.status, ErrorBody(code, message or exc.reason))
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        return render(500, ErrorBody("internal_error", "internal error; see the server log"))

@@ -1,0 +1,15 @@
+"""Typed application state keys, declared in one place."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from catena.settings import AdminSettings
+from catena.tokens import TokenCodec
+
+SETTINGS = web.AppKey("settings", AdminSettings)
+DB = web.AppKey("db", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+TOKENS = web.AppKey("tokens", TokenCodec)

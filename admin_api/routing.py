@@ -1,0 +1,209 @@
+"""Declared endpoints: one table drives the aiohttp routes and the OpenAPI document.
+
+A module declares its endpoints on an :class:`Api`::
+
+    api = Api("Channels")
+
+    @api.get("/channels/{id}", response=ChannelOut, summary="Get a channel")
+    async def get_channel(call: Call) -> ChannelOut: ...
+
+The wrapper authenticates the caller, checks the permission a write needs, decodes
+the JSON body into the declared Struct and the query string into the declared
+query Struct (400 naming the field on anything wrong), runs the handler and
+encodes what it returns with the declared status.  Because the same Structs feed
+:mod:`admin_api.openapi`, the document cannot drift from the handlers.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from catena import ids
+from catena.errors import InvalidInput, NotFound, UnsupportedMediaType, from_validation
+from catena.settings import AdminSettings
+
+from . import keys
+from .principal import Permission, Principal
+
+Authenticator = Callable[["Call"], Awaitable[None]]
+Handler = Callable[["Call"], Awaitable[Any]]
+
+_EMPTY_OBJECT = b"{}"
+_UNIONS = (typing.Union, types.UnionType)
+
+
+class Call:
+    """One request as a handler sees it: the caller, the decoded body and query."""
+
+    __slots__ = ("body", "principal", "query", "request", "subject")
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.principal: Principal | None = None
+        # Whatever a non-manager authenticator identifies (e.g. a subscriber).
+        self.subject: Any = None
+        self.body: Any = None
+        self.query: Any = None
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        return self.request.app[keys.DB]
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.request.app[keys.REDIS]
+
+    @property
+    def settings(self) -> AdminSettings:
+        return self.request.app[keys.SETTINGS]
+
+    @property
+    def caller(self) -> Principal:
+        """The authenticated manager or API key (endpoints with manager auth only)."""
+        assert self.principal is not None
+        return self.principal
+
+    @property
+    def portal_id(self) -> int:
+        return self.caller.portal_id
+
+    def path_id(self, name: str = "id") -> int:
+        """The id in the path segment ``name``; one that does not decode names nothing (404)."""
+        value = ids.decode(self.request.match_info[name])
+        if value is None:
+            raise NotFound(f"no such {name}", field=name)
+        return value
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    tag: str
+    summary: str
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    permission: Permission | None = None
+    auth: Authenticator | None = None
+    # Extra responses for the OpenAPI document: status → (description, media type).
+    produces: dict[int, tuple[str, str]] = field(default_factory=dict)
+    description: str = ""
+
+
+class Api:
+    """The endpoints of one module, under one OpenAPI tag."""
+
+    def __init__(self, tag: str, *, auth: Authenticator | None = None, prefix: str = "") -> None:
+        self.tag = tag
+        self.auth = auth
+        self.prefix = prefix
+        self.endpoints: list[Endpoint] = []
+
+    def route(self, method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            options.setdefault("auth", self.auth)
+            options.setdefault("summary", (handler.__doc__ or handler.__name__).strip().split("\n")[0])
+            self.endpoints.append(
+                Endpoint(method, self.prefix + path, handler, tag=self.tag, **options)
+            )
+            return handler
+
+        return register
+
+    def get(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[Handler], Handler]:
+        options.setdefault("status", 201)
+        return self.route("DELETE", path, **options)
+
+    def add_to(self, app: web.Application) -> None:
+        for endpoint in self.endpoints:
+            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    body_decoder = msgspec.json.Decoder(endpoint.body) if endpoint.body is not None else None
+    query_lists = _list_fields(endpoint.query) if endpoint.query is not None else frozenset()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        call = Call(request)
+        if endpoint.auth is not None:
+            await endpoint.auth(call)
+        if endpoint.permission is not None:
+            call.caller.require(endpoint.permission)
+        if endpoint.query is not None:
+            call.query = decode_query(request, endpoint.query, query_lists)
+        if body_decoder is not None:
+            call.body = body_decoder.decode(await read_json(request))
+        result = await endpoint.handler(call)
+        return respond(result, endpoint.status)
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handle(request)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise from_validation(exc) from None
+
+    guarded.__name__ = endpoint.handler.__name__
+    return guarded
+
+
+async def read_json(request: web.Request) -> bytes:
+    """The raw body of a JSON request: 415 for another media type, 400 when empty."""
+    media = request.content_type if request.headers.get("Content-Type") else "application/json"
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"expected Content-Type: application/json, got {media}")
+    raw = await request.read()
+    if not raw.strip():
+        raise InvalidInput("the request body must be a JSON object", code="malformed_json")
+    return raw
+
+
+def respond(result: Any, status: int) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    body = _EMPTY_OBJECT if result is None else msgspec.json.encode(result)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def decode_query(request: web.Request, query_type: type, lists: frozenset[str]) -> Any:
+    raw: dict[str, Any] = {}
+    for name in query_type.__struct_fields__:  # type: ignore[attr-defined]
+        if name in lists:
+            values = request.query.getall(name, [])
+            if values:
+                raw[name] = values
+        elif name in request.query:
+            raw[name] = request.query.getall(name)[-1]
+    return msgspec.convert(raw, query_type, strict=False)
+
+
+def _list_fields(struct: type) -> frozenset[str]:
+    names = set()
+    for info in msgspec.structs.fields(struct):
+        kind = info.type
+        while typing.get_origin(kind) is typing.Annotated:
+            kind = typing.get_args(kind)[0]
+        options = typing.get_args(kind) if typing.get_origin(kind) in _UNIONS else (kind,)
+        if any(typing.get_origin(option) is list for option in options):
+            names.add(info.name)
+    return frozenset(names)

@@ -1,0 +1,47 @@
+"""Building blocks shared by the request and response Structs of every module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from catena import ids
+
+# Names of channels and packages (API.md §3, §4).
+Name = Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{2,20}$", description="2-20 of a-z A-Z 0-9 _ -")]
+Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$", max_length=254)]
+Text200 = Annotated[str, Meta(min_length=1, max_length=200)]
+TextId = Annotated[str, Meta(min_length=12, max_length=12, examples=["pK19SW3AAAE."])]
+Timestamp = Annotated[str, Meta(examples=["2024-10-16T14:30:00Z"])]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body: unknown fields are a 400."""
+
+
+class Response(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of every response body: fields left UNSET are omitted."""
+
+
+class PageQuery(msgspec.Struct, kw_only=True):
+    """The query string of a plain list endpoint."""
+
+    cursor: str | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+def iso(value: datetime) -> str:
+    """A timestamp as the API writes it: ISO 8601 in UTC, whole seconds, ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def text_id(value: int) -> str:
+    return ids.encode(value)
+
+
+def opt_text_id(value: int | None) -> str | None:
+    return None if value is None else ids.encode(value)
+

@@ -1,0 +1,114 @@
+"""The ``catena`` command line: ``up``, ``migrate``, ``portal create``, ``cache rebuild``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+from . import db, ids, migrations, portals
+from .errors import CatenaError
+from .settings import BaseSettings, SettingsError, load
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        sys.exit(2)
+    try:
+        args.run(args)
+    except SettingsError as exc:
+        sys.exit(f"catena: {exc}")
+    except CatenaError as exc:
+        sys.exit(f"catena: {exc.message}")
+    except (OSError, ConnectionError) as exc:
+        sys.exit(f"catena: cannot reach a server: {exc}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="catena", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    up = commands.add_parser("up", help="start everything (embedded PostgreSQL and Redis unless configured)")
+    up.add_argument("--var-dir", default=None, help="where embedded data lives (default ./var)")
+    up.set_defaults(run=_run_up)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(run=_sync(_migrate))
+
+    portal = commands.add_parser("portal", help="manage portals").add_subparsers(title="portal commands")
+    create = portal.add_parser("create", help="create a portal and its owner")
+    create.add_argument("--name", required=True)
+    create.add_argument("--domain", required=True)
+    create.add_argument("--owner-email", required=True)
+    create.add_argument("--owner-password", default=None, help="default: generated")
+    create.add_argument("--title", default="")
+    create.add_argument("--json", action="store_true", help="print the result as JSON")
+    create.set_defaults(run=_sync(_portal_create))
+
+    cache = commands.add_parser("cache", help="the Redis entitlement cache").add_subparsers(title="cache commands")
+    rebuild = cache.add_parser("rebuild", help="rebuild the entitlement map in Redis from PostgreSQL")
+    rebuild.set_defaults(run=_sync(_cache_rebuild))
+    return parser
+
+
+def _sync(func: Callable[[argparse.Namespace], Coroutine[Any, Any, None]]) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        asyncio.run(func(args))
+
+    return run
+
+
+async def _migrate(args: argparse.Namespace) -> None:
+    settings = load(BaseSettings)
+    conn = await db.connect(settings.database_url)
+    try:
+        applied = await migrations.apply(conn)
+    finally:
+        await conn.close()
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"database is up to date ({len(applied)} applied now)")
+
+
+async def _portal_create(args: argparse.Namespace) -> None:
+    settings = load(BaseSettings)
+    conn = await db.connect(settings.database_url)
+    try:
+        await ids.claim_node(conn)
+        created = await portals.create(
+            conn,
+            name=args.name,
+            domain=args.domain,
+            owner_email=args.owner_email,
+            owner_password=args.owner_password,
+            title=args.title,
+        )
+    finally:
+        await conn.close()
+    if args.json:
+        print(msgspec.json.encode(created).decode())
+        return
+    print(f"portal {created.name} created")
+    for label, value in msgspec.structs.asdict(created).items():
+        print(f"  {label}: {value}")
+
+
+async def _cache_rebuild(args: argparse.Namespace) -> None:
+    from importlib import import_module
+
+    # The entitlement map (catena.entitlement_map) comes with the gateway.
+    module = import_module("catena.entitlement_map")
+    await module.rebuild_command()
+
+
+def _run_up(args: argparse.Namespace) -> None:
+    from .up import run
+
+    run(var_dir=args.var_dir)

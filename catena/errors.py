@@ -1,0 +1,94 @@
+"""The error hierarchy every service raises, and its JSON rendering (API.md §0).
+
+Raise these anywhere; the HTTP layer renders them once as
+``{"error": code, "message": text, "field": name?}`` with the class's status.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    error: str
+    message: str
+    field: str | None = None
+
+
+class CatenaError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(error=self.code, message=self.message, field=self.field)
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self.body())
+
+
+class InvalidInput(CatenaError):
+    status = 400
+    code = "invalid_input"
+
+
+class Unauthorized(CatenaError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(CatenaError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(CatenaError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(CatenaError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(CatenaError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(CatenaError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(CatenaError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int = 60):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(CatenaError):
+    status = 503
+    code = "service_unavailable"
+
+
+def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> InvalidInput:
+    """Turn msgspec's message (``... - at `$.name```) into a 400 naming the field."""
+    text = str(exc)
+    message, _, path = text.partition(" - at `")
+    field = None
+    if path:
+        field = path.rstrip("`").removeprefix("$").lstrip(".") or None
+    if isinstance(exc, msgspec.ValidationError):
+        return InvalidInput(text, field=field)
+    return InvalidInput(f"malformed JSON: {message}", field=field, code="malformed_json")

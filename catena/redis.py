@@ -1,0 +1,33 @@
+"""The Redis client every service uses, and its key namespace."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+
+def connect(url: str, **kwargs: object) -> aioredis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``); connects lazily."""
+    options: dict[str, object] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+    options.update(kwargs)
+    return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+
+
+async def ping(client: aioredis.Redis) -> bool:
+    """Whether Redis answers PING."""
+    try:
+        return bool(await client.ping())
+    except (RedisError, OSError, TimeoutError):
+        return False
+
+
+class Keys:
+    """Builds namespaced Redis key names: ``Keys("catena").key("sub", 42)`` → ``catena:sub:42``."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def key(self, *parts: object) -> str:
+        return ":".join((self.prefix, *map(str, parts)))

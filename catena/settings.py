@@ -1,0 +1,138 @@
+"""Settings from ``CATENA_*`` environment variables: one frozen Struct per service.
+
+Each field ``foo_bar`` of a settings Struct is read from ``CATENA_FOO_BAR``.  Values
+are converted and checked once, at start; a bad value stops the service with a
+message naming the variable ("CATENA_ADMIN_PORT: expected int, got 'x'").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Seconds = Annotated[float, Meta(gt=0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+
+PREFIX = "CATENA_"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(Exception):
+    """A ``CATENA_*`` variable is missing or malformed."""
+
+
+class BaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What every service needs."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    # Namespace of every Redis key and channel, so that two deployments (or two
+    # test runs) can share one Redis server.
+    redis_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_:.-]{1,64}$")] = "catena"
+    log_level: Annotated[str, Meta(pattern=r"^(debug|info|warning|error)$")] = "info"
+    database_pool_size: PositiveInt = 10
+    # Playback-token signing keys: "kid:secret[,kid:secret...]"; the first signs,
+    # all verify, so a secret can be rotated without logging anybody out.
+    token_secrets: str = "dev:catena-development-secret-change-me-0123456789"
+    var_dir: str = "var"
+
+
+class AdminSettings(BaseSettings, frozen=True, kw_only=True):
+    """The Management API, client API and web UI (``admin_api``)."""
+
+    admin_host: str = "127.0.0.1"
+    admin_port: Port = 8080
+    # Idle time after which a manager session stops working.
+    manager_session_idle: Seconds = 8 * 3600.0
+    bcrypt_rounds: Annotated[int, Meta(ge=4, le=16)] = 12
+    # Failed logins allowed per email and per client IP within login_fail_window.
+    login_fail_limit: PositiveInt = 10
+    login_fail_window: Seconds = 900.0
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    # Webhook delivery worker inside admin_api (several instances may run).
+    webhooks_enabled: bool = True
+
+
+class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
+    """The authorization gateway (``authgate``)."""
+
+    auth_host: str = "127.0.0.1"
+    auth_port: Port = 8081
+    auth_workers: PositiveInt = 1
+    # How long an in-process entry may answer while Redis is unreachable.
+    auth_stale_limit: Seconds = 300.0
+    # Grace on top of X-AuthDuration before an unrefreshed session stops counting.
+    auth_session_grace: Seconds = 60.0
+    # Sessions not updated for this long are closed by the sweeper.
+    auth_session_idle: Seconds = 600.0
+    auth_flush_interval: Seconds = 1.0
+    auth_spool_dir: str = "var/spool"
+    auth_max_header_bytes: PositiveInt = 16 * 1024
+    auth_max_body_bytes: PositiveInt = 1024 * 1024
+    auth_idle_timeout: Seconds = 75.0
+
+
+class EpgSettings(BaseSettings, frozen=True, kw_only=True):
+    """The EPG worker (``epg_worker``)."""
+
+    epg_host: str = "127.0.0.1"
+    epg_port: Port = 8082
+    epg_concurrency: PositiveInt = 2
+    epg_poll_interval: Seconds = 2.0
+    epg_connect_timeout: Seconds = 10.0
+    epg_total_timeout: Seconds = 600.0
+    epg_max_bytes: PositiveInt = 4 * 1024 * 1024 * 1024
+    epg_max_redirects: Annotated[int, Meta(ge=0, le=20)] = 5
+    epg_job_timeout: Seconds = 3600.0
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: Any) -> S:
+    """Build ``cls`` from ``CATENA_*`` variables (and ``overrides``), validating every value."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for name in cls.__struct_fields__:
+        key = PREFIX + name.upper()
+        if key in env:
+            raw[name] = env[key]
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(str(exc))) from None
+
+
+def _explain(message: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.admin_port`"; name the variable.
+    text, _, path = message.partition(" - at `$.")
+    if not path:
+        return message
+    return f"{PREFIX}{path.rstrip('`').upper()}: {text}"
+
+
+def parse_token_secrets(value: str) -> list[tuple[str, bytes]]:
+    """Split ``kid:secret,kid:secret`` into pairs; the first one signs."""
+    pairs = []
+    for item in value.split(","):
+        kid, sep, secret = item.strip().partition(":")
+        if not sep or not kid or len(secret) < 16:
+            raise SettingsError(
+                "CATENA_TOKEN_SECRETS: expected 'kid:secret[,kid:secret...]' with secrets "
+                f"of at least 16 characters, got an entry {kid or item!r}"
+            )
+        pairs.append((kid, secret.encode()))
+    return pairs
+
+
+def var_path(settings: BaseSettings, *parts: str) -> Path:
+    """A path under the deployment's ``var`` directory."""
+    return Path(settings.var_dir).joinpath(*parts)

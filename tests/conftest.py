@@ -1,0 +1,216 @@
+"""Fixtures shared by every test: real PostgreSQL and Redis, a fresh database per run.
+
+``CATENA_TEST_DATABASE_URL`` / ``CATENA_TEST_REDIS_URL`` point the suite at
+existing servers; without them it starts the embedded ones under ``var/test/``.
+Each run creates its own database (dropped at the end) and its own Redis key
+prefix, so runs never see each other; each test starts with empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from catena import db, ids, migrations, portals
+from catena import redis as catena_redis
+from catena.embedded import EmbeddedPostgres, EmbeddedRedis
+from catena.settings import AdminSettings, load
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "/tv-management/api/v1"
+
+
+@pytest.fixture(scope="session")
+def server_database_url() -> Iterator[str]:
+    """A PostgreSQL server to create test databases on."""
+    url = os.environ.get("CATENA_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedPostgres(ROOT / "var" / "test" / "pg")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("CATENA_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(ROOT / "var" / "test" / "redis")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> str:
+    return "catena-test-" + secrets.token_hex(4)
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_database_url: str) -> AsyncIterator[str]:
+    """A database made for this run, with every migration applied."""
+    name = "catena_test_" + secrets.token_hex(6)
+    admin = await asyncpg.connect(server_database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = replace_database(server_database_url, name)
+    conn = await db.connect(url)
+    await migrations.apply(conn)
+    await conn.close()
+    yield url
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+def replace_database(url: str, name: str) -> str:
+    """``url`` with its database name replaced (keeps ``?host=`` of socket URLs)."""
+    head, sep, query = url.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{name}{sep}{query}"
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database_url, max_size=5)
+    async with pool.acquire() as conn:
+        await ids.claim_node(conn)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = catena_redis.connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Empty every table and this run's Redis keys before each test that uses them."""
+    if "pool" in request.fixturenames or "database_url" in request.fixturenames:
+        pool: asyncpg.Pool = request.getfixturevalue("pool")
+        await truncate_all(pool)
+    if "redis" in request.fixturenames:
+        client: aioredis.Redis = request.getfixturevalue("redis")
+        prefix: str = request.getfixturevalue("redis_prefix")
+        await delete_prefixed(client, prefix)
+    yield
+
+
+_TABLES = """
+SELECT string_agg(format('%I', c.relname), ', ')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND c.relname <> 'schema_migrations'
+"""
+
+
+async def truncate_all(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        tables = await conn.fetchval(_TABLES)
+        await conn.execute(f"TRUNCATE {tables} CASCADE")
+
+
+async def delete_prefixed(client: aioredis.Redis, prefix: str) -> None:
+    async for key in client.scan_iter(match=prefix + ":*", count=1000):
+        await client.delete(key)
+
+
+@pytest.fixture
+def admin_settings(database_url: str, redis_url: str, redis_prefix: str) -> AdminSettings:
+    # bcrypt cost 4 keeps the suite fast; the production default (12) has its own test.
+    return load(
+        AdminSettings,
+        environ={},
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        bcrypt_rounds=4,
+        webhooks_enabled=False,
+    )
+
+
+class Api:
+    """A Management API client bound to one ``X-Auth-Token``."""
+
+    def __init__(self, client: TestClient, token: str | None) -> None:
+        self.client = client
+        self.token = token
+
+    def as_(self, token: str | None) -> Api:
+        return Api(self.client, token)
+
+    async def call(self, method: str, path: str, json: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.token is not None:
+            headers.setdefault("X-Auth-Token", self.token)
+        data = kwargs.pop("data", None)
+        if json is not None:
+            data = msgspec.json.encode(json)
+            headers.setdefault("Content-Type", "application/json")
+        url = path if path.startswith(("/health", "/metrics", "/client")) else BASE + path
+        async with self.client.request(method, url, data=data, headers=headers, **kwargs) as resp:
+            raw = await resp.read()
+            body = msgspec.json.decode(raw) if raw and resp.content_type.endswith("json") else raw
+            return resp.status, body
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.call("GET", path, **kwargs)
+
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.call("POST", path, json, **kwargs)
+
+    async def put(self, path: str, json: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.call("PUT", path, json, **kwargs)
+
+    async def delete(self, path: str, json: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.call("DELETE", path, json, **kwargs)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, admin_settings: AdminSettings, pool: asyncpg.Pool) -> TestClient:
+    """An admin API served in-process against the test database."""
+    from admin_api.app import create_app
+
+    return await aiohttp_client(create_app(admin_settings))
+
+
+@pytest.fixture
+async def make_portal(pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
+    """Create a portal with its owner; returns what ``catena portal create`` prints."""
+    counter = 0
+
+    async def make(name: str | None = None, **kwargs: Any) -> portals.CreatedPortal:
+        nonlocal counter
+        counter += 1
+        name = name or f"portal-{counter}-{secrets.token_hex(3)}"
+        kwargs.setdefault("domain", f"{name}.example.com")
+        kwargs.setdefault("owner_email", f"owner@{name}.example.com")
+        kwargs.setdefault("owner_password", "Owner-Pass-123")
+        async with pool.acquire() as conn:
+            return await portals.create(conn, name=name, bcrypt_rounds=4, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+async def portal(make_portal: Any) -> portals.CreatedPortal:
+    return await make_portal()
+
+
+@pytest.fixture
+def api(client: TestClient, portal: portals.CreatedPortal) -> Api:
+    """The Management API as the portal's API key."""
+    return Api(client, portal.apiKey)
