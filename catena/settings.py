@@ -73,10 +73,23 @@ class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
     # Sessions not updated for this long are closed by the sweeper.
     auth_session_idle: Seconds = 600.0
     auth_flush_interval: Seconds = 1.0
-    auth_spool_dir: str = "var/spool"
+    # Where session batches wait while PostgreSQL is unreachable;
+    # empty = {var_dir}/authgate-{auth_port}/spool.
+    auth_spool_dir: str = ""
     auth_max_header_bytes: PositiveInt = 16 * 1024
     auth_max_body_bytes: PositiveInt = 1024 * 1024
     auth_idle_timeout: Seconds = 75.0
+    # A request must arrive in full within this time of its first byte.
+    auth_request_timeout: Seconds = 10.0
+    # X-AuthDuration of a denial (capped by the portal's authDuration): how long
+    # Flussonic keeps refusing before it asks again.
+    auth_deny_duration: Annotated[int, Meta(ge=1, le=86400)] = 10
+    # Entries per in-process cache (verified tokens, subscribers).
+    auth_cache_size: PositiveInt = 200_000
+    # Session records held in memory when neither PostgreSQL nor the spool takes them.
+    auth_max_buffered_records: PositiveInt = 500_000
+    # How often the idle-session sweeper runs (any number of gateways may run it).
+    auth_sweep_interval: Seconds = 30.0
 
 
 class EpgSettings(BaseSettings, frozen=True, kw_only=True):

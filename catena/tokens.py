@@ -33,6 +33,9 @@ class TokenClaims:
     subscriber_id: int
     portal_id: int
     version: int
+    # Unix seconds of the token's ``exp`` claim, when it has one (ours do not);
+    # whoever caches a verified token must not use it past this.
+    expires_at: int | None = None
 
 
 class TokenCodec:
@@ -74,4 +77,6 @@ def _claims(claims: dict[str, object]) -> TokenClaims:
     version = claims["ver"]
     if subscriber_id is None or portal_id is None or type(version) is not int:
         raise TokenError("invalid token claims")
-    return TokenClaims(subscriber_id, portal_id, version)
+    expires = claims.get("exp")  # PyJWT has checked it is a number
+    expires_at = int(expires) if isinstance(expires, int | float) else None
+    return TokenClaims(subscriber_id, portal_id, version, expires_at)

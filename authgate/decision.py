@@ -1,0 +1,288 @@
+"""The playback decision, in process and without I/O (FLUSSONIC.md §1).
+
+:meth:`Decider.decide` answers a check from the in-process caches alone, or returns
+``None`` when it needs something only I/O can give (an entry to load, a session to
+admit in Redis); :mod:`authgate.gate` then does that I/O and calls
+:meth:`Decider.evaluate` with what it loaded.  Checks happen in this order: the
+request's own fields (``bad_request``, ``no_token``), the token (``bad_token``,
+``portal_mismatch`` with the ``portal`` parameter), the subscriber
+(``unknown_subscriber``, ``portal_mismatch``, ``token_revoked``,
+``subscriber_disabled``), the channel (``unknown_channel``,
+``channel_not_in_packages``), and last the session limit (``session_limit``).
+
+This is the gateway's hottest code: attribute reads, dict lookups and pre-encoded
+answers only.  Parsing the query into one dict is the fastest parse measured here
+(``split``/``partition`` beat regular expressions and per-key ``find``).
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import unquote_to_bytes
+
+from catena import ids
+from catena.tokens import TokenCodec, TokenError
+
+from . import responses
+from .caches import Caches, PortalEntry, SubscriberEntry, TokenInfo
+from .metrics import Metrics
+from .recorder import Recorder
+from .sessions import KnownSession, SessionTable
+
+Fields = dict[bytes, bytes]
+
+MAX_SESSION_ID = 128
+MAX_TOKEN = 4096
+MAX_BYTES_DIGITS = 19
+# Keys under which players pass a device id in their own query string (``qs``).
+DEVICE_KEYS = (b"device_id", b"deviceId", b"device", b"uuid")
+_TRUE = (b"true", b"1", b"yes")
+
+
+def parse_query(raw: bytes) -> Fields:
+    """``a=1&b=2`` → ``{b"a": b"1", b"b": b"2"}``; values stay percent-encoded.
+
+    The first occurrence of a key wins, as in Flussonic's own parsing.
+    """
+    fields: Fields = {}
+    for part in raw.split(b"&"):
+        key, _, value = part.partition(b"=")
+        if key not in fields:
+            fields[key] = value
+    return fields
+
+
+def field(fields: Fields, key: bytes) -> bytes | None:
+    """A percent-decoded field, ``None`` when absent."""
+    value = fields.get(key)
+    if value is not None and (b"%" in value or b"+" in value):
+        value = unquote_to_bytes(value.replace(b"+", b" "))
+    return value
+
+
+def text(value: bytes | None, limit: int) -> str | None:
+    """A field as text fit for a database column: valid UTF-8, no NUL, at most ``limit`` chars."""
+    if not value:
+        return None
+    return value[:limit].decode("utf-8", "replace").replace("\x00", "")[:limit] or None
+
+
+_GRAPHIC = bytes(range(0x21, 0x7F))
+
+
+def valid_session_id(value: bytes) -> bool:
+    """1 to 128 visible ASCII characters (no spaces or controls)."""
+    return 0 < len(value) <= MAX_SESSION_ID and not value.translate(None, _GRAPHIC)
+
+
+class Decider:
+    """The in-process decision over the caches, the session table and the pending batch."""
+
+    def __init__(
+        self,
+        caches: Caches,
+        sessions: SessionTable,
+        recorder: Recorder,
+        codec: TokenCodec,
+        metrics: Metrics,
+        *,
+        deny_duration: int,
+        grace: float,
+        stale_limit: float,
+    ) -> None:
+        self.caches = caches
+        self.sessions = sessions
+        self.recorder = recorder
+        self.codec = codec
+        self.metrics = metrics
+        self.deny = responses.denials(deny_duration)
+        self.deny_duration = deny_duration
+        self.grace_ms = int(grace * 1000)
+        # A counted session is refreshed in Redis once less than authDuration plus
+        # half the grace is left, so a check every authDuration keeps it alive.
+        self.slack_ms = self.grace_ms // 2
+        self.stale_limit = stale_limit
+        # True while Redis answers and the entitlement listener is connected:
+        # in-process entries are then kept right by signals and never go stale.
+        self.trusting = True
+        # Sessions whose Redis expiry should be extended (session_limiter sends them).
+        self.refresh: dict[bytes, KnownSession] = {}
+        # (subscriber id, session key) pairs whose slot should be given back.
+        self.releases: list[tuple[int, bytes]] = []
+
+    # ------------------------------------------------------------ the check
+
+    def decide(self, fields: Fields, now: float) -> bytes | None:
+        """The answer from memory alone, or ``None`` when I/O is needed."""
+        head = self.prelude(fields, now)
+        if isinstance(head, bytes):
+            return head
+        name, key, info = head
+        sub = info.sub
+        if sub is None or sub.dead:
+            sub = info.sub = self.caches.subscribers.get(info.subscriber_id)
+            if sub is None:
+                return None
+        state = info.state
+        entry = state.entry
+        if entry is None or sub.generation != state.generation:
+            return None
+        if not self.trusting and not self.fresh(sub, entry, now):
+            return None
+        return self.evaluate(fields, name, key, info, sub, entry, now)
+
+    def prelude(self, fields: Fields, now: float) -> bytes | tuple[bytes, bytes, TokenInfo]:
+        """Checks that need no entry: the request's fields and the token."""
+        name = field(fields, b"name")
+        if not name:
+            return self.refuse_request("name is required", "name")
+        key = field(fields, b"session_id")
+        if key is None or not valid_session_id(key):
+            return self.refuse_request("session_id is required: up to 128 printable characters", "session_id")
+        token = field(fields, b"token") or token_from_qs(fields)
+        if not token:
+            return self.refuse("no_token")
+        info = self.caches.tokens.get(token)
+        if info is None:
+            info = self.verify(token)
+        if info.reason is not None:
+            return self.refuse(info.reason)
+        if info.expires_at is not None and info.expires_at < now:
+            return self.refuse("token_revoked")
+        hint = fields.get(b"portal")
+        if hint is not None and ids.decode(hint.decode("latin-1")) != info.portal_id:
+            return self.refuse("portal_mismatch")
+        return name, key, info
+
+    def evaluate(
+        self, fields: Fields, name: bytes, key: bytes, info: TokenInfo,
+        sub: SubscriberEntry, entry: PortalEntry, now: float,
+    ) -> bytes | None:
+        """The decision once the entries are at hand; ``None``: the session must be admitted."""
+        if not sub.exists:
+            return self.refuse_session("unknown_subscriber", entry, fields, key, None)
+        if sub.portal_id != info.portal_id:
+            return self.refuse_session("portal_mismatch", entry, fields, key, None)
+        if sub.token_version != info.version:
+            return self.refuse_session("token_revoked", entry, fields, key, sub)
+        if sub.disabled:
+            return self.refuse_session("subscriber_disabled", entry, fields, key, sub)
+        channel = entry.channels.get(name)
+        if channel is None:
+            return self.refuse_session("unknown_channel", entry, fields, key, sub)
+        if channel.packages.isdisjoint(sub.packages) and channel.packages.isdisjoint(entry.free):
+            return self.refuse_session("channel_not_in_packages", entry, fields, key, sub)
+        if sub.allow_for is not entry:
+            sub.prepare(entry)
+        session = self.sessions.by_key.get(key)
+        if (
+            session is None or not session.counted or session.subscriber_id != sub.id
+            or session.closed_ms is not None or entry.evict
+        ):
+            return None
+        now_ms = int(now * 1000)
+        if session.expires_ms <= now_ms:
+            return None
+        self.touch(session, fields, now_ms)
+        if session.expires_ms - now_ms < session.auth_ms + self.slack_ms:
+            self.refresh[key] = session
+        return self.allow(sub, entry, fields, now)
+
+    # ------------------------------------------------------------ answers
+
+    def allow(self, sub: SubscriberEntry, entry: PortalEntry, fields: Fields, now: float) -> bytes:
+        self.metrics.allowed += 1
+        if b"dvr" in fields or b"media_request" in fields:
+            if archive_requested(fields):
+                closed = int(now)
+                return responses.allow_archive(sub.allow, closed - entry.archive_days * 86400, closed)
+        return sub.allow
+
+    def refuse(self, reason: str, entry: PortalEntry | None = None) -> bytes:
+        self.metrics.deny(reason)
+        return (entry.deny if entry is not None else self.deny)[reason]
+
+    def refuse_request(self, message: str, name: str) -> bytes:
+        self.metrics.deny("bad_request")
+        return responses.deny("bad_request", self.deny_duration, message, name)
+
+    def refuse_session(
+        self, reason: str, entry: PortalEntry, fields: Fields, key: bytes, sub: SubscriberEntry | None
+    ) -> bytes:
+        """Deny, and end the session if it was playing: its slot is given back, its row closed."""
+        if sub is not None:
+            session = self.sessions.by_key.get(key)
+            if session is not None and session.closed_ms is None and session.subscriber_id == sub.id:
+                session.closed_ms = int(time.time() * 1000)
+                session.counted = False
+                self.recorder.touch(session)
+            if session is not None or fields.get(b"request_type") == b"update_session":
+                self.releases.append((sub.id, key))
+        return self.refuse(reason, entry)
+
+    # ------------------------------------------------------------ helpers
+
+    def touch(self, session: KnownSession, fields: Fields, now_ms: int) -> None:
+        """Record that the session is still playing (and how much it has sent)."""
+        session.updated_ms = now_ms
+        sent = fields.get(b"bytes")
+        if sent is not None and sent.isdigit() and len(sent) <= MAX_BYTES_DIGITS:
+            count = int(sent)
+            if count > session.bytes:
+                session.bytes = count
+        self.recorder.pending[session.key] = session
+
+    def fresh(self, sub: SubscriberEntry, entry: PortalEntry, now: float) -> bool:
+        """Whether entries may answer while they cannot be vouched for (Redis or listener away)."""
+        limit = self.stale_limit
+        return time.monotonic() - sub.checked_at <= limit and time.monotonic() - entry.checked_at <= limit
+
+    def verify(self, token: bytes) -> TokenInfo:
+        """Verify a token once and cache the outcome, good or bad."""
+        self.metrics.token_misses += 1
+        info: TokenInfo
+        if len(token) > MAX_TOKEN:
+            info = TokenInfo(0, 0, 0, None, "bad_token")
+        else:
+            try:
+                claims = self.codec.verify(token.decode("latin-1"))
+            except TokenError:
+                info = TokenInfo(0, 0, 0, None, "bad_token")
+            else:
+                state = self.caches.portal(claims.portal_id)
+                info = TokenInfo(
+                    claims.subscriber_id, claims.portal_id, claims.version, claims.expires_at, None, state
+                )
+        self.caches.tokens.put(token, info)
+        return info
+
+
+def token_from_qs(fields: Fields) -> bytes | None:
+    """The ``token`` of the player's own query string, for servers that do not pass it on."""
+    qs = field(fields, b"qs")
+    if not qs or b"token=" not in qs:
+        return None
+    return field(parse_query(qs.lstrip(b"?")), b"token")
+
+
+def device_id(fields: Fields) -> bytes | None:
+    qs = field(fields, b"qs")
+    if not qs:
+        return None
+    inner = parse_query(qs.lstrip(b"?"))
+    for name in DEVICE_KEYS:
+        value = field(inner, name)
+        if value:
+            return value
+    return None
+
+
+def archive_requested(fields: Fields) -> bool:
+    """``dvr=true``, or a legacy ``media_request`` naming a range (``...-<from>-<duration>``)."""
+    if fields.get(b"dvr", b"").lower() in _TRUE:
+        return True
+    request = field(fields, b"media_request")
+    if not request:
+        return False
+    parts = request.rsplit(b"-", 2)
+    return len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit()

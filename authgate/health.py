@@ -1,0 +1,59 @@
+"""What one gateway process knows about its servers, and ``GET /health``.
+
+The flags are set by whoever last talked to a server (the Redis probe, the
+recorder, the listener); the request path only reads them.  ``/health`` answers
+``200`` while the gateway can decide (either server reachable) and ``503`` when it
+cannot, with the state of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from . import responses
+
+
+class HealthBody(msgspec.Struct):
+    status: str
+    postgres: str
+    redis: str
+    listener: str
+    spoolBytes: int
+
+
+class Health:
+    """Reachability of Redis, PostgreSQL and the entitlement listener."""
+
+    def __init__(self, on_change: Callable[[bool], None]) -> None:
+        self.redis_up = False
+        self.pg_up = False
+        self.listener_up = False
+        # Told whether in-process entries can be trusted without a staleness limit.
+        self._on_change = on_change
+
+    def set_redis(self, up: bool) -> None:
+        self.redis_up = up
+        self._changed()
+
+    def set_pg(self, up: bool) -> None:
+        self.pg_up = up
+
+    def set_listener(self, up: bool) -> None:
+        self.listener_up = up
+        self._changed()
+
+    def _changed(self) -> None:
+        self._on_change(self.redis_up and self.listener_up)
+
+    def response(self, spool_bytes: int) -> bytes:
+        can_decide = self.redis_up or self.pg_up
+        body = HealthBody(
+            status="ok" if self.redis_up and self.pg_up and self.listener_up else "degraded",
+            postgres="up" if self.pg_up else "down",
+            redis="up" if self.redis_up else "down",
+            listener="up" if self.listener_up else "down",
+            spoolBytes=spool_bytes,
+        )
+        return responses.encode(200 if can_decide else 503, msgspec.json.encode(body))

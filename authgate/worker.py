@@ -1,0 +1,288 @@
+"""One gateway process: its connections, caches, background tasks and listening socket.
+
+Every process of ``authgate --workers N`` is a :class:`Worker` listening on the same
+port (``SO_REUSEPORT``).  It starts answering even when Redis or PostgreSQL is
+down, probes both every half second, and recovers by itself when they return:
+when Redis comes back empty it re-counts sessions and rebuilds the entitlement map
+(one process does, under a lock); when PostgreSQL comes back the spool is replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from catena import db, entitlement_map, ids
+from catena import redis as catena_redis
+from catena.entitlement_map import EntitlementMap
+from catena.settings import AuthgateSettings
+from catena.tokens import TokenCodec
+
+from . import sweeper
+from .caches import Caches
+from .decision import Decider, Fields
+from .events import EventSink
+from .gate import Gate
+from .health import Health
+from .listener import Listener
+from .loader import Loader
+from .metrics import Metrics, SnapshotFiles, render
+from .recorder import Recorder
+from .server import Limits, Server
+from .session_limiter import SessionLimiter
+from .sessions import SessionTable
+from .spool import Spool
+
+log = logging.getLogger("authgate.worker")
+
+PROBE_INTERVAL = 0.5
+LIMITER_INTERVAL = 0.2
+HOUSEKEEPING_INTERVAL = 1.0
+SHUTDOWN_GRACE = 5.0
+_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+def state_dir(settings: AuthgateSettings) -> Path:
+    """Where the gateway listening on this port keeps its spool and metrics snapshots."""
+    return Path(settings.var_dir) / f"authgate-{settings.auth_port}"
+
+
+def spool_dir(settings: AuthgateSettings) -> Path:
+    return Path(settings.auth_spool_dir) if settings.auth_spool_dir else state_dir(settings) / "spool"
+
+
+class Worker:
+    def __init__(self, settings: AuthgateSettings, index: int = 0) -> None:
+        self.settings = s = settings
+        self.index = index
+        self.metrics = Metrics()
+        self.caches = Caches(s.auth_cache_size)
+        self.sessions = SessionTable()
+        self.status = Health(self._trust)
+        self.pool: asyncpg.Pool | None = None
+        self.spool = Spool(spool_dir(s))
+        self.recorder = Recorder(
+            self._connect_pg, self.spool, self.status, self.metrics,
+            interval=s.auth_flush_interval, max_buffered=s.auth_max_buffered_records,
+        )
+        self.decider = Decider(
+            self.caches, self.sessions, self.recorder, TokenCodec(s.token_secrets), self.metrics,
+            deny_duration=s.auth_deny_duration, grace=s.auth_session_grace, stale_limit=s.auth_stale_limit,
+        )
+        self.redis = catena_redis.connect(s.redis_url, socket_connect_timeout=0.5, socket_timeout=2.0)
+        self.emap = EntitlementMap(self.redis, s.redis_prefix)
+        self.loader = Loader(
+            self.caches, self.emap, lambda: self.pool, self.status, self.metrics,
+            deny_duration=s.auth_deny_duration, stale_limit=s.auth_stale_limit,
+            trusting=lambda: self.decider.trusting,
+        )
+        self.limiter = SessionLimiter(
+            self.redis, s.redis_prefix, self.sessions, self.decider, self.status, self.metrics,
+            grace=s.auth_session_grace, on_evicted=self.recorder.touch, recover=self.recover_redis,
+        )
+        self.gate = Gate(self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics)
+        self.sink = EventSink(
+            self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics
+        )
+        self.listener = Listener(self._connect_pg, self.caches, self.emap, self.status, self.metrics)
+        self.snapshots = SnapshotFiles(state_dir(s) / "metrics", str(index))
+        self.server = Server(self, Limits(
+            s.auth_max_header_bytes, s.auth_max_body_bytes, s.auth_idle_timeout, s.auth_request_timeout,
+        ))
+        self._listening: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._node_claimed = False
+        self._rebuilding: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ what the server calls
+
+    def decide(self, fields: Fields, now: float) -> bytes | None:
+        return self.decider.decide(fields, now)
+
+    def check(self, fields: Fields, now: float) -> Coroutine[Any, Any, bytes]:
+        return self.gate.check(fields, now)
+
+    def ingest(self, body: bytes) -> Coroutine[Any, Any, bytes]:
+        return self.sink.ingest(body)
+
+    def bad_request(self, message: str) -> bytes:
+        return self.decider.refuse_request(message, "body")
+
+    def health(self) -> bytes:
+        return self.status.response(self.metrics.spool_bytes)
+
+    def metrics_text(self) -> bytes:
+        return render(self.snapshots.read_all(self._snapshot()))
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await db.create_pool(
+            s.database_url, min_size=0, max_size=4, timeout=2.0, command_timeout=10.0
+        )
+        await self._probe_redis()
+        await self._probe_pg()
+        self._listening = await asyncio.get_running_loop().create_server(
+            self.server.protocol, s.auth_host, s.auth_port, reuse_port=True, backlog=2048
+        )
+        self._spawn(self.recorder.run())
+        self._spawn(self.limiter.run(LIMITER_INTERVAL))
+        self._spawn(self.listener.run())
+        self._spawn(self.server.run_clock())
+        self._spawn(self._watch())
+        self._spawn(self._housekeeping())
+        self._spawn(sweeper.run(
+            lambda: self.pool, self.status, self.metrics, idle=s.auth_session_idle,
+            grace=s.auth_session_grace, interval=s.auth_sweep_interval,
+        ))
+        log.info("listening", extra={"host": s.auth_host, "port": s.auth_port, "worker": self.index})
+
+    async def stop(self) -> None:
+        """Stop accepting, finish answers in flight, flush sessions, close connections."""
+        if self._listening is not None:
+            self._listening.close()
+        self.server.close_idle()
+        await self._connections_closed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await self.limiter.flush()
+        await self.recorder.close()
+        self.snapshots.write(self._snapshot())
+        if self.pool is not None:
+            await self.pool.close()
+        await self.redis.aclose()
+        log.info("stopped", extra={"worker": self.index})
+
+    async def _connections_closed(self) -> None:
+        """Wait (a little) for connections to finish the answers they are owed."""
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.server.connections and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    def _trust(self, trusting: bool) -> None:
+        self.decider.trusting = trusting
+
+    async def _connect_pg(self) -> asyncpg.Connection:
+        return await db.connect(self.settings.database_url, timeout=2.0)
+
+    # ------------------------------------------------------------ probes and recovery
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            try:
+                await self._probe_redis()
+                await self._probe_pg()
+            except Exception:
+                log.exception("probe failed")
+
+    async def _probe_redis(self) -> None:
+        ready = await self.limiter.ready()
+        if ready is None:
+            if self.status.redis_up:
+                log.warning("Redis unreachable")
+            self.status.set_redis(False)
+            return
+        if not self.status.redis_up:
+            log.info("Redis reachable")
+            self.status.set_redis(True)
+            with contextlib.suppress(RedisError, OSError):
+                await self.listener.sync_dirty()
+        if not ready:
+            await self.limiter.recover()
+
+    async def _probe_pg(self) -> None:
+        assert self.pool is not None
+        up = await db.ping(self.pool, timeout=2.0)
+        if up != self.status.pg_up:
+            log.info("PostgreSQL reachable" if up else "PostgreSQL unreachable")
+        self.status.set_pg(up)
+        if up and not self._node_claimed:
+            with contextlib.suppress(*_PG_ERRORS):
+                async with self.pool.acquire(timeout=2.0) as conn:
+                    await ids.claim_node(conn)
+                self._node_claimed = True
+
+    async def recover_redis(self) -> bool:
+        """Redis holds no session counts (new, restarted empty, flushed): rebuild them.
+
+        One process takes the lock; it distrusts every entitlement entry older than
+        PostgreSQL's versions, re-counts active sessions, marks Redis ready, then
+        rebuilds the entitlement map in the background.  The others wait for ready.
+        """
+        try:
+            token = await self.limiter.take_lock()
+            if token is None:
+                return await self.limiter.wait_ready()
+            if self.status.pg_up and self.pool is not None:
+                await self._distrust_older_entries()
+                await self.limiter.recount(self.pool)
+            await self.limiter.mark_ready(token)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis recovery failed", extra={"error": str(exc)})
+            return False
+        if self._rebuilding is None or self._rebuilding.done():
+            self._rebuilding = asyncio.create_task(self._rebuild_map())
+        return True
+
+    async def _distrust_older_entries(self) -> None:
+        assert self.pool is not None
+        with contextlib.suppress(*_PG_ERRORS):
+            async with self.pool.acquire(timeout=2.0) as conn:
+                await self.emap.sync(await entitlement_map.current_versions(conn, timeout=5.0))
+
+    async def _rebuild_map(self) -> None:
+        if self.pool is None:
+            return
+        try:
+            async with self.pool.acquire(timeout=5.0) as conn:
+                stats = await entitlement_map.rebuild(conn, self.emap)
+            log.info("entitlement map rebuilt",
+                     extra={"portals": stats.portals, "subscribers": stats.subscribers})
+        except (*_PG_ERRORS, RedisError) as exc:
+            log.warning("entitlement map rebuild failed; entries will be built on misses",
+                        extra={"error": str(exc)})
+
+    # ------------------------------------------------------------ housekeeping
+
+    async def _housekeeping(self) -> None:
+        keep_ms = int(self.settings.auth_session_grace * 1000)
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                self.sessions.expire(int(time.time() * 1000), keep_ms)
+                self.snapshots.write(self._snapshot())
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def _snapshot(self) -> dict[str, Any]:
+        metrics = self.metrics
+        metrics.sessions_tracked = len(self.sessions)
+        metrics.redis_up = self.status.redis_up
+        metrics.pg_up = self.status.pg_up
+        metrics.listener_up = self.status.listener_up
+        return metrics.snapshot()
+
+
+async def serve(settings: AuthgateSettings, index: int, stop: asyncio.Event) -> None:
+    """Run one worker until ``stop`` is set."""
+    worker = Worker(settings, index)
+    await worker.start()
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()

@@ -1,0 +1,382 @@
+"""The entitlement map: what each subscriber may watch, kept in Redis, built from PostgreSQL.
+
+PostgreSQL is the source of truth; Redis holds a copy that any gateway process
+fills on a miss and that ``catena cache rebuild`` (or a gateway that finds Redis
+empty) writes in full.  Two kinds of entry, both ``msgpack`` arrays:
+
+* ``{prefix}:ent:s:{subscriber id}`` — :class:`SubscriberRecord`: portal, token
+  version, disabled, own session limit, explicit packages.
+* ``{prefix}:ent:p:{portal id}`` — :class:`PortalRecord`: the settings the gateway
+  needs, the free packages, and every channel with the packages that carry it.
+
+A value is ``b"<version>:<tag><payload>"``.  ``version`` is the portal's entitlement
+version (``catena.entitlements``) read in the same snapshot as the data, so the
+entry holds every change up to it and none after.  ``tag`` is ``s`` / ``p`` for a
+record, ``-`` for "no such subscriber or portal", ``!`` for a tombstone left by an
+invalidation (the entry must be rebuilt).  Writes go through a script that never
+replaces a newer entry or tombstone with an older one, so a slow builder racing an
+invalidation cannot put stale data back.
+
+Per portal, ``{prefix}:ent:seen:{portal}`` is the last version whose invalidation
+reached Redis and ``{prefix}:ent:floor:{portal}`` the oldest version still trusted:
+when Redis may have missed invalidations (a version gap, a gateway that was away,
+a portal-wide change) the floor is raised and every older entry of the portal is
+treated as a miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+
+from . import db
+from .portals import PortalSettings, load_settings
+from .redis import Keys
+
+SUBSCRIBER = b"s"
+PORTAL = b"p"
+ABSENT = b"-"
+INVALID = b"!"
+
+# Entries age out so that subscribers nobody watches do not stay in Redis forever;
+# a miss rebuilds them.
+ENTRY_TTL = 7 * 86400
+REBUILD_CHUNK = 1000
+
+
+class SubscriberRecord(msgspec.Struct, array_like=True, frozen=True):
+    portal_id: int
+    token_version: int
+    disabled: bool
+    max_sessions: int | None
+    packages: list[int]
+
+
+class ChannelRecord(msgspec.Struct, array_like=True, frozen=True):
+    id: int
+    name: str
+    packages: list[int]
+
+
+class PortalRecord(msgspec.Struct, array_like=True, frozen=True):
+    auth_duration: int
+    archive_days: int
+    max_sessions: int
+    policy: str
+    free_packages: list[int]
+    channels: list[ChannelRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One decoded Redis value."""
+
+    version: int
+    tag: bytes
+    record: SubscriberRecord | PortalRecord | None
+
+
+_encoder = msgspec.msgpack.Encoder()
+_subscriber_decoder = msgspec.msgpack.Decoder(SubscriberRecord)
+_portal_decoder = msgspec.msgpack.Decoder(PortalRecord)
+
+
+class MapKeys:
+    """Key names of the entitlement map under one Redis prefix."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, prefix: str) -> None:
+        self._keys = Keys(prefix)
+
+    def subscriber(self, subscriber_id: int) -> str:
+        return self._keys.key("ent", "s", subscriber_id)
+
+    def portal(self, portal_id: int) -> str:
+        return self._keys.key("ent", "p", portal_id)
+
+    def floor(self, portal_id: int) -> str:
+        return self._keys.key("ent", "floor", portal_id)
+
+    def seen(self, portal_id: int) -> str:
+        return self._keys.key("ent", "seen", portal_id)
+
+
+def encode(version: int, record: SubscriberRecord | PortalRecord | None) -> bytes:
+    """The Redis value of ``record`` built at ``version`` (``None``: it does not exist)."""
+    if record is None:
+        return b"%d:%s" % (version, ABSENT)
+    tag = SUBSCRIBER if isinstance(record, SubscriberRecord) else PORTAL
+    return b"%d:%s" % (version, tag) + _encoder.encode(record)
+
+
+def decode(value: bytes | str | None) -> Entry | None:
+    """The entry held in ``value``; ``None`` for a missing or unreadable value."""
+    if not value or isinstance(value, str):
+        return None
+    head, sep, rest = value.partition(b":")
+    if not sep or not head.isdigit() or not rest:
+        return None
+    tag = rest[:1]
+    try:
+        if tag == SUBSCRIBER:
+            return Entry(int(head), tag, _subscriber_decoder.decode(rest[1:]))
+        if tag == PORTAL:
+            return Entry(int(head), tag, _portal_decoder.decode(rest[1:]))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if tag in (ABSENT, INVALID):
+        return Entry(int(head), tag, None)
+    return None
+
+
+# ---------------------------------------------------------------- Redis scripts
+
+_PUT = """
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local version = tonumber(ARGV[2 * i])
+  local current = redis.call('GET', key)
+  local held = -1
+  if current then held = tonumber(string.match(current, '^(%d+):') or '-1') end
+  if held <= version then
+    redis.call('SET', key, ARGV[2 * i + 1], 'EX', ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+
+_INVALIDATE = """
+local v = tonumber(ARGV[1])
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v > seen + 1 or ARGV[2] == '1' then
+  local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if v > floor then redis.call('SET', KEYS[2], v) end
+end
+if v > seen then redis.call('SET', KEYS[1], v) end
+local mark = ARGV[1] .. ':!'
+for i = 3, #KEYS do
+  local current = redis.call('GET', KEYS[i])
+  local held = -1
+  if current then held = tonumber(string.match(current, '^(%d+):') or '-1') end
+  if held < v then redis.call('SET', KEYS[i], mark, 'EX', tonumber(ARGV[3])) end
+end
+return seen
+"""
+
+_SYNC = """
+local raised = 0
+for i = 1, #ARGV do
+  local v = tonumber(ARGV[i])
+  local seen = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  if v > seen then
+    redis.call('SET', KEYS[2 * i - 1], v)
+    local floor = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+    if v > floor then redis.call('SET', KEYS[2 * i], v) end
+    raised = raised + 1
+  end
+end
+return raised
+"""
+
+
+class EntitlementMap:
+    """Reads and writes the map in one Redis under one prefix."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = MapKeys(prefix)
+        self._put = client.register_script(_PUT)
+        self._invalidate = client.register_script(_INVALIDATE)
+        self._sync = client.register_script(_SYNC)
+
+    async def put(self, items: Sequence[tuple[str, int, bytes]]) -> int:
+        """Write ``(key, version, value)`` items unless Redis holds something newer."""
+        if not items:
+            return 0
+        args: list[Any] = [ENTRY_TTL]
+        for _, version, value in items:
+            args += (version, value)
+        return int(await self._put(keys=[key for key, _, _ in items], args=args))
+
+    async def invalidate(
+        self, portal_id: int, version: int, keys: Iterable[str], portal_wide: bool
+    ) -> None:
+        """Apply one entitlement signal: tombstone ``keys``; raise the floor on a gap."""
+        names = [self.keys.seen(portal_id), self.keys.floor(portal_id), *keys]
+        await self._invalidate(keys=names, args=[version, "1" if portal_wide else "0", ENTRY_TTL])
+
+    async def sync(self, versions: dict[int, int]) -> int:
+        """Raise the floor of every portal whose version moved on without Redis seeing it."""
+        if not versions:
+            return 0
+        names: list[str] = []
+        for portal_id in versions:
+            names += (self.keys.seen(portal_id), self.keys.floor(portal_id))
+        return int(await self._sync(keys=names, args=list(versions.values())))
+
+    async def read(self, subscriber_id: int, portal_id: int) -> tuple[Entry | None, Entry | None, int]:
+        """The subscriber's entry, its portal's entry and the portal's floor, in one round trip."""
+        raw = await self.redis.mget(
+            self.keys.subscriber(subscriber_id), self.keys.portal(portal_id), self.keys.floor(portal_id)
+        )
+        floor = int(raw[2]) if raw[2] and raw[2].isdigit() else 0
+        return decode(raw[0]), decode(raw[1]), floor
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+_LOAD_SUBSCRIBER = """
+SELECT coalesce((SELECT version FROM entitlement_versions
+                 WHERE portal_id = coalesce(s.portal_id, $2)), 0) AS version,
+       s.portal_id, s.token_version, s.disabled, s.max_sessions,
+       array(SELECT package_id FROM subscriptions WHERE subscriber_id = s.id
+             ORDER BY package_id) AS packages
+FROM (SELECT 1) AS one LEFT JOIN subscribers s ON s.id = $1
+"""
+
+_PORTAL_HEAD = """
+SELECT p.id IS NOT NULL AS present, p.settings, coalesce(v.version, 0) AS version
+FROM (SELECT $1::bigint AS id) AS q
+LEFT JOIN portals p ON p.id = q.id
+LEFT JOIN entitlement_versions v ON v.portal_id = q.id
+"""
+_PORTAL_FREE = "SELECT package_id FROM portal_free_packages WHERE portal_id = $1 ORDER BY package_id"
+_PORTAL_CHANNELS = """
+SELECT c.id, c.name,
+       array(SELECT package_id FROM channel_packages cp WHERE cp.channel_id = c.id
+             ORDER BY package_id) AS packages
+FROM channels c WHERE c.portal_id = $1 ORDER BY c.id
+"""
+_ALL_VERSIONS = """
+SELECT p.id, coalesce(v.version, 0) AS version
+FROM portals p LEFT JOIN entitlement_versions v ON v.portal_id = p.id
+"""
+_PORTAL_SUBSCRIBERS = """
+SELECT s.id, s.portal_id, s.token_version, s.disabled, s.max_sessions,
+       coalesce(array_agg(sub.package_id ORDER BY sub.package_id)
+                FILTER (WHERE sub.package_id IS NOT NULL), '{}') AS packages
+FROM subscribers s LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id
+WHERE s.portal_id = $1
+GROUP BY s.id
+"""
+
+
+def _subscriber_record(row: asyncpg.Record) -> SubscriberRecord:
+    return SubscriberRecord(
+        row["portal_id"], row["token_version"], row["disabled"], row["max_sessions"],
+        list(row["packages"]),
+    )
+
+
+def _safe_settings(raw: Any) -> PortalSettings:
+    # A portal whose stored settings no longer validate still gets answers,
+    # with the defaults, rather than failing every check of every subscriber.
+    try:
+        return load_settings(raw if isinstance(raw, dict) else None)
+    except msgspec.ValidationError:
+        return PortalSettings()
+
+
+async def load_subscriber(
+    conn: asyncpg.Connection, subscriber_id: int, portal_id: int
+) -> tuple[int, SubscriberRecord | None]:
+    """``(version, record)`` for a subscriber; ``record`` is ``None`` when there is none.
+
+    ``portal_id`` is the portal the caller believes in (the token's); its version
+    stamps the answer when the subscriber does not exist.
+    """
+    row = await conn.fetchrow(_LOAD_SUBSCRIBER, subscriber_id, portal_id)
+    if row["portal_id"] is None:
+        return row["version"], None
+    return row["version"], _subscriber_record(row)
+
+
+async def _portal_body(conn: asyncpg.Connection, portal_id: int, raw_settings: Any) -> PortalRecord:
+    settings = _safe_settings(raw_settings)
+    free = [r["package_id"] for r in await conn.fetch(_PORTAL_FREE, portal_id)]
+    channels = [
+        ChannelRecord(r["id"], r["name"], list(r["packages"]))
+        for r in await conn.fetch(_PORTAL_CHANNELS, portal_id)
+    ]
+    return PortalRecord(
+        settings.authDuration, settings.archiveDays, settings.maxSessions,
+        settings.sessionLimitPolicy, free, channels,
+    )
+
+
+async def load_portal(conn: asyncpg.Connection, portal_id: int) -> tuple[int, PortalRecord | None]:
+    """``(version, record)`` for a portal, read in one snapshot; ``None`` when it does not exist."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        head = await conn.fetchrow(_PORTAL_HEAD, portal_id)
+        if not head["present"]:
+            return head["version"], None
+        return head["version"], await _portal_body(conn, portal_id, head["settings"])
+
+
+async def current_versions(conn: asyncpg.Connection, timeout: float | None = None) -> dict[int, int]:
+    """Every portal's entitlement version now."""
+    return {row["id"]: row["version"] for row in await conn.fetch(_ALL_VERSIONS, timeout=timeout)}
+
+
+@dataclass
+class RebuildStats:
+    portals: int = 0
+    subscribers: int = 0
+    written: int = 0
+
+
+async def rebuild(conn: asyncpg.Connection, emap: EntitlementMap) -> RebuildStats:
+    """Write every portal and subscriber entry from one consistent snapshot of PostgreSQL."""
+    stats = RebuildStats()
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        versions = await current_versions(conn)
+        for portal_id, version in versions.items():
+            await _rebuild_portal(conn, emap, portal_id, version, stats)
+    return stats
+
+
+async def _rebuild_portal(
+    conn: asyncpg.Connection, emap: EntitlementMap, portal_id: int, version: int, stats: RebuildStats
+) -> None:
+    settings = await conn.fetchval("SELECT settings FROM portals WHERE id = $1", portal_id)
+    record = await _portal_body(conn, portal_id, settings)
+    stats.written += await emap.put([(emap.keys.portal(portal_id), version, encode(version, record))])
+    stats.portals += 1
+    chunk: list[tuple[str, int, bytes]] = []
+    async for row in conn.cursor(_PORTAL_SUBSCRIBERS, portal_id, prefetch=REBUILD_CHUNK):
+        value = encode(version, _subscriber_record(row))
+        chunk.append((emap.keys.subscriber(row["id"]), version, value))
+        stats.subscribers += 1
+        if len(chunk) >= REBUILD_CHUNK:
+            stats.written += await emap.put(chunk)
+            chunk = []
+    stats.written += await emap.put(chunk)
+
+
+async def rebuild_command() -> None:
+    """``catena cache rebuild``: rebuild the map for the configured PostgreSQL and Redis."""
+    from . import redis as catena_redis
+    from .settings import BaseSettings, load
+
+    settings = load(BaseSettings)
+    conn = await db.connect(settings.database_url)
+    client = catena_redis.connect(settings.redis_url)
+    try:
+        emap = EntitlementMap(client, settings.redis_prefix)
+        await emap.sync(await current_versions(conn))
+        stats = await rebuild(conn, emap)
+    finally:
+        await client.aclose()
+        await conn.close()
+    print(
+        f"entitlement map rebuilt: {stats.portals} portals, {stats.subscribers} subscribers, "
+        f"{stats.written} entries written"
+    )
