@@ -184,10 +184,15 @@ class SessionLimiter:
         self._script = client.register_script(_ADMIT)
         self._queue: list[_Item] = []
         self._sender: asyncio.Task[None] | None = None
-        self._recovery: asyncio.Task[bool] | None = None
+        self._recovery: asyncio.Future[bool] | None = None
+        self._ready_seen: bytes | None = None
         self._on_evicted = on_evicted
         # Policy of each subscriber's sessions, kept for refreshes: (limit, evict).
         self.limits: dict[int, tuple[int, bool]] = {}
+
+    def clock(self) -> float:
+        """Now, in Unix seconds (the script is told the time rather than reading Redis's)."""
+        return time.time()
 
     # ------------------------------------------------------------ admission
 
@@ -222,7 +227,7 @@ class SessionLimiter:
 
     async def _call(self, chunk: list[_Item]) -> Any:
         """The script's results for ``chunk``; ``None`` when Redis failed."""
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         keys = [self.ready_key]
         args: list[Any] = [now_ms]
         for item in chunk:
@@ -241,7 +246,7 @@ class SessionLimiter:
             return None
 
     def _settle(self, chunk: list[_Item], results: Any) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         for index, item in enumerate(chunk):
             if results is None or results == NOT_READY:
                 code = self._fallback(item)
@@ -290,7 +295,7 @@ class SessionLimiter:
         self.metrics.local_admissions += 1
         if session.evicted:
             return EVICTED
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         assert session.subscriber_id is not None
         if not (session.counted and session.expires_ms >= now_ms):
             if limit < 1:
@@ -365,12 +370,23 @@ class SessionLimiter:
     # ------------------------------------------------------------ recovery
 
     async def ready(self) -> bool | None:
-        """Whether Redis holds the session counts (``None``: Redis failed)."""
+        """Whether Redis holds the session counts (``None``: Redis failed).
+
+        The marker's value changes with every recovery; a process that sees it change
+        counts its own sessions again, in case they were admitted after PostgreSQL
+        was read for the re-count.
+        """
         try:
             self.metrics.redis_round_trips += 1
-            return bool(await self.redis.exists(self.ready_key))
+            value = await self.redis.get(self.ready_key)
         except (RedisError, OSError):
             return None
+        marker = value.encode() if isinstance(value, str) else value
+        if marker is not None and marker != self._ready_seen:
+            if self._ready_seen is not None:
+                self._requeue_local()
+            self._ready_seen = marker
+        return marker is not None
 
     def recover(self) -> asyncio.Future[bool]:
         """Run the worker's recovery of an empty Redis once, whoever asks; ``True`` when ready."""
@@ -385,7 +401,7 @@ class SessionLimiter:
         return token if got else None
 
     async def mark_ready(self, token: str) -> None:
-        await self.redis.set(self.ready_key, str(int(time.time())))
+        await self.redis.set(self.ready_key, f"{time.time_ns()}-{token}")
         if (await self.redis.get(self.lock_key)) == token.encode():
             await self.redis.delete(self.lock_key)
         self._requeue_local()
@@ -420,7 +436,7 @@ class SessionLimiter:
         log.info("session counts rebuilt from PostgreSQL", extra={"sessions": len(rows)})
 
     async def _write_counts(self, rows: list[asyncpg.Record], settings: dict[int, PortalSettings]) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         latest: dict[int, int] = {}
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:

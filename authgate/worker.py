@@ -26,7 +26,7 @@ from catena.entitlement_map import EntitlementMap
 from catena.settings import AuthgateSettings
 from catena.tokens import TokenCodec
 
-from . import sweeper
+from . import responses, sweeper
 from .caches import Caches
 from .decision import Decider, Fields
 from .events import EventSink
@@ -120,7 +120,8 @@ class Worker:
         return self.status.response(self.metrics.spool_bytes)
 
     def metrics_text(self) -> bytes:
-        return render(self.snapshots.read_all(self._snapshot()))
+        text = render(self.snapshots.read_all(self._snapshot()))
+        return responses.encode(200, text, content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
     # ------------------------------------------------------------ life cycle
 
@@ -139,6 +140,7 @@ class Worker:
         self._spawn(self.listener.run())
         self._spawn(self.server.run_clock())
         self._spawn(self._watch())
+        self.snapshots.write(self._snapshot())
         self._spawn(self._housekeeping())
         self._spawn(sweeper.run(
             lambda: self.pool, self.status, self.metrics, idle=s.auth_session_idle,

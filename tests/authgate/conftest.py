@@ -1,0 +1,383 @@
+"""Fixtures for the gateway: data made with SQL, real gateway processes, private servers.
+
+Changes go through SQL in a transaction plus ``entitlements.changed`` — exactly what
+the Management API handlers do — so these tests depend on no admin endpoint.
+Gateways are real ``python -m authgate`` processes on free ports, against the test
+run's PostgreSQL database and Redis prefix (or private servers the test starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import pytest
+
+from catena import entitlements, ids
+from catena.tokens import TokenCodec
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = "t1:test-secret-for-the-gateway-0123456789"
+CODEC = TokenCodec(SECRETS)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------- data
+
+
+@pytest.fixture(autouse=True)
+async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """The suite's clean-up, retried: gateways of the module keep writing while it truncates."""
+    from tests.conftest import delete_prefixed, truncate_all
+
+    if "pool" in request.fixturenames or "database_url" in request.fixturenames:
+        pool: asyncpg.Pool = request.getfixturevalue("pool")
+        for attempt in range(10):
+            try:
+                await truncate_all(pool)
+                break
+            except asyncpg.DeadlockDetectedError:
+                await asyncio.sleep(0.05 * (attempt + 1))
+    if "redis" in request.fixturenames:
+        await delete_prefixed(request.getfixturevalue("redis"), request.getfixturevalue("redis_prefix"))
+    yield
+
+
+
+@dataclass
+class Sub:
+    id: int
+    portal_id: int
+    token: str
+    text_id: str
+
+
+@dataclass
+class Portal:
+    id: int
+    text_id: str
+    channels: dict[str, int] = field(default_factory=dict)
+    packages: dict[str, int] = field(default_factory=dict)
+
+
+class World:
+    """Portals, channels, packages and subscribers made with SQL, changes signalled."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def portal(self, **settings: Any) -> Portal:
+        portal_id = ids.new_id()
+        name = f"p{portal_id}"
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO portals (id, name, domain, api_key, settings) VALUES ($1, $2, $3, $4, $5)",
+                portal_id, name, f"{name}.example.com", secrets.token_urlsafe(16), settings,
+            )
+            await entitlements.changed(conn, portal_id, "portal")
+        return Portal(portal_id, ids.encode(portal_id))
+
+    async def channel(self, portal: Portal, name: str, packages: Sequence[str] = ()) -> int:
+        channel_id = ids.new_id()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO channels (id, portal_id, name, title) VALUES ($1, $2, $3, $3)",
+                channel_id, portal.id, name,
+            )
+            await entitlements.changed(conn, portal.id, "channel", [channel_id])
+        portal.channels[name] = channel_id
+        for package in packages:
+            await self.link(portal, name, package)
+        return channel_id
+
+    async def package(self, portal: Portal, name: str, free: bool = False) -> int:
+        package_id = ids.new_id()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO packages (id, portal_id, name) VALUES ($1, $2, $3)", package_id, portal.id, name
+            )
+            await entitlements.changed(conn, portal.id, "package", [package_id])
+        portal.packages[name] = package_id
+        if free:
+            await self.change(
+                portal, "portal", [],
+                "INSERT INTO portal_free_packages (portal_id, package_id) VALUES ($1, $2)",
+                portal.id, package_id,
+            )
+        return package_id
+
+    async def link(self, portal: Portal, channel: str, package: str) -> None:
+        await self.change(
+            portal, "package", [portal.packages[package]],
+            "INSERT INTO channel_packages (package_id, channel_id, portal_id) VALUES ($1, $2, $3)",
+            portal.packages[package], portal.channels[channel], portal.id,
+        )
+
+    async def subscriber(
+        self, portal: Portal, packages: Sequence[str] = (), max_sessions: int | None = None,
+        disabled: bool = False,
+    ) -> Sub:
+        subscriber_id = ids.new_id()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone, max_sessions,"
+                " disabled) VALUES ($1, $2, 'viewer', '7', $3, $4, $5)",
+                subscriber_id, portal.id, str(subscriber_id), max_sessions, disabled,
+            )
+            for package in packages:
+                await conn.execute(
+                    "INSERT INTO subscriptions (subscriber_id, package_id, portal_id) VALUES ($1, $2, $3)",
+                    subscriber_id, portal.packages[package], portal.id,
+                )
+            await entitlements.changed(conn, portal.id, "subscriber", [subscriber_id])
+        token = CODEC.sign(subscriber_id, portal.id, 1)
+        return Sub(subscriber_id, portal.id, token, ids.encode(subscriber_id))
+
+    async def change(self, portal: Portal, kind: Any, changed: Sequence[int], sql: str, *args: Any) -> None:
+        """Run ``sql`` and signal the change in one transaction, as an admin handler would."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql, *args)
+            await entitlements.changed(conn, portal.id, kind, changed)
+
+    async def settings(self, portal: Portal, **settings: Any) -> None:
+        await self.change(
+            portal, "portal", [], "UPDATE portals SET settings = settings || $2 WHERE id = $1",
+            portal.id, settings,
+        )
+
+    async def reset_token(self, sub: Sub) -> None:
+        await self.change(
+            Portal(sub.portal_id, ""), "subscriber", [sub.id],
+            "UPDATE subscribers SET token_version = token_version + 1 WHERE id = $1", sub.id,
+        )
+        sub.token = CODEC.sign(sub.id, sub.portal_id, 2)
+
+
+@pytest.fixture
+def world(pool: asyncpg.Pool) -> World:
+    return World(pool)
+
+
+# ---------------------------------------------------------------- gateways
+
+
+class Answer:
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self) -> Any:
+        return msgspec.json.decode(self.body) if self.body else None
+
+    @property
+    def reason(self) -> str | None:
+        data = self.json
+        return data.get("error") if isinstance(data, dict) else None
+
+    def __repr__(self) -> str:
+        return f"<Answer {self.status} {self.body[:200]!r}>"
+
+
+class Gateway:
+    """A gateway process started by a test."""
+
+    def __init__(self, env: dict[str, str], workers: int, log_path: Path) -> None:
+        self.port = int(env["CATENA_AUTH_PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.workers = workers
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authgate", "--workers", str(self.workers)],
+                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                status, _, _ = await self.request("GET", "/health")
+                if status in (200, 503):
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"gateway did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+    async def http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._session
+
+    async def stop_session(self) -> None:
+        """Drop the keep-alive connection: the next request opens a new one."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, bytes]:
+        session = await self.http()
+        async with session.request(method, self.url + path, **kwargs) as response:
+            return response.status, response.headers, await response.read()
+
+    async def auth(self, sub: Sub | None = None, name: str = "sport", session: str | None = None,
+                   request_type: str = "new_session", **params: Any) -> Answer:
+        query: dict[str, Any] = {
+            "name": name, "proto": "hls", "ip": "10.0.0.1", "request_type": request_type,
+            "request_number": 1, "session_id": session or secrets.token_hex(8),
+            "stream_clients": 1, "total_clients": 1,
+        }
+        if sub is not None:
+            query["token"] = sub.token
+        query.update(params)
+        query = {k: v for k, v in query.items() if v is not None}
+        status, headers, body = await self.request("GET", "/auth", params=query)
+        return Answer(status, headers, body)
+
+    async def events(self, payload: Any) -> Answer:
+        status, headers, body = await self.request("POST", "/events", data=msgspec.json.encode(payload))
+        return Answer(status, headers, body)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self._session is not None:
+            await self._session.close()
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(sig)
+        try:
+            return await asyncio.to_thread(self.process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"gateway did not stop on {sig}:\n{self.log()}") from None
+
+
+@dataclass
+class Launcher:
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+    tmp: Path
+    started: list[Gateway] = field(default_factory=list)
+
+    def env(self, **overrides: Any) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CATENA_")}
+        env.update({
+            "CATENA_DATABASE_URL": self.database_url,
+            "CATENA_REDIS_URL": self.redis_url,
+            "CATENA_REDIS_PREFIX": self.redis_prefix,
+            "CATENA_TOKEN_SECRETS": SECRETS,
+            "CATENA_VAR_DIR": str(self.tmp),
+            "CATENA_AUTH_PORT": str(free_port()),
+            "CATENA_AUTH_FLUSH_INTERVAL": "0.2",
+            "CATENA_LOG_LEVEL": "info",
+        })
+        env.update({f"CATENA_{k.upper()}": str(v) for k, v in overrides.items()})
+        return env
+
+    async def start(self, workers: int = 1, **overrides: Any) -> Gateway:
+        env = self.env(**overrides)
+        gateway = Gateway(env, workers, self.tmp / f"authgate-{env['CATENA_AUTH_PORT']}.log")
+        gateway.start()
+        self.started.append(gateway)
+        await gateway.ready()
+        return gateway
+
+    async def stop_all(self) -> None:
+        for gateway in self.started:
+            await gateway.stop()
+
+
+@pytest.fixture(scope="module")
+async def launcher(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Launcher]:
+    launcher = Launcher(database_url, redis_url, redis_prefix, tmp_path_factory.mktemp("gateways"))
+    yield launcher
+    await launcher.stop_all()
+
+
+@pytest.fixture(scope="module")
+async def gateways(launcher: Launcher) -> list[Gateway]:
+    """Two separate gateway processes sharing PostgreSQL and Redis."""
+    return [await launcher.start(), await launcher.start()]
+
+
+async def eventually(check: Any, timeout: float = 5.0, step: float = 0.05) -> Any:
+    """Call ``check`` until it returns something truthy; return it (or the last falsy value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(step)
+
+
+# ---------------------------------------------------------------- private servers
+
+
+class PrivateRedis:
+    """A ``redis-server`` of our own on a free port, which tests may stop and flush."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise AssertionError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,171 @@
+"""Every change that takes playback away is denied at every gateway process within a second.
+
+Each case warms both gateways (allowed, so the entries sit in their in-process
+caches and in Redis), makes the change exactly as a Management API handler does
+(SQL plus ``entitlements.changed`` in one transaction), and then checks both
+gateways until they deny, for at most one second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from catena import redis as catena_redis
+
+from .conftest import Gateway, Launcher, Portal, PrivateRedis, Sub, World, eventually
+
+pytestmark = pytest.mark.slow
+
+DEADLINE = 1.0
+
+
+async def warm(gateways: list[Gateway], sub: Sub, channel: str = "sport") -> None:
+    for gateway in gateways:
+        for _ in range(2):
+            answer = await gateway.auth(sub, channel, session=f"s-{sub.id}")
+            assert answer.status == 200, answer
+
+
+async def denied_everywhere(gateways: list[Gateway], sub: Sub, reason: str, channel: str = "sport") -> float:
+    """Seconds until every gateway denies with ``reason`` (fails past the deadline)."""
+    started = time.monotonic()
+    pending = list(gateways)
+    while pending:
+        pending = [
+            g for g in pending if (await g.auth(sub, channel, session=f"s-{sub.id}")).reason != reason
+        ]
+        elapsed = time.monotonic() - started
+        assert not pending or elapsed < DEADLINE, f"still allowed after {elapsed:.2f} s at {pending}"
+    return time.monotonic() - started
+
+
+@pytest.fixture
+async def portal(world: World) -> Portal:
+    portal = await world.portal()
+    await world.package(portal, "basic")
+    await world.package(portal, "free", free=True)
+    await world.channel(portal, "sport", ["basic"])
+    await world.channel(portal, "open", ["free"])
+    return portal
+
+
+Change = Callable[[World, Portal, Sub], Awaitable[None]]
+
+
+async def delete_subscription(world: World, portal: Portal, sub: Sub) -> None:
+    await world.change(portal, "subscriber", [sub.id],
+                       "DELETE FROM subscriptions WHERE subscriber_id = $1", sub.id)
+
+
+async def disable(world: World, portal: Portal, sub: Sub) -> None:
+    await world.change(portal, "subscriber", [sub.id],
+                       "UPDATE subscribers SET disabled = true WHERE id = $1", sub.id)
+
+
+async def unlink_channel(world: World, portal: Portal, sub: Sub) -> None:
+    await world.change(portal, "package", [portal.packages["basic"]],
+                       "DELETE FROM channel_packages WHERE package_id = $1 AND channel_id = $2",
+                       portal.packages["basic"], portal.channels["sport"])
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (delete_subscription, "channel_not_in_packages"),
+    (disable, "subscriber_disabled"),
+    (unlink_channel, "channel_not_in_packages"),
+])
+async def test_change_is_denied_everywhere_within_a_second(
+    world: World, gateways: list[Gateway], portal: Portal, change: Change, reason: str
+) -> None:
+    sub = await world.subscriber(portal, ["basic"])
+    await warm(gateways, sub)
+    await change(world, portal, sub)
+    await denied_everywhere(gateways, sub, reason)
+
+
+async def test_token_reset_revokes_the_old_token_everywhere(
+    world: World, gateways: list[Gateway], portal: Portal
+) -> None:
+    sub = await world.subscriber(portal, ["basic"])
+    await warm(gateways, sub)
+    old = Sub(sub.id, sub.portal_id, sub.token, sub.text_id)
+    await world.reset_token(sub)
+    await denied_everywhere(gateways, old, "token_revoked")
+    for gateway in gateways:
+        assert (await gateway.auth(sub, "sport", session="new-token")).status == 200
+
+
+async def test_free_package_removed_is_denied_everywhere(
+    world: World, gateways: list[Gateway], portal: Portal
+) -> None:
+    sub = await world.subscriber(portal, [])
+    await warm(gateways, sub, "open")
+    await world.change(portal, "portal", [],
+                       "DELETE FROM portal_free_packages WHERE portal_id = $1", portal.id)
+    await denied_everywhere(gateways, sub, "channel_not_in_packages", "open")
+
+
+async def test_grants_take_effect_everywhere_too(world: World, gateways: list[Gateway], portal: Portal) -> None:
+    sub = await world.subscriber(portal, [])
+    for gateway in gateways:
+        assert (await gateway.auth(sub, "sport")).reason == "channel_not_in_packages"
+    await world.change(portal, "subscriber", [sub.id],
+                       "INSERT INTO subscriptions (subscriber_id, package_id, portal_id) VALUES ($1, $2, $3)",
+                       sub.id, portal.packages["basic"], portal.id)
+    started = time.monotonic()
+    for gateway in gateways:
+        while (await gateway.auth(sub, "sport")).status != 200:
+            assert time.monotonic() - started < DEADLINE
+
+
+async def test_workers_of_one_gateway_all_apply_signals(world: World, launcher: Launcher, portal: Portal) -> None:
+    gateway = await launcher.start(workers=2)
+    sub = await world.subscriber(portal, ["basic"])
+    # Fresh connections land on either worker (SO_REUSEPORT); warm both.
+    for _ in range(20):
+        assert (await gateway.auth(sub, "sport", session="w")).status == 200
+        await gateway.stop_session()
+
+    async def both_workers_answered() -> list[str]:
+        _, _, text = await gateway.request("GET", "/metrics")
+        lines = [line for line in text.decode().splitlines() if line.startswith("authgate_checks_total{")]
+        return lines if len(lines) == 2 and all(not line.endswith(" 0") for line in lines) else []
+
+    assert await eventually(both_workers_answered, timeout=5.0)
+    await disable(world, portal, sub)
+    started = time.monotonic()
+    for _ in range(20):
+        while (await gateway.auth(sub, "sport", session="w")).reason != "subscriber_disabled":
+            assert time.monotonic() - started < DEADLINE
+        await gateway.stop_session()
+    await gateway.stop()
+
+
+async def test_flushing_redis_never_gives_a_wrong_answer(
+    world: World, launcher: Launcher, portal: Portal, private_redis: PrivateRedis
+) -> None:
+    gateways = [await launcher.start(redis_url=private_redis.url) for _ in range(2)]
+    allowed = await world.subscriber(portal, ["basic"])
+    refused = await world.subscriber(portal, [])
+    await warm(gateways, allowed)
+    client: aioredis.Redis = catena_redis.connect(private_redis.url)
+    try:
+        await client.flushall()
+        for gateway in gateways:
+            for _ in range(3):
+                assert (await gateway.auth(allowed, "sport", session=f"s-{allowed.id}")).status == 200
+                assert (await gateway.auth(refused, "sport")).reason == "channel_not_in_packages"
+        # A change made right after the flush is still seen everywhere.
+        await delete_subscription(world, portal, allowed)
+        await denied_everywhere(gateways, allowed, "channel_not_in_packages")
+        await client.flushall()
+        for gateway in gateways:
+            await gateway.stop_session()
+            assert (await gateway.auth(allowed, "sport")).reason == "channel_not_in_packages"
+    finally:
+        await client.aclose()
+        for gateway in gateways:
+            await gateway.stop()

@@ -1,0 +1,175 @@
+"""Concurrent-session limits held across gateway processes (FLUSSONIC.md §1, issue item 4)."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from authgate.caches import Caches
+from authgate.decision import Decider
+from authgate.health import Health
+from authgate.metrics import Metrics
+from authgate.recorder import Recorder
+from authgate.session_limiter import EVICTED, FULL, OK, SessionLimiter
+from authgate.sessions import KnownSession, SessionTable
+from authgate.spool import Spool
+
+from .conftest import CODEC, Gateway, Portal, Sub, World, eventually
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def portal(world: World) -> Portal:
+    portal = await world.portal(maxSessions=2)
+    await world.package(portal, "basic")
+    await world.channel(portal, "sport", ["basic"])
+    await world.channel(portal, "news", ["basic"])
+    return portal
+
+
+async def test_deny_new_holds_across_gateways(world: World, gateways: list[Gateway], portal: Portal) -> None:
+    sub = await world.subscriber(portal, ["basic"])
+    gw0, gw1 = gateways
+    assert (await gw0.auth(sub, "sport", session="a")).status == 200
+    assert (await gw1.auth(sub, "news", session="b")).status == 200
+    for gateway in gateways:
+        answer = await gateway.auth(sub, "sport", session="c")
+        assert answer.status == 403 and answer.reason == "session_limit"
+    # Updates of counted sessions, on either gateway, neither count twice nor get refused.
+    for gateway in gateways:
+        for session in ("a", "b"):
+            again = await gateway.auth(sub, "sport", session=session, request_type="update_session")
+            assert again.status == 200, again
+    assert (await gw1.auth(sub, "sport", session="c")).reason == "session_limit"
+
+
+async def test_limit_is_per_subscriber_not_per_token(world: World, gateways: list[Gateway], portal: Portal) -> None:
+    sub = await world.subscriber(portal, ["basic"], max_sessions=1)
+    assert (await gateways[0].auth(sub, "sport", session="one")).status == 200
+    await world.reset_token(sub)
+    assert (await gateways[1].auth(sub, "sport", session="two")).reason == "session_limit"
+
+
+async def test_evict_oldest_admits_and_refuses_the_evicted(
+    world: World, gateways: list[Gateway], pool: asyncpg.Pool
+) -> None:
+    portal = await world.portal(maxSessions=1, sessionLimitPolicy="evict_oldest")
+    await world.package(portal, "basic")
+    await world.channel(portal, "sport", ["basic"])
+    sub = await world.subscriber(portal, ["basic"])
+    gw0, gw1 = gateways
+    assert (await gw0.auth(sub, "sport", session="old")).status == 200
+    assert (await gw1.auth(sub, "sport", session="new")).status == 200
+    for gateway in gateways:
+        evicted = await gateway.auth(sub, "sport", session="old", request_type="update_session")
+        assert evicted.reason == "session_limit", evicted
+        kept = await gateway.auth(sub, "sport", session="new", request_type="update_session")
+        assert kept.status == 200
+
+    async def old_row_closed() -> bool:
+        row = await pool.fetchrow("SELECT active, closed_at FROM play_sessions WHERE flussonic_id = 'old'")
+        return row is not None and not row["active"] and row["closed_at"] is not None
+
+    assert await eventually(old_row_closed)
+
+
+async def test_closing_a_session_frees_its_slot(world: World, gateways: list[Gateway], portal: Portal) -> None:
+    sub = await world.subscriber(portal, ["basic"], max_sessions=1)
+    assert (await gateways[0].auth(sub, "sport", session="first")).status == 200
+    assert (await gateways[1].auth(sub, "news", session="second")).reason == "session_limit"
+    answer = await gateways[1].events([{"event": "play_closed", "id": "first", "media": "sport",
+                                        "token": sub.token, "event_id": "e1"}])
+    assert answer.status == 200 and answer.json["accepted"] == 1
+
+    async def admitted() -> bool:
+        return (await gateways[0].auth(sub, "news", session="second")).status == 200
+
+    assert await eventually(admitted, timeout=3.0)
+
+
+async def test_redis_counts_each_session_once(
+    world: World, gateways: list[Gateway], portal: Portal, redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    sub = await world.subscriber(portal, ["basic"], max_sessions=3)
+    for round_ in range(3):
+        for gateway in gateways:
+            kind = "new_session" if round_ == 0 else "update_session"
+            assert (await gateway.auth(sub, "sport", session="x", request_type=kind)).status == 200
+    assert await redis.zcard(f"{redis_prefix}:lim:{sub.id}") == 1
+
+
+# ---------------------------------------------------------------- the limiter itself, with a clock
+
+
+class Clocked(SessionLimiter):
+    """The limiter with a clock the test moves (the script takes "now" as an argument)."""
+
+    now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def limiter(redis: aioredis.Redis, redis_prefix: str, tmp_path: object) -> Clocked:
+    metrics, sessions = Metrics(), SessionTable()
+    health = Health(lambda trusting: None)
+    health.set_redis(True)
+
+    async def no_connection() -> asyncpg.Connection:
+        raise OSError("not used")
+
+    recorder = Recorder(no_connection, Spool(tmp_path / "spool"), health, metrics,  # type: ignore[operator]
+                        interval=1.0, max_buffered=10)
+    decider = Decider(Caches(100), sessions, recorder, CODEC, metrics, deny_duration=10, grace=60.0,
+                      stale_limit=300.0)
+
+    async def recover() -> bool:
+        await redis.set(f"{redis_prefix}:lim:ready", "1")
+        return True
+
+    limiter = Clocked(redis, redis_prefix, sessions, decider, health, metrics, grace=60.0,
+                      on_evicted=recorder.touch, recover=recover)
+    limiter.now = time.time()
+    return limiter
+
+
+def session(limiter: Clocked, key: str, subscriber: int = 7) -> KnownSession:
+    """A session as the gate makes it: known to the process, opened now."""
+    known = limiter.sessions.get(key.encode())
+    if known is None:
+        known = limiter.sessions.add(KnownSession(key.encode(), 1, subscriber, int(limiter.now * 1000)))
+    return known
+
+
+async def test_unrefreshed_session_stops_counting_after_duration_and_grace(limiter: Clocked) -> None:
+    first = session(limiter, "first")
+    assert await limiter.admit(first, 1, False, 180_000) == OK
+    limiter.now += 180 + 59
+    assert await limiter.admit(session(limiter, "second"), 1, False, 180_000) == FULL
+    limiter.now += 2  # 180 s + 61 s since the last refresh: past duration + grace
+    assert await limiter.admit(session(limiter, "second"), 1, False, 180_000) == OK
+
+
+async def test_refresh_keeps_a_session_counted(limiter: Clocked) -> None:
+    first = session(limiter, "first")
+    assert await limiter.admit(first, 1, False, 180_000) == OK
+    for _ in range(3):
+        limiter.now += 170
+        assert await limiter.admit(first, 1, False, 180_000) == OK
+    assert await limiter.admit(session(limiter, "second"), 1, False, 180_000) == FULL
+
+
+async def test_evicted_session_is_refused_until_it_would_have_expired(limiter: Clocked) -> None:
+    old = session(limiter, "old")
+    assert await limiter.admit(old, 1, True, 180_000) == OK
+    limiter.now += 1
+    assert await limiter.admit(session(limiter, "new"), 1, True, 180_000) == OK
+    assert old.evicted and old.closed_ms is not None
+    assert await limiter.admit(session(limiter, "old"), 1, True, 180_000) == EVICTED
+    limiter.now += 180 + 61
+    assert await limiter.admit(session(limiter, "old"), 1, True, 180_000) == OK
