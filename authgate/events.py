@@ -128,11 +128,11 @@ class EventSink:
         self.metrics.events_ignored += result.ignored
 
     async def _one(self, index: int, item: Any, result: EventsResult) -> None:
+        if isinstance(item, dict) and isinstance(item.get("event"), str) and item["event"] not in PLAY_EVENTS:
+            result.ignored += 1  # other kinds need no fields of ours to be ignored
+            return
         try:
             event = msgspec.convert(item, Event, strict=False)
-            if event.event not in PLAY_EVENTS:
-                result.ignored += 1
-                return
             seen_key = (str(event.event_id), event.id) if event.event_id is not None else None
             if seen_key is not None and self.seen.get(seen_key):
                 result.duplicates += 1

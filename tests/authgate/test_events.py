@@ -1,0 +1,85 @@
+"""``POST /events`` (FLUSSONIC.md §2): formats, counts, and what it refuses."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+import pytest
+
+from .conftest import Gateway, Portal, Sub, World, eventually
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def scene(world: World) -> tuple[Portal, Sub]:
+    portal = await world.portal()
+    await world.package(portal, "basic")
+    await world.channel(portal, "sport", ["basic"])
+    sub = await world.subscriber(portal, ["basic"])
+    return portal, sub
+
+
+async def test_a_single_object_is_a_batch_of_one(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
+    _, sub = scene
+    answer = await gateways[0].events({"event": "play_opened", "id": "ev-1", "media": "sport", "token": sub.token})
+    assert answer.status == 200 and answer.json["accepted"] == 1
+
+
+async def test_bad_events_are_counted_not_fatal(
+    gateways: list[Gateway], scene: tuple[Portal, Sub], pool: asyncpg.Pool
+) -> None:
+    portal, sub = scene
+    batch = [
+        {"event": "play_opened", "media": "sport", "token": sub.token},              # no id
+        {"id": "ev-2", "media": "sport", "token": sub.token},                        # no event
+        {"event": "play_updated", "id": "ev-2", "bytes": "lots", "token": sub.token},  # bytes not a number
+        {"event": "play_updated", "id": "ev-x", "media": "sport"},                   # cannot be attributed
+        {"event": "play_opened", "id": "\u0000bad", "token": sub.token},             # unusable id
+        "not an object",
+        {"event": "stream_started", "media": "sport"},                               # not a play event
+        {"event": "play_opened", "id": "ev-2", "media": "sport", "token": "garbage",
+         "user_id": sub.text_id, "brand_new_field": [1, 2]},                         # attributed by user_id
+        {"event": "play_opened", "id": "ev-3", "media": "vod/film.mp4", "token": sub.token},  # unknown stream
+    ]
+    answer = await gateways[1].events(batch)
+    assert answer.status == 200
+    body = answer.json
+    assert (body["accepted"], body["rejected"], body["ignored"]) == (2, 6, 1)
+    assert [e["index"] for e in body["errors"]] == [0, 1, 2, 3, 4, 5]
+    assert all(e["message"] for e in body["errors"])
+
+    async def rows() -> list[asyncpg.Record]:
+        found = await pool.fetch(
+            "SELECT * FROM play_sessions WHERE flussonic_id IN ('ev-2', 'ev-3') ORDER BY flussonic_id"
+        )
+        return found if len(found) == 2 else []
+
+    by_user, unknown_stream = await eventually(rows)
+    assert by_user["flussonic_id"] == "ev-2" and by_user["subscriber_id"] == sub.id
+    assert by_user["channel_id"] == portal.channels["sport"]
+    assert unknown_stream["channel_id"] is None and unknown_stream["channel_name"] == "vod/film.mp4"
+
+
+@pytest.mark.parametrize("body", [b"not json", b"{\"event\": ", b"42", b"\"text\"", b"", b"\xff\xfe"])
+async def test_a_body_that_is_not_events_is_400(gateways: list[Gateway], body: bytes) -> None:
+    status, _, raw = await gateways[0].request("POST", "/events", data=body)
+    assert status == 400
+    assert msgspec.json.decode(raw)["error"] == "bad_request"
+
+
+async def test_another_portals_session_id_is_not_taken_over(
+    world: World, gateways: list[Gateway], scene: tuple[Portal, Sub], pool: asyncpg.Pool
+) -> None:
+    portal, sub = scene
+    intruder_portal = await world.portal()
+    await world.package(intruder_portal, "basic")
+    await world.channel(intruder_portal, "sport", ["basic"])
+    intruder = await world.subscriber(intruder_portal, ["basic"])
+    assert (await gateways[0].auth(sub, "sport", session="shared-id")).status == 200
+    await eventually(lambda: pool.fetchval("SELECT count(*) FROM play_sessions"))
+    await gateways[1].events({"event": "play_closed", "id": "shared-id", "token": intruder.token, "bytes": 5})
+    await gateways[1].events({"event": "play_updated", "id": "other", "token": intruder.token})
+    await eventually(lambda: pool.fetchval("SELECT count(*) FROM play_sessions WHERE flussonic_id = 'other'"))
+    owned = await pool.fetchrow("SELECT * FROM play_sessions WHERE flussonic_id = 'shared-id'")
+    assert owned["portal_id"] == portal.id and owned["active"] and owned["bytes"] == 0
