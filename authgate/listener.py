@@ -60,9 +60,11 @@ class Listener:
             while True:
                 try:
                     await self._session()
+                    log.warning("entitlement listener lost its connection")
                     delay = 0.1
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                    log.warning("entitlement listener disconnected", extra={"error": str(exc)})
+                    if self.health.listener_up:
+                        log.warning("entitlement listener disconnected", extra={"error": str(exc)})
                 self.health.set_listener(False)
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX, delay * 2)
