@@ -31,6 +31,7 @@ from .metrics import Metrics
 log = logging.getLogger("authgate.server")
 
 MAX_PIPELINE = 64
+LINGER = 2.0
 _perf = time.perf_counter
 _now = time.time
 
@@ -95,8 +96,10 @@ class HttpConnection(asyncio.Protocol):
         "expect_continue",
         "failure",
         "header_size",
+        "keep_alive",
         "last_active",
         "limits",
+        "lingering",
         "parser",
         "paused",
         "queue",
@@ -124,6 +127,8 @@ class HttpConnection(asyncio.Protocol):
         self.request_started: float | None = None
         self.last_active = server.tick
         self.closing = False
+        self.keep_alive = True
+        self.lingering = False
         self.paused = False
         self.writing_paused = False
 
@@ -153,7 +158,9 @@ class HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(responses.BAD_REQUEST, 400)
+            # The request was answered as plain HTTP/1.1; what follows it would be
+            # another protocol, which the gateway does not speak.
+            self._close_after_queue()
         except httptools.HttpParserError:
             self._fail(self.failure or responses.BAD_REQUEST, _status(self.failure))
 
@@ -202,14 +209,14 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.request_started = None
-        keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = self.parser.should_keep_alive() and not self.parser.should_upgrade()
         try:
             self._route(self.parser.get_method(), self.url)
         except Exception:
             log.exception("request failed")
             self.app.metrics.unavailable += 1
             self._respond(responses.UNAVAILABLE)
-        if not keep_alive:
+        if not self.keep_alive:
             self._close_after_queue()
         elif len(self.queue) > MAX_PIPELINE:
             self._pause()
@@ -255,6 +262,8 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------ answers, in order
 
     def _respond(self, answer: bytes | asyncio.Task[bytes] | asyncio.Future[bytes]) -> None:
+        if not self.keep_alive:
+            answer = _closing(answer)
         if type(answer) is bytes and not self.queue:
             if self.transport is not None:
                 self.transport.write(answer)
@@ -291,7 +300,9 @@ class HttpConnection(asyncio.Protocol):
     def _fail(self, response: bytes, status: int) -> None:
         self.app.metrics.http_error(status)
         self.request_started = None
-        self._respond(responses.with_close(response))
+        self.keep_alive = False
+        self.lingering = True
+        self._respond(response)
         self._close_after_queue()
 
     def _close_after_queue(self) -> None:
@@ -307,8 +318,24 @@ class HttpConnection(asyncio.Protocol):
             self.closing = True
 
     def _finish(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if self.lingering and transport.can_write_eof():
+            # After refusing a request the client may still be sending it: half-close,
+            # drain what arrives for a moment, then close, so that it reads the answer
+            # instead of a reset.
+            self.lingering = False
+            transport.write_eof()
+            self._resume_for_draining()
+            asyncio.get_running_loop().call_later(LINGER, transport.close)
+            return
+        transport.close()
+
+    def _resume_for_draining(self) -> None:
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
 
     def _pause(self) -> None:
         if not self.paused and self.transport is not None:
@@ -333,6 +360,17 @@ class HttpConnection(asyncio.Protocol):
 
 class _Refused(Exception):
     pass
+
+
+def _closing(answer: bytes | asyncio.Future[bytes]) -> bytes | asyncio.Future[bytes]:
+    """``answer`` saying ``Connection: close`` (the connection ends after it)."""
+    if type(answer) is bytes:
+        return responses.with_close(answer)
+
+    async def wrapped() -> bytes:
+        return responses.with_close(await answer)  # type: ignore[misc]
+
+    return asyncio.ensure_future(wrapped())
 
 
 def _status(response: bytes | None) -> int:
