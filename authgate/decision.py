@@ -42,13 +42,12 @@ _TRUE = (b"true", b"1", b"yes")
 def parse_query(raw: bytes) -> Fields:
     """``a=1&b=2`` → ``{b"a": b"1", b"b": b"2"}``; values stay percent-encoded.
 
-    The first occurrence of a key wins, as in Flussonic's own parsing.
+    A repeated key keeps its last value (Flussonic sends each once).
     """
     fields: Fields = {}
     for part in raw.split(b"&"):
         key, _, value = part.partition(b"=")
-        if key not in fields:
-            fields[key] = value
+        fields[key] = value
     return fields
 
 
@@ -73,6 +72,21 @@ _GRAPHIC = bytes(range(0x21, 0x7F))
 def valid_session_id(value: bytes) -> bool:
     """1 to 128 visible ASCII characters (no spaces or controls)."""
     return 0 < len(value) <= MAX_SESSION_ID and not value.translate(None, _GRAPHIC)
+
+
+class Grant:
+    """What an allowed check read, kept on its session so that a repeat can be answered at once."""
+
+    __slots__ = ("entry", "expires_at", "hint", "name", "state", "sub", "token")
+
+    def __init__(self, fields: Fields, info: TokenInfo, sub: SubscriberEntry, entry: PortalEntry) -> None:
+        self.token = fields.get(b"token")
+        self.name = fields.get(b"name")
+        self.hint = fields.get(b"portal")
+        self.expires_at = info.expires_at
+        self.state = info.state
+        self.sub = sub
+        self.entry = entry
 
 
 class Decider:
@@ -104,7 +118,10 @@ class Decider:
         self.stale_limit = stale_limit
         # True while Redis answers and the entitlement listener is connected:
         # in-process entries are then kept right by signals and never go stale.
+        # Otherwise an entry answers for `stale_limit` after the later of its load
+        # and the moment trust was lost.
         self.trusting = True
+        self.trust_lost_at = 0.0
         # Sessions whose Redis expiry should be extended (session_limiter sends them).
         self.refresh: dict[bytes, KnownSession] = {}
         # (subscriber id, session key) pairs whose slot should be given back.
@@ -114,6 +131,11 @@ class Decider:
 
     def decide(self, fields: Fields, now: float) -> bytes | None:
         """The answer from memory alone, or ``None`` when I/O is needed."""
+        session = self.sessions.by_key.get(fields.get(b"session_id"))  # type: ignore[arg-type]
+        if session is not None and session.grant is not None:
+            answer = self.regrant(session, session.grant, fields, now)
+            if answer is not None:
+                return answer
         head = self.prelude(fields, now)
         if isinstance(head, bytes):
             return head
@@ -127,7 +149,7 @@ class Decider:
         entry = state.entry
         if entry is None or sub.generation != state.generation:
             return None
-        if not self.trusting and not self.fresh(sub, entry, now):
+        if not self.trusting and not (self.usable(sub.checked_at) and self.usable(entry.checked_at)):
             return None
         return self.evaluate(fields, name, key, info, sub, entry, now)
 
@@ -183,10 +205,37 @@ class Decider:
         now_ms = int(now * 1000)
         if session.expires_ms <= now_ms:
             return None
+        self.keep(session, fields, now_ms)
+        session.grant = Grant(fields, info, sub, entry)
+        return self.allow(sub, entry, fields, now)
+
+    def regrant(self, session: KnownSession, grant: Grant, fields: Fields, now: float) -> bytes | None:
+        """The answer of a re-check that repeats an allowed one, when nothing it read has changed.
+
+        Same token, stream and portal parameter; the same subscriber and portal entries,
+        still current (entries are replaced, never changed, so identity is enough); the
+        session still counted.  Anything else takes the full path.
+        """
+        sub = grant.sub
+        if (
+            fields.get(b"token") != grant.token or fields.get(b"name") != grant.name
+            or fields.get(b"portal") != grant.hint or sub.dead or not self.trusting
+            or sub.generation != grant.state.generation or grant.state.entry is not grant.entry
+            or not session.counted or session.closed_ms is not None
+            or (grant.expires_at is not None and grant.expires_at < now)
+        ):
+            return None
+        now_ms = int(now * 1000)
+        if session.expires_ms <= now_ms:
+            return None
+        self.keep(session, fields, now_ms)
+        return self.allow(sub, grant.entry, fields, now)
+
+    def keep(self, session: KnownSession, fields: Fields, now_ms: int) -> None:
+        """Record the check and, when due, queue the session's refresh in Redis."""
         self.touch(session, fields, now_ms)
         if session.expires_ms - now_ms < session.auth_ms + self.slack_ms:
-            self.refresh[key] = session
-        return self.allow(sub, entry, fields, now)
+            self.refresh[session.key] = session
 
     # ------------------------------------------------------------ answers
 
@@ -215,6 +264,7 @@ class Decider:
             if session is not None and session.closed_ms is None and session.subscriber_id == sub.id:
                 session.closed_ms = int(time.time() * 1000)
                 session.counted = False
+                session.grant = None
                 self.recorder.touch(session)
             if session is not None or fields.get(b"request_type") == b"update_session":
                 self.releases.append((sub.id, key))
@@ -232,10 +282,16 @@ class Decider:
                 session.bytes = count
         self.recorder.pending[session.key] = session
 
-    def fresh(self, sub: SubscriberEntry, entry: PortalEntry, now: float) -> bool:
-        """Whether entries may answer while they cannot be vouched for (Redis or listener away)."""
-        limit = self.stale_limit
-        return time.monotonic() - sub.checked_at <= limit and time.monotonic() - entry.checked_at <= limit
+    def usable(self, checked_at: float) -> bool:
+        """Whether an entry loaded at ``checked_at`` may still answer."""
+        if self.trusting:
+            return True
+        return time.monotonic() - max(checked_at, self.trust_lost_at) <= self.stale_limit
+
+    def set_trusting(self, trusting: bool) -> None:
+        if self.trusting and not trusting:
+            self.trust_lost_at = time.monotonic()
+        self.trusting = trusting
 
     def verify(self, token: bytes) -> TokenInfo:
         """Verify a token once and cache the outcome, good or bad."""

@@ -12,7 +12,7 @@ import time
 
 from . import responses
 from .caches import PortalEntry, SubscriberEntry, TokenInfo
-from .decision import Decider, Fields, device_id, field, text, token_from_qs
+from .decision import Decider, Fields, Grant, device_id, field, text, token_from_qs
 from .loader import Loader, Unavailable
 from .metrics import Metrics
 from .recorder import Recorder
@@ -59,6 +59,8 @@ class Gate:
         if code != OK:
             return self.decider.refuse("session_limit", entry)
         self.decider.touch(session, fields, int(time.time() * 1000))
+        if not entry.evict:
+            session.grant = Grant(fields, info, sub, entry)
         return self.decider.allow(sub, entry, fields, now)
 
     def _session(

@@ -32,6 +32,7 @@ from .metrics import Metrics
 log = logging.getLogger("authgate.listener")
 
 POLL_INTERVAL = 1.0
+REFILL_CLAIM_TTL = 60
 RECONNECT_MAX = 2.0
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
@@ -39,14 +40,19 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 class Listener:
     def __init__(
-        self, connect: Connect, caches: Caches, emap: EntitlementMap, health: Health, metrics: Metrics
+        self, connect: Connect, caches: Caches, emap: EntitlementMap, health: Health, metrics: Metrics,
+        pool: Callable[[], asyncpg.Pool | None],
     ) -> None:
         self._connect = connect
+        self._pool = pool
         self.caches = caches
         self.emap = emap
         self.health = health
         self.metrics = metrics
-        self._redis_queue: asyncio.Queue[tuple[int, int, list[str], bool]] = asyncio.Queue()
+        self._redis_queue: asyncio.Queue[tuple[int, int, list[str], bool, list[int]]] = asyncio.Queue()
+        # Portals whose invalidated entries should be written again: ids, whole portal?
+        self._refills: dict[int, tuple[set[int], bool, int]] = {}
+        self._refill_wanted = asyncio.Event()
         # Portals whose invalidation may not have reached Redis: synced when it answers.
         self.redis_dirty: set[int] = set()
         self._suspects: dict[int, int] = {}
@@ -55,6 +61,7 @@ class Listener:
     async def run(self) -> None:
         """Listen, reconnecting for ever; cancel to stop."""
         redis_task = asyncio.create_task(self._apply_to_redis())
+        refill_task = asyncio.create_task(self._refill())
         delay = 0.1
         try:
             while True:
@@ -71,6 +78,7 @@ class Listener:
                 self.metrics.listener_reconnects += 1
         finally:
             redis_task.cancel()
+            refill_task.cancel()
 
     async def _session(self) -> None:
         conn = await self._connect()
@@ -110,7 +118,7 @@ class Listener:
         keys = [self.emap.keys.portal(portal_id)]
         if kind != "portal":
             keys += [self.emap.keys.subscriber(i) for i in ids]
-        self._redis_queue.put_nowait((portal_id, version, keys, portal_wide))
+        self._redis_queue.put_nowait((portal_id, version, keys, portal_wide, ids))
 
     async def _catch_up(self, versions: dict[int, int]) -> None:
         """After a (re)connect: drop portals that moved while away; tell Redis."""
@@ -147,31 +155,65 @@ class Listener:
             self.redis_dirty.update(versions)
             return
         try:
-            await self.emap.sync(versions)
+            raised = await self.emap.sync(versions)
         except (RedisError, OSError):
             self.redis_dirty.update(versions)
+            return
+        for portal_id in raised:
+            self._want_refill(portal_id, versions[portal_id], [], True)
 
     async def sync_dirty(self) -> None:
         """Once Redis answers again: raise the floor of portals whose invalidations it missed."""
         dirty, self.redis_dirty = self.redis_dirty, set()
         versions = {p: s for p in dirty if (s := self.caches.portal(p).seen) is not None}
         try:
-            await self.emap.sync(versions)
+            raised = await self.emap.sync(versions)
         except (RedisError, OSError):
             self.redis_dirty.update(dirty)
             raise
+        for portal_id in raised:
+            self._want_refill(portal_id, versions[portal_id], [], True)
 
     async def _apply_to_redis(self) -> None:
         while True:
-            portal_id, version, keys, portal_wide = await self._redis_queue.get()
+            portal_id, version, keys, portal_wide, ids = await self._redis_queue.get()
             if not self.health.redis_up:
                 self.redis_dirty.add(portal_id)
                 continue
             try:
-                await self.emap.invalidate(portal_id, version, keys, portal_wide)
+                raised = await self.emap.invalidate(portal_id, version, keys, portal_wide)
             except (RedisError, OSError) as exc:
                 log.warning("cannot apply a signal to Redis", extra={"error": str(exc)})
                 self.redis_dirty.add(portal_id)
+                continue
+            self._want_refill(portal_id, version, ids, portal_wide or raised)
+
+    def _want_refill(self, portal_id: int, version: int, ids: list[int], whole: bool) -> None:
+        known_ids, known_whole, known_version = self._refills.get(portal_id, (set(), False, 0))
+        self._refills[portal_id] = (known_ids | set(ids), known_whole or whole, max(known_version, version))
+        self._refill_wanted.set()
+
+    async def _refill(self) -> None:
+        """Write invalidated entries again from PostgreSQL, one process per signal (Redis lock)."""
+        while True:
+            await self._refill_wanted.wait()
+            self._refill_wanted.clear()
+            refills, self._refills = self._refills, {}
+            for portal_id, (ids, whole, version) in refills.items():
+                await self._refill_portal(portal_id, sorted(ids), whole, version)
+
+    async def _refill_portal(self, portal_id: int, ids: list[int], whole: bool, version: int) -> None:
+        pool = self._pool()
+        if pool is None or not self.health.pg_up or not self.health.redis_up:
+            return  # entries will be built on the next miss
+        try:
+            claim = self.emap.keys.portal(portal_id) + f":refill:{version}"
+            if not await self.emap.redis.set(claim, "1", nx=True, ex=REFILL_CLAIM_TTL):
+                return  # another process is writing them
+            async with pool.acquire(timeout=5.0) as conn:
+                await entitlement_map.refill(conn, self.emap, portal_id, ids, whole)
+        except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("cannot refill invalidated entries", extra={"portal": portal_id, "error": str(exc)})
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -45,8 +45,7 @@ class Loader:
         metrics: Metrics,
         *,
         deny_duration: int,
-        stale_limit: float,
-        trusting: Callable[[], bool],
+        usable: Callable[[float], bool],
     ) -> None:
         self.caches = caches
         self.emap = emap
@@ -54,8 +53,8 @@ class Loader:
         self.health = health
         self.metrics = metrics
         self.deny_duration = deny_duration
-        self.stale_limit = stale_limit
-        self._trusting = trusting
+        # Whether an in-process entry loaded at a given time may still answer.
+        self.usable = usable
         self._inflight: dict[tuple[int, int], asyncio.Future[tuple[SubscriberEntry, PortalEntry]]] = {}
 
     async def ensure(self, info: TokenInfo) -> tuple[SubscriberEntry, PortalEntry]:
@@ -67,9 +66,6 @@ class Loader:
             self._inflight[key] = future
             future.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(future)
-
-    def usable(self, checked_at: float) -> bool:
-        return self._trusting() or time.monotonic() - checked_at <= self.stale_limit
 
     async def _load(self, info: TokenInfo) -> tuple[SubscriberEntry, PortalEntry]:
         state = info.state

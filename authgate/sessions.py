@@ -8,6 +8,8 @@ needs and what the session limiter knows about the session's slot in Redis.
 
 from __future__ import annotations
 
+from typing import Any
+
 from catena import ids
 
 
@@ -25,6 +27,7 @@ class KnownSession:
         "evicted",
         "expires_ms",
         "flussonic_id",
+        "grant",
         "ip",
         "key",
         "opened_ms",
@@ -62,6 +65,8 @@ class KnownSession:
         # the X-AuthDuration in ms that each refresh extends it by.
         self.counted = False
         self.evicted = False
+        # The last allowed check, for answering its repeats (decision.Grant).
+        self.grant: Any = None
         self.expires_ms = 0
         self.auth_ms = 0
 

@@ -81,8 +81,7 @@ class Worker:
         self.emap = EntitlementMap(self.redis, s.redis_prefix)
         self.loader = Loader(
             self.caches, self.emap, lambda: self.pool, self.status, self.metrics,
-            deny_duration=s.auth_deny_duration, stale_limit=s.auth_stale_limit,
-            trusting=lambda: self.decider.trusting,
+            deny_duration=s.auth_deny_duration, usable=self.decider.usable,
         )
         self.limiter = SessionLimiter(
             self.redis, s.redis_prefix, self.sessions, self.decider, self.status, self.metrics,
@@ -92,7 +91,9 @@ class Worker:
         self.sink = EventSink(
             self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics
         )
-        self.listener = Listener(self._connect_pg, self.caches, self.emap, self.status, self.metrics)
+        self.listener = Listener(
+            self._connect_pg, self.caches, self.emap, self.status, self.metrics, lambda: self.pool
+        )
         self.snapshots = SnapshotFiles(state_dir(s) / "metrics", str(index))
         self.server = Server(self, Limits(
             s.auth_max_header_bytes, s.auth_max_body_bytes, s.auth_idle_timeout, s.auth_request_timeout,
@@ -176,7 +177,7 @@ class Worker:
         self._tasks.append(asyncio.create_task(coroutine))
 
     def _trust(self, trusting: bool) -> None:
-        self.decider.trusting = trusting
+        self.decider.set_trusting(trusting)
 
     async def _connect_pg(self) -> asyncpg.Connection:
         return await db.connect(self.settings.database_url, timeout=2.0)

@@ -156,9 +156,13 @@ return written
 _INVALIDATE = """
 local v = tonumber(ARGV[1])
 local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+local raised = 0
 if v > seen + 1 or ARGV[2] == '1' then
   local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if v > floor then redis.call('SET', KEYS[2], v) end
+  if v > floor then
+    redis.call('SET', KEYS[2], v)
+    raised = 1
+  end
 end
 if v > seen then redis.call('SET', KEYS[1], v) end
 local mark = ARGV[1] .. ':!'
@@ -168,11 +172,11 @@ for i = 3, #KEYS do
   if current then held = tonumber(string.match(current, '^(%d+):') or '-1') end
   if held < v then redis.call('SET', KEYS[i], mark, 'EX', tonumber(ARGV[3])) end
 end
-return seen
+return raised
 """
 
 _SYNC = """
-local raised = 0
+local raised = {}
 for i = 1, #ARGV do
   local v = tonumber(ARGV[i])
   local seen = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
@@ -180,7 +184,7 @@ for i = 1, #ARGV do
     redis.call('SET', KEYS[2 * i - 1], v)
     local floor = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
     if v > floor then redis.call('SET', KEYS[2 * i], v) end
-    raised = raised + 1
+    raised[#raised + 1] = i
   end
 end
 return raised
@@ -208,19 +212,28 @@ class EntitlementMap:
 
     async def invalidate(
         self, portal_id: int, version: int, keys: Iterable[str], portal_wide: bool
-    ) -> None:
-        """Apply one entitlement signal: tombstone ``keys``; raise the floor on a gap."""
-        names = [self.keys.seen(portal_id), self.keys.floor(portal_id), *keys]
-        await self._invalidate(keys=names, args=[version, "1" if portal_wide else "0", ENTRY_TTL])
+    ) -> bool:
+        """Apply one entitlement signal: tombstone ``keys``; raise the floor on a gap.
 
-    async def sync(self, versions: dict[int, int]) -> int:
-        """Raise the floor of every portal whose version moved on without Redis seeing it."""
+        ``True`` when the floor was raised: every entry of the portal must be rebuilt.
+        """
+        names = [self.keys.seen(portal_id), self.keys.floor(portal_id), *keys]
+        args = [version, "1" if portal_wide else "0", ENTRY_TTL]
+        return bool(await self._invalidate(keys=names, args=args))
+
+    async def sync(self, versions: dict[int, int]) -> list[int]:
+        """Raise the floor of every portal whose version moved on without Redis seeing it.
+
+        Returns those portals: their entries must be rebuilt.
+        """
         if not versions:
-            return 0
+            return []
+        portal_ids = list(versions)
         names: list[str] = []
-        for portal_id in versions:
+        for portal_id in portal_ids:
             names += (self.keys.seen(portal_id), self.keys.floor(portal_id))
-        return int(await self._sync(keys=names, args=list(versions.values())))
+        raised = await self._sync(keys=names, args=list(versions.values()))
+        return [portal_ids[int(i) - 1] for i in raised]
 
     async def read(self, subscriber_id: int, portal_id: int) -> tuple[Entry | None, Entry | None, int]:
         """The subscriber's entry, its portal's entry and the portal's floor, in one round trip."""
@@ -264,7 +277,7 @@ SELECT s.id, s.portal_id, s.token_version, s.disabled, s.max_sessions,
        coalesce(array_agg(sub.package_id ORDER BY sub.package_id)
                 FILTER (WHERE sub.package_id IS NOT NULL), '{}') AS packages
 FROM subscribers s LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id
-WHERE s.portal_id = $1
+WHERE s.portal_id = $1 AND ($2::bigint[] IS NULL OR s.id = ANY($2))
 GROUP BY s.id
 """
 
@@ -346,12 +359,25 @@ async def rebuild(conn: asyncpg.Connection, emap: EntitlementMap) -> RebuildStat
 async def _rebuild_portal(
     conn: asyncpg.Connection, emap: EntitlementMap, portal_id: int, version: int, stats: RebuildStats
 ) -> None:
-    settings = await conn.fetchval("SELECT settings FROM portals WHERE id = $1", portal_id)
-    record = await _portal_body(conn, portal_id, settings)
+    await _write_portal(conn, emap, portal_id, version, stats)
+    await _write_subscribers(conn, emap, portal_id, version, stats)
+
+
+async def _write_portal(
+    conn: asyncpg.Connection, emap: EntitlementMap, portal_id: int, version: int, stats: RebuildStats
+) -> None:
+    head = await conn.fetchrow(_PORTAL_HEAD, portal_id)
+    record = await _portal_body(conn, portal_id, head["settings"]) if head["present"] else None
     stats.written += await emap.put([(emap.keys.portal(portal_id), version, encode(version, record))])
     stats.portals += 1
+
+
+async def _write_subscribers(
+    conn: asyncpg.Connection, emap: EntitlementMap, portal_id: int, version: int, stats: RebuildStats,
+    subscriber_ids: list[int] | None = None,
+) -> None:
     chunk: list[tuple[str, int, bytes]] = []
-    async for row in conn.cursor(_PORTAL_SUBSCRIBERS, portal_id, prefetch=REBUILD_CHUNK):
+    async for row in conn.cursor(_PORTAL_SUBSCRIBERS, portal_id, subscriber_ids, prefetch=REBUILD_CHUNK):
         value = encode(version, _subscriber_record(row))
         chunk.append((emap.keys.subscriber(row["id"]), version, value))
         stats.subscribers += 1
@@ -359,6 +385,26 @@ async def _rebuild_portal(
             stats.written += await emap.put(chunk)
             chunk = []
     stats.written += await emap.put(chunk)
+
+
+async def refill(
+    conn: asyncpg.Connection, emap: EntitlementMap, portal_id: int, subscriber_ids: list[int], whole: bool
+) -> RebuildStats:
+    """Write again what a change invalidated: the portal's entry and the named subscribers
+    (``whole``: every subscriber of the portal), read in one snapshot.
+
+    Run after an invalidation so that Redis stays complete and checks need no
+    PostgreSQL read, even while PostgreSQL is away.
+    """
+    stats = RebuildStats()
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        version = await conn.fetchval(
+            "SELECT coalesce(max(version), 0) FROM entitlement_versions WHERE portal_id = $1", portal_id
+        )
+        await _write_portal(conn, emap, portal_id, version, stats)
+        if whole or subscriber_ids:
+            await _write_subscribers(conn, emap, portal_id, version, stats, None if whole else subscriber_ids)
+    return stats
 
 
 async def rebuild_command() -> None:

@@ -125,8 +125,11 @@ async def test_postgres_down_keeps_answering_and_spools_then_replays(
 ) -> None:
     world = World(private_pool)
     _, (warm, other, _) = await scene(world)
-    gateway = await launcher.start(database_url=private_pg.url)
+    gateway, neighbour = [await launcher.start(database_url=private_pg.url) for _ in range(2)]
     assert (await gateway.auth(warm, "sport", session="w1")).status == 200
+    # The neighbour's check puts `other` in Redis; this gateway has never seen it.
+    assert (await neighbour.auth(other, "sport", session="o0")).status == 200
+    await neighbour.stop()
 
     private_pg.stop()
     await until_health(gateway, postgres="down", status_code=200)
@@ -142,11 +145,11 @@ async def test_postgres_down_keeps_answering_and_spools_then_replays(
 
     async def replayed() -> list[asyncpg.Record]:
         rows = await private_pool.fetch("SELECT flussonic_id, active, bytes FROM play_sessions ORDER BY 1")
-        return rows if len(rows) == 3 and not rows[2]["active"] else []
+        return rows if len(rows) == 4 and not rows[3]["active"] else []
 
     rows = await eventually(replayed, timeout=10.0)
     assert [(r["flussonic_id"], r["active"], r["bytes"]) for r in rows] == [
-        ("o1", True, 42), ("w1", True, 42), ("w2", False, 99),
+        ("o0", True, 0), ("o1", True, 42), ("w1", True, 42), ("w2", False, 99),
     ]
     await gateway.stop()
 
@@ -160,7 +163,7 @@ async def test_both_down_answers_recent_entries_then_503_then_recovers(
 ) -> None:
     world = World(private_pool)
     _, (warm, unseen, _) = await scene(world)
-    gateway = await launcher.start(database_url=private_pg.url, redis_url=private_redis.url, auth_stale_limit=3)
+    gateway = await launcher.start(database_url=private_pg.url, redis_url=private_redis.url, auth_stale_limit=10)
     assert (await gateway.auth(warm, "sport", session="w1")).status == 200
 
     private_redis.stop()
@@ -169,7 +172,8 @@ async def test_both_down_answers_recent_entries_then_503_then_recovers(
     assert (await gateway.auth(warm, "sport", session="w1", request_type="update_session")).status == 200
     unavailable = await gateway.auth(unseen, "sport", session="u1")
     assert unavailable.status == 503 and unavailable.reason == "unavailable"
-    await asyncio.sleep(3.5)
+    # Entries answer for the staleness limit after the gateway lost the means to check them.
+    await asyncio.sleep(10.5)
     assert (await gateway.auth(warm, "sport", session="w1", request_type="update_session")).status == 503
 
     private_redis.start()
