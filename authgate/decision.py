@@ -89,6 +89,24 @@ class Grant:
         self.entry = entry
 
 
+class Admission:
+    """A check allowed in every respect but the session limit: its session must be admitted."""
+
+    __slots__ = ("entry", "fields", "info", "key", "name", "now", "sub")
+
+    def __init__(
+        self, fields: Fields, name: bytes, key: bytes, info: TokenInfo, sub: SubscriberEntry,
+        entry: PortalEntry, now: float,
+    ) -> None:
+        self.fields = fields
+        self.name = name
+        self.key = key
+        self.info = info
+        self.sub = sub
+        self.entry = entry
+        self.now = now
+
+
 class Decider:
     """The in-process decision over the caches, the session table and the pending batch."""
 
@@ -129,8 +147,9 @@ class Decider:
 
     # ------------------------------------------------------------ the check
 
-    def decide(self, fields: Fields, now: float) -> bytes | None:
-        """The answer from memory alone, or ``None`` when I/O is needed."""
+    def decide(self, fields: Fields, now: float) -> bytes | Admission | None:
+        """The answer from memory alone; an :class:`Admission` when only the session limit
+        remains to be asked of Redis; ``None`` when entries must be loaded first."""
         session = self.sessions.by_key.get(fields.get(b"session_id"))  # type: ignore[arg-type]
         if session is not None and session.grant is not None:
             answer = self.regrant(session, session.grant, fields, now)
@@ -140,6 +159,13 @@ class Decider:
         if isinstance(head, bytes):
             return head
         name, key, info = head
+        found = self.cached(info)
+        if found is None:
+            return None
+        return self.evaluate(fields, name, key, info, found[0], found[1], now)
+
+    def cached(self, info: TokenInfo) -> tuple[SubscriberEntry, PortalEntry] | None:
+        """The token's subscriber and portal entries, if memory holds usable ones."""
         sub = info.sub
         if sub is None or sub.dead:
             sub = info.sub = self.caches.subscribers.get(info.subscriber_id)
@@ -151,7 +177,7 @@ class Decider:
             return None
         if not self.trusting and not (self.usable(sub.checked_at) and self.usable(entry.checked_at)):
             return None
-        return self.evaluate(fields, name, key, info, sub, entry, now)
+        return sub, entry
 
     def prelude(self, fields: Fields, now: float) -> bytes | tuple[bytes, bytes, TokenInfo]:
         """Checks that need no entry: the request's fields and the token."""
@@ -179,8 +205,8 @@ class Decider:
     def evaluate(
         self, fields: Fields, name: bytes, key: bytes, info: TokenInfo,
         sub: SubscriberEntry, entry: PortalEntry, now: float,
-    ) -> bytes | None:
-        """The decision once the entries are at hand; ``None``: the session must be admitted."""
+    ) -> bytes | Admission:
+        """The decision once the entries are at hand, or what to admit."""
         if not sub.exists:
             return self.refuse_session("unknown_subscriber", entry, fields, key, None)
         if sub.portal_id != info.portal_id:
@@ -197,14 +223,12 @@ class Decider:
         if sub.allow_for is not entry:
             sub.prepare(entry)
         session = self.sessions.by_key.get(key)
+        now_ms = int(now * 1000)
         if (
             session is None or not session.counted or session.subscriber_id != sub.id
-            or session.closed_ms is not None or entry.evict
+            or session.closed_ms is not None or entry.evict or session.expires_ms <= now_ms
         ):
-            return None
-        now_ms = int(now * 1000)
-        if session.expires_ms <= now_ms:
-            return None
+            return Admission(fields, name, key, info, sub, entry, now)
         self.keep(session, fields, now_ms)
         session.grant = Grant(fields, info, sub, entry)
         return self.allow(sub, entry, fields, now)

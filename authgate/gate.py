@@ -1,18 +1,20 @@
 """``/auth`` when memory is not enough: load what is missing, admit the session.
 
-The server first asks :meth:`authgate.decision.Decider.decide`; only when that
-returns ``None`` does it run :meth:`Gate.check` in a task.  The check loads the
-entries (``loader``), decides again with them, and admits the session in Redis
-(``session_limiter``) when it is new to this process or its portal evicts.
+The server first asks :meth:`authgate.decision.Decider.decide`.  It answers most
+checks itself; when only the session limit is left it returns an
+:class:`~authgate.decision.Admission`, which :meth:`Gate.admit` turns into a future
+answer resolved when the batched Redis call returns (no task per check); when
+entries are missing it returns ``None`` and :meth:`Gate.check` loads them first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from functools import partial
 
 from . import responses
-from .caches import PortalEntry, SubscriberEntry, TokenInfo
-from .decision import Decider, Fields, Grant, device_id, field, text, token_from_qs
+from .decision import Admission, Decider, Fields, Grant, device_id, field, text, token_from_qs
 from .loader import Loader, Unavailable
 from .metrics import Metrics
 from .recorder import Recorder
@@ -35,43 +37,58 @@ class Gate:
         self.metrics = metrics
 
     async def check(self, fields: Fields, now: float) -> bytes:
+        """The full check: load the entries memory lacks, decide, admit."""
         head = self.decider.prelude(fields, now)
         if isinstance(head, bytes):
             return head
         name, key, info = head
+        found = self.decider.cached(info)
         try:
-            sub, entry = await self.loader.ensure(info)
+            sub, entry = found if found is not None else await self.loader.ensure(info)
         except Unavailable:
             self.metrics.unavailable += 1
             return responses.UNAVAILABLE
         answer = self.decider.evaluate(fields, name, key, info, sub, entry, now)
-        if answer is not None:
+        if isinstance(answer, bytes):
             return answer
-        return await self._admit(fields, name, key, info, sub, entry, now)
+        return await self.admit(answer)
 
-    async def _admit(
-        self, fields: Fields, name: bytes, key: bytes, info: TokenInfo,
-        sub: SubscriberEntry, entry: PortalEntry, now: float,
-    ) -> bytes:
-        now_ms = int(now * 1000)
-        session = self._session(fields, name, key, sub, entry, now_ms)
-        code = await self.limiter.admit(session, sub.limit, entry.evict, entry.auth_duration * 1000)
-        if code != OK:
-            return self.decider.refuse("session_limit", entry)
-        self.decider.touch(session, fields, int(time.time() * 1000))
-        if not entry.evict:
-            session.grant = Grant(fields, info, sub, entry)
-        return self.decider.allow(sub, entry, fields, now)
+    def admit(self, admission: Admission) -> asyncio.Future[bytes]:
+        """The answer once the session is counted (or refused) in Redis."""
+        session = self._session(admission)
+        entry = admission.entry
+        counted = self.limiter.enqueue(session, admission.sub.limit, entry.evict, entry.auth_duration * 1000)
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        counted.add_done_callback(partial(self._admitted, admission, session, answer))
+        return answer
 
-    def _session(
-        self, fields: Fields, name: bytes, key: bytes, sub: SubscriberEntry, entry: PortalEntry, now_ms: int
-    ) -> KnownSession:
+    def _admitted(
+        self, admission: Admission, session: KnownSession, answer: asyncio.Future[bytes],
+        counted: asyncio.Future[int],
+    ) -> None:
+        if answer.done():
+            return
+        if counted.cancelled() or counted.exception() is not None:
+            self.metrics.unavailable += 1
+            answer.set_result(responses.UNAVAILABLE)
+            return
+        if counted.result() != OK:
+            answer.set_result(self.decider.refuse("session_limit", admission.entry))
+            return
+        self.decider.touch(session, admission.fields, int(time.time() * 1000))
+        if not admission.entry.evict:
+            session.grant = Grant(admission.fields, admission.info, admission.sub, admission.entry)
+        answer.set_result(self.decider.allow(admission.sub, admission.entry, admission.fields, admission.now))
+
+    def _session(self, admission: Admission) -> KnownSession:
         """The session this check belongs to, made (with what the row needs) if new here."""
+        sub, key = admission.sub, admission.key
         session = self.sessions.get(key)
         if session is not None and session.subscriber_id == sub.id and session.closed_ms is None:
             return session
-        session = KnownSession(key, sub.portal_id, sub.id, now_ms)
-        channel = entry.channels[name]
+        fields = admission.fields
+        session = KnownSession(key, sub.portal_id, sub.id, int(admission.now * 1000))
+        channel = admission.entry.channels[admission.name]
         session.channel_id = channel.id
         session.channel_name = channel.name
         session.ip = text(field(fields, b"ip"), 64)

@@ -32,7 +32,6 @@ from .metrics import Metrics
 log = logging.getLogger("authgate.listener")
 
 POLL_INTERVAL = 1.0
-REFILL_CLAIM_TTL = 60
 RECONNECT_MAX = 2.0
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
@@ -207,8 +206,7 @@ class Listener:
         if pool is None or not self.health.pg_up or not self.health.redis_up:
             return  # entries will be built on the next miss
         try:
-            claim = self.emap.keys.portal(portal_id) + f":refill:{version}"
-            if not await self.emap.redis.set(claim, "1", nx=True, ex=REFILL_CLAIM_TTL):
+            if not await self.emap.claim(portal_id, version):
                 return  # another process is writing them
             async with pool.acquire(timeout=5.0) as conn:
                 await entitlement_map.refill(conn, self.emap, portal_id, ids, whole)

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from catena import entitlement_map as emap_module
 from catena.entitlement_map import EntitlementMap, Entry, PortalRecord, SubscriberRecord
 
+from .batching import Batcher
 from .caches import Caches, PortalEntry, PortalState, SubscriberEntry, TokenInfo
 from .health import Health
 from .metrics import Metrics
@@ -29,6 +30,10 @@ log = logging.getLogger("authgate.loader")
 
 PG_TIMEOUT = 5.0
 _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+ReadRequest = tuple[int, int, bool, bool]
+ReadResult = tuple[Entry | None, Entry | None, int]
 
 
 class Unavailable(Exception):
@@ -55,6 +60,8 @@ class Loader:
         self.deny_duration = deny_duration
         # Whether an in-process entry loaded at a given time may still answer.
         self.usable = usable
+        # Entries missing from the process are read from Redis in one MGET per turn.
+        self._reads: Batcher[ReadRequest, ReadResult] = Batcher(self._read_batch)
         self._inflight: dict[tuple[int, int], asyncio.Future[tuple[SubscriberEntry, PortalEntry]]] = {}
 
     async def ensure(self, info: TokenInfo) -> tuple[SubscriberEntry, PortalEntry]:
@@ -98,12 +105,17 @@ class Loader:
             sub, entry = await self._from_postgres(info, state, sub, entry)
         return sub, entry
 
+    async def _read_batch(self, requests: list[ReadRequest]) -> list[ReadResult]:
+        self.metrics.redis_round_trips += 1
+        return await self.emap.read(requests)
+
     async def _from_redis(
         self, info: TokenInfo, state: PortalState, want_sub: bool, want_portal: bool
     ) -> tuple[SubscriberEntry | None, PortalEntry | None]:
         try:
-            self.metrics.redis_round_trips += 1
-            raw_sub, raw_portal, floor = await self.emap.read(info.subscriber_id, info.portal_id)
+            raw_sub, raw_portal, floor = await self._reads.submit(
+                (info.subscriber_id, info.portal_id, want_sub, want_portal)
+            )
         except (RedisError, OSError) as exc:
             log.warning("Redis read failed", extra={"error": str(exc)})
             self.health.set_redis(False)

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import Protocol, cast
 from urllib.parse import quote_from_bytes
 
@@ -25,7 +26,7 @@ import httptools
 import msgspec
 
 from . import responses
-from .decision import Fields, parse_query
+from .decision import Admission, Fields, parse_query
 from .metrics import Metrics
 
 log = logging.getLogger("authgate.server")
@@ -41,7 +42,8 @@ class App(Protocol):
 
     metrics: Metrics
 
-    def decide(self, fields: Fields, now: float) -> bytes | None: ...
+    def decide(self, fields: Fields, now: float) -> bytes | Admission | None: ...
+    def admit(self, admission: Admission) -> asyncio.Future[bytes]: ...
     def bad_request(self, message: str) -> bytes: ...
     def check(self, fields: Fields, now: float) -> Awaitable[bytes]: ...
     def ingest(self, body: bytes) -> Awaitable[bytes]: ...
@@ -253,11 +255,13 @@ class HttpConnection(asyncio.Protocol):
             return
         now = _now()
         answer = app.decide(fields, now)
-        if answer is not None:
+        if isinstance(answer, bytes):
             metrics.observe_latency(_perf() - started)
             self._respond(answer)
             return
-        self._respond(asyncio.ensure_future(_timed(app.check(fields, now), started, metrics)))
+        later = app.admit(answer) if answer is not None else asyncio.ensure_future(app.check(fields, now))
+        later.add_done_callback(partial(_observe, started, metrics))
+        self._respond(later)
 
     # ------------------------------------------------------------ answers, in order
 
@@ -388,10 +392,8 @@ def _result(task: asyncio.Future[bytes], metrics: Metrics) -> bytes:
         return responses.UNAVAILABLE
 
 
-async def _timed(check: Awaitable[bytes], started: float, metrics: Metrics) -> bytes:
-    answer = await check
+def _observe(started: float, metrics: Metrics, _: object) -> None:
     metrics.observe_latency(_perf() - started)
-    return answer
 
 
 def _json_fields(query: bytes, body: bytes) -> Fields | None:

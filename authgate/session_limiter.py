@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 from catena.portals import PortalSettings, load_settings
 from catena.redis import Keys
 
+from .batching import Batcher
 from .decision import Decider
 from .health import Health
 from .metrics import Metrics
@@ -55,16 +56,24 @@ ITEMS_PER_CALL = 2000
 RECOVERY_WAIT = 5.0
 LOCK_TTL_MS = 60_000
 
+# ARGV: now (ms), the subscribers' key prefix, then the items in one argument: seven
+# space-separated words each — subscriber, session, expiry, limit, evict (0/1),
+# opened at, op (session ids never hold spaces).  One argument keeps the client's
+# work per call constant; the key names are therefore built here, which ties a
+# batch to one Redis node (no Redis Cluster).
 _ADMIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local now = tonumber(ARGV[1])
 local below = '(' .. ARGV[1]
+local words = {}
+for word in string.gmatch(ARGV[3], '%S+') do words[#words + 1] = word end
 local out = {}
-for i = 1, (#KEYS - 1) / 3 do
-  local counted, opened, evicted = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local a = 6 * i - 4
-  local sid, expiry, limit = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local evict, op = ARGV[a + 3] == '1', ARGV[a + 5]
+for i = 1, #words / 7 do
+  local w = 7 * (i - 1)
+  local counted = ARGV[2] .. words[w + 1]
+  local opened, evicted = counted .. ':o', counted .. ':x'
+  local sid, expiry, limit = words[w + 2], tonumber(words[w + 3]), tonumber(words[w + 4])
+  local evict, op = words[w + 5] == '1', words[w + 7]
   local gone = redis.call('ZRANGEBYSCORE', counted, '-inf', below)
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', counted, '-inf', below)
@@ -110,7 +119,7 @@ for i = 1, (#KEYS - 1) / 3 do
         end
       end
       redis.call('ZADD', counted, expiry, sid)
-      redis.call('HSET', opened, sid, ARGV[a + 4])
+      redis.call('HSET', opened, sid, words[w + 6])
     end
   end
   local top = redis.call('ZRANGE', counted, -1, -1, 'WITHSCORES')
@@ -136,22 +145,22 @@ WHERE active AND subscriber_id IS NOT NULL AND updated_at > now() - make_interva
 """
 
 
+ADMIT, REFRESH, RELEASE = "a", "f", "r"
+
+
 class _Item:
-    """One session to send to the script."""
+    """One session to send to the script: admit, refresh (both 'count it') or release."""
 
-    __slots__ = ("auth_ms", "evict", "expiry", "future", "limit", "op", "session")
+    __slots__ = ("auth_ms", "code", "evict", "expiry", "limit", "op", "session")
 
-    def __init__(
-        self, session: KnownSession, limit: int, evict: bool, auth_ms: int, op: str,
-        future: asyncio.Future[int] | None,
-    ) -> None:
+    def __init__(self, session: KnownSession, limit: int, evict: bool, auth_ms: int, op: str) -> None:
         self.session = session
         self.limit = limit
         self.evict = evict
         self.auth_ms = auth_ms
         self.op = op
-        self.future = future
         self.expiry = 0
+        self.code = OK
 
 
 class SessionLimiter:
@@ -175,6 +184,8 @@ class SessionLimiter:
         self._recover_hook = recover
         self.keys = Keys(prefix)
         self.ready_key = self.keys.key("lim", "ready")
+        # Subscriber ids go to the script as text: Lua numbers lose 64-bit ids.
+        self.key_prefix = self.keys.key("lim", "")
         self.lock_key = self.keys.key("lim", "lock")
         self.sessions = sessions
         self.decider = decider
@@ -182,8 +193,7 @@ class SessionLimiter:
         self.metrics = metrics
         self.grace_ms = int(grace * 1000)
         self._script = client.register_script(_ADMIT)
-        self._queue: list[_Item] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._admissions: Batcher[_Item, int] = Batcher(self._admit_batch, ITEMS_PER_CALL)
         self._recovery: asyncio.Future[bool] | None = None
         self._ready_seen: bytes | None = None
         self._on_evicted = on_evicted
@@ -198,24 +208,22 @@ class SessionLimiter:
 
     async def admit(self, session: KnownSession, limit: int, evict: bool, auth_ms: int) -> int:
         """Count ``session`` against ``limit``: ``OK``, ``FULL`` or ``EVICTED``."""
+        return await self.enqueue(session, limit, evict, auth_ms)
+
+    def enqueue(self, session: KnownSession, limit: int, evict: bool, auth_ms: int) -> asyncio.Future[int]:
+        """:meth:`admit` as a future (no task per admission on the request path)."""
         assert session.subscriber_id is not None
         self.limits[session.subscriber_id] = (limit, evict)
-        if not self.health.redis_up:
-            return self.admit_locally(session, limit, evict, auth_ms)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(session, limit, evict, auth_ms, "a", future))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_queue())
-        return await future
+        if self.health.redis_up:
+            return self._admissions.enqueue(_Item(session, limit, evict, auth_ms, ADMIT))
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done.set_result(self.admit_locally(session, limit, evict, auth_ms))
+        return done
 
-    async def _send_queue(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                self.metrics.admission_batches += 1
-                await self._run(batch, retry=True)
-        finally:
-            self._sender = None
+    async def _admit_batch(self, batch: list[_Item]) -> list[int]:
+        self.metrics.admission_batches += 1
+        await self._run(batch, retry=True)
+        return [item.code for item in batch]
 
     async def _run(self, batch: list[_Item], retry: bool) -> None:
         for start in range(0, len(batch), ITEMS_PER_CALL):
@@ -228,18 +236,20 @@ class SessionLimiter:
     async def _call(self, chunk: list[_Item]) -> Any:
         """The script's results for ``chunk``; ``None`` when Redis failed."""
         now_ms = int(self.clock() * 1000)
-        keys = [self.ready_key]
-        args: list[Any] = [now_ms]
+        words = []
         for item in chunk:
             session = item.session
+            assert session.subscriber_id is not None
             item.expiry = now_ms + item.auth_ms + self.grace_ms
-            base = self.keys.key("lim", session.subscriber_id)
-            keys += (base, base + ":o", base + ":x")
-            args += (session.key, item.expiry, item.limit, 1 if item.evict else 0, session.opened_ms, item.op)
+            words.append(b"%d %s %d %d %d %d %s" % (
+                session.subscriber_id, session.key, item.expiry, item.limit,
+                1 if item.evict else 0, session.opened_ms, item.op.encode(),
+            ))
         self.metrics.redis_round_trips += 1
         self.metrics.admissions += len(chunk)
         try:
-            return await self._script(keys=keys, args=args)
+            args: list[Any] = [now_ms, self.key_prefix, b" ".join(words)]
+            return await self._script(keys=[self.ready_key], args=args)
         except (RedisError, OSError) as exc:
             log.warning("session limiter: Redis failed", extra={"error": str(exc)})
             self.health.set_redis(False)
@@ -252,13 +262,12 @@ class SessionLimiter:
                 code = self._fallback(item)
             else:
                 code = self._apply(item, results[index], now_ms)
-            if item.future is not None and not item.future.done():
-                item.future.set_result(code)
+            item.code = code
 
     def _fallback(self, item: _Item) -> int:
-        if item.op == "r":
+        if item.op == RELEASE:
             return OK
-        if item.future is None:
+        if item.op == REFRESH:
             # A refresh that could not be sent: try again with the next one.
             self.decider.refresh[item.session.key] = item.session
             return OK
@@ -267,7 +276,7 @@ class SessionLimiter:
     def _apply(self, item: _Item, result: list[Any], now_ms: int) -> int:
         session = item.session
         code = int(result[0])
-        if item.op == "r":
+        if item.op == RELEASE:
             return code
         session.counted = code == OK
         session.evicted = code == EVICTED
@@ -353,13 +362,13 @@ class SessionLimiter:
     def _refresh_item(self, session: KnownSession) -> _Item:
         assert session.subscriber_id is not None
         limit, evict = self.limits.get(session.subscriber_id, (1, False))
-        return _Item(session, limit, evict, session.auth_ms, "a", None)
+        return _Item(session, limit, evict, session.auth_ms, REFRESH)
 
     def _release_item(self, subscriber_id: int, key: bytes) -> _Item:
         session = self.sessions.get(key) or KnownSession(key, 0, subscriber_id, 0)
         if session.subscriber_id != subscriber_id:
             session = KnownSession(key, 0, subscriber_id, 0)
-        return _Item(session, 0, False, 0, "r", None)
+        return _Item(session, 0, False, 0, RELEASE)
 
     def release(self, session: KnownSession) -> None:
         """Give the session's slot back (it closed)."""

@@ -18,17 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from catena import db, entitlement_map, ids
-from catena import redis as catena_redis
 from catena.entitlement_map import EntitlementMap
 from catena.settings import AuthgateSettings
 from catena.tokens import TokenCodec
 
 from . import responses, sweeper
 from .caches import Caches
-from .decision import Decider, Fields
+from .decision import Admission, Decider, Fields
 from .events import EventSink
 from .gate import Gate
 from .health import Health
@@ -47,7 +47,17 @@ PROBE_INTERVAL = 0.5
 LIMITER_INTERVAL = 0.2
 HOUSEKEEPING_INTERVAL = 1.0
 SHUTDOWN_GRACE = 5.0
+REDIS_CONNECTIONS = 16
 _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+def _redis_client(url: str) -> aioredis.Redis:
+    # Commands are batched, so few connections suffice; past them a command waits
+    # for one instead of failing (which would read as "Redis is down").
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS, timeout=5.0, socket_connect_timeout=0.5, socket_timeout=2.0
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def state_dir(settings: AuthgateSettings) -> Path:
@@ -77,7 +87,7 @@ class Worker:
             self.caches, self.sessions, self.recorder, TokenCodec(s.token_secrets), self.metrics,
             deny_duration=s.auth_deny_duration, grace=s.auth_session_grace, stale_limit=s.auth_stale_limit,
         )
-        self.redis = catena_redis.connect(s.redis_url, socket_connect_timeout=0.5, socket_timeout=2.0)
+        self.redis = _redis_client(s.redis_url)
         self.emap = EntitlementMap(self.redis, s.redis_prefix)
         self.loader = Loader(
             self.caches, self.emap, lambda: self.pool, self.status, self.metrics,
@@ -105,8 +115,11 @@ class Worker:
 
     # ------------------------------------------------------------ what the server calls
 
-    def decide(self, fields: Fields, now: float) -> bytes | None:
+    def decide(self, fields: Fields, now: float) -> bytes | Admission | None:
         return self.decider.decide(fields, now)
+
+    def admit(self, admission: Admission) -> asyncio.Future[bytes]:
+        return self.gate.admit(admission)
 
     def check(self, fields: Fields, now: float) -> Coroutine[Any, Any, bytes]:
         return self.gate.check(fields, now)
@@ -253,7 +266,7 @@ class Worker:
             return
         try:
             async with self.pool.acquire(timeout=5.0) as conn:
-                stats = await entitlement_map.rebuild(conn, self.emap)
+                stats = await entitlement_map.rebuild(conn, self.emap, claim=True)
             log.info("entitlement map rebuilt",
                      extra={"portals": stats.portals, "subscribers": stats.subscribers})
         except (*_PG_ERRORS, RedisError) as exc:

@@ -46,7 +46,10 @@ INVALID = b"!"
 # Entries age out so that subscribers nobody watches do not stay in Redis forever;
 # a miss rebuilds them.
 ENTRY_TTL = 7 * 86400
-REBUILD_CHUNK = 1000
+# Entries per write: small enough that one write never holds a gateway's event loop long.
+REBUILD_CHUNK = 250
+# How long a claim to rewrite a portal's entries at one version stands.
+CLAIM_TTL = 60
 
 
 class SubscriberRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -137,16 +140,27 @@ def decode(value: bytes | str | None) -> Entry | None:
 
 # ---------------------------------------------------------------- Redis scripts
 
+# The items travel in one argument — key, version, value, each prefixed by its
+# length (4 bytes, big-endian) — instead of three arguments per entry, which the
+# client would otherwise encode one by one.
 _PUT = """
+local blob, pos, written = ARGV[2], 1, 0
 local ttl = tonumber(ARGV[1])
-local written = 0
-for i, key in ipairs(KEYS) do
-  local version = tonumber(ARGV[2 * i])
+local function take()
+  local n = struct.unpack('>I4', blob, pos)
+  local value = string.sub(blob, pos + 4, pos + 3 + n)
+  pos = pos + 4 + n
+  return value
+end
+while pos <= #blob do
+  local key = take()
+  local version = tonumber(take())
+  local value = take()
   local current = redis.call('GET', key)
   local held = -1
   if current then held = tonumber(string.match(current, '^(%d+):') or '-1') end
   if held <= version then
-    redis.call('SET', key, ARGV[2 * i + 1], 'EX', ttl)
+    redis.call('SET', key, value, 'EX', ttl)
     written = written + 1
   end
 end
@@ -191,6 +205,10 @@ return raised
 """
 
 
+def _frame(part: bytes) -> bytes:
+    return len(part).to_bytes(4, "big") + part
+
+
 class EntitlementMap:
     """Reads and writes the map in one Redis under one prefix."""
 
@@ -205,10 +223,10 @@ class EntitlementMap:
         """Write ``(key, version, value)`` items unless Redis holds something newer."""
         if not items:
             return 0
-        args: list[Any] = [ENTRY_TTL]
-        for _, version, value in items:
-            args += (version, value)
-        return int(await self._put(keys=[key for key, _, _ in items], args=args))
+        packed = b"".join(
+            _frame(part) for key, version, value in items for part in (key.encode(), b"%d" % version, value)
+        )
+        return int(await self._put(keys=[], args=[ENTRY_TTL, packed]))
 
     async def invalidate(
         self, portal_id: int, version: int, keys: Iterable[str], portal_wide: bool
@@ -235,13 +253,46 @@ class EntitlementMap:
         raised = await self._sync(keys=names, args=list(versions.values()))
         return [portal_ids[int(i) - 1] for i in raised]
 
-    async def read(self, subscriber_id: int, portal_id: int) -> tuple[Entry | None, Entry | None, int]:
-        """The subscriber's entry, its portal's entry and the portal's floor, in one round trip."""
-        raw = await self.redis.mget(
-            self.keys.subscriber(subscriber_id), self.keys.portal(portal_id), self.keys.floor(portal_id)
-        )
-        floor = int(raw[2]) if raw[2] and raw[2].isdigit() else 0
-        return decode(raw[0]), decode(raw[1]), floor
+    async def claim(self, portal_id: int, version: int) -> bool:
+        """Whether this caller is the one to write the portal's entries at ``version``.
+
+        Every gateway process sees every signal; the first to claim does the work.
+        """
+        name = self.keys.portal(portal_id) + f":refill:{version}"
+        return bool(await self.redis.set(name, "1", nx=True, ex=CLAIM_TTL))
+
+    async def read(
+        self, requests: Sequence[tuple[int, int, bool, bool]]
+    ) -> list[tuple[Entry | None, Entry | None, int]]:
+        """For each ``(subscriber, portal, want subscriber, want portal)``: the subscriber's
+        entry, the portal's entry and the portal's floor — all in one ``MGET``.
+
+        An entry not wanted is neither read nor decoded (a portal's can be large).
+        """
+        names: dict[str, int] = {}
+        for subscriber_id, portal_id, want_subscriber, want_portal in requests:
+            names.setdefault(self.keys.floor(portal_id), len(names))
+            if want_subscriber:
+                names.setdefault(self.keys.subscriber(subscriber_id), len(names))
+            if want_portal:
+                names.setdefault(self.keys.portal(portal_id), len(names))
+        raw = await self.redis.mget(list(names))
+        decoded: dict[int, Entry | None] = {}
+
+        def entry(name: str) -> Entry | None:
+            index = names[name]
+            if index not in decoded:
+                decoded[index] = decode(raw[index])
+            return decoded[index]
+
+        out = []
+        for subscriber_id, portal_id, want_subscriber, want_portal in requests:
+            floor_raw = raw[names[self.keys.floor(portal_id)]]
+            floor = int(floor_raw) if floor_raw and floor_raw.isdigit() else 0
+            sub = entry(self.keys.subscriber(subscriber_id)) if want_subscriber else None
+            portal = entry(self.keys.portal(portal_id)) if want_portal else None
+            out.append((sub, portal, floor))
+        return out
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -346,13 +397,17 @@ class RebuildStats:
     written: int = 0
 
 
-async def rebuild(conn: asyncpg.Connection, emap: EntitlementMap) -> RebuildStats:
-    """Write every portal and subscriber entry from one consistent snapshot of PostgreSQL."""
+async def rebuild(conn: asyncpg.Connection, emap: EntitlementMap, claim: bool = False) -> RebuildStats:
+    """Write every portal and subscriber entry from one consistent snapshot of PostgreSQL.
+
+    With ``claim``, portals another process is already writing at this version are skipped.
+    """
     stats = RebuildStats()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         versions = await current_versions(conn)
         for portal_id, version in versions.items():
-            await _rebuild_portal(conn, emap, portal_id, version, stats)
+            if not claim or await emap.claim(portal_id, version):
+                await _rebuild_portal(conn, emap, portal_id, version, stats)
     return stats
 
 
