@@ -29,3 +29,8 @@ check: test lint
 
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
+
+# Micro-benchmarks of the gateway's in-process decision (pytest-benchmark).
+.PHONY: bench-decision
+bench-decision: install
+	$(BIN)/pytest benchmarks/bench_authgate_decision.py -o python_files='bench_*.py' --benchmark-only -p no:cacheprovider

@@ -206,11 +206,17 @@ class Caches:
         if everything:
             state.generation += 1
 
-    def drop_everything(self) -> None:
+    def drop_older(self, versions: dict[int, int]) -> None:
+        """Forget every entry built before its portal's current entitlement ``versions``.
+
+        For entries loaded while no signal could reach the process: those built at the
+        current version cannot have missed a change.
+        """
         for state in self.portals.values():
-            state.entry = None
-            state.epoch += 1
-            state.generation += 1
+            if state.entry is not None and state.entry.version < versions.get(state.id, 0):
+                state.entry = None
+                state.epoch += 1
         for entry in self.subscribers.values():
-            entry.dead = True
-        self.subscribers.clear()
+            if not entry.exists or entry.version < versions.get(entry.portal_id, 0):
+                entry.dead = True
+                self.subscribers.pop(entry.id)

@@ -27,12 +27,10 @@ from catena import ids
 
 from . import responses
 from .caches import TwoGenerationCache
-from .decision import Decider, text, valid_session_id
-from .loader import PG_TIMEOUT, Loader, Unavailable
-from .metrics import Metrics
-from .recorder import Recorder
-from .session_limiter import SessionLimiter
-from .sessions import KnownSession, SessionTable
+from .decision import text, valid_session_id
+from .gate import Gate
+from .loader import PG_TIMEOUT, Unavailable
+from .sessions import KnownSession
 
 OPENING = frozenset(("play_opened", "play_started"))
 PLAY_EVENTS = frozenset((*OPENING, "play_updated", "play_closed"))
@@ -90,16 +88,15 @@ _result_encoder = msgspec.json.Encoder()
 
 
 class EventSink:
-    def __init__(
-        self, decider: Decider, loader: Loader, limiter: SessionLimiter, recorder: Recorder,
-        sessions: SessionTable, metrics: Metrics,
-    ) -> None:
-        self.decider = decider
-        self.loader = loader
-        self.limiter = limiter
-        self.recorder = recorder
-        self.sessions = sessions
-        self.metrics = metrics
+    """Applies deliveries of Flussonic's event sink with the gate's parts."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.decider = gate.decider
+        self.loader = gate.loader
+        self.limiter = gate.limiter
+        self.recorder = gate.recorder
+        self.sessions = gate.sessions
+        self.metrics = gate.metrics
         self.seen: TwoGenerationCache[tuple[str, str], bool] = TwoGenerationCache(SEEN_EVENTS)
 
     async def ingest(self, body: bytes) -> bytes:

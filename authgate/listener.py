@@ -122,8 +122,8 @@ class Listener:
     async def _catch_up(self, versions: dict[int, int]) -> None:
         """After a (re)connect: drop portals that moved while away; tell Redis."""
         if not self._connected_once:
-            # Whatever was loaded before the first connect was never covered by signals.
-            self.caches.drop_everything()
+            # What was loaded before the first connect was never covered by signals.
+            self.caches.drop_older(versions)
         for portal_id, version in versions.items():
             state = self.caches.portal(portal_id)
             if self._connected_once and state.seen != version:
@@ -150,6 +150,10 @@ class Listener:
                 self._suspects[portal_id] = version
 
     async def _sync_redis(self, versions: dict[int, int]) -> None:
+        """Tell Redis the portals' versions; rewrite those it turns out to have missed.
+
+        When Redis cannot be told, the portals are remembered for :meth:`sync_dirty`.
+        """
         if not self.health.redis_up:
             self.redis_dirty.update(versions)
             return
@@ -164,14 +168,7 @@ class Listener:
     async def sync_dirty(self) -> None:
         """Once Redis answers again: raise the floor of portals whose invalidations it missed."""
         dirty, self.redis_dirty = self.redis_dirty, set()
-        versions = {p: s for p in dirty if (s := self.caches.portal(p).seen) is not None}
-        try:
-            raised = await self.emap.sync(versions)
-        except (RedisError, OSError):
-            self.redis_dirty.update(dirty)
-            raise
-        for portal_id in raised:
-            self._want_refill(portal_id, versions[portal_id], [], True)
+        await self._sync_redis({p: s for p in dirty if (s := self.caches.portal(p).seen) is not None})
 
     async def _apply_to_redis(self) -> None:
         while True:

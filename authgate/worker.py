@@ -98,9 +98,7 @@ class Worker:
             grace=s.auth_session_grace, on_evicted=self.recorder.touch, recover=self.recover_redis,
         )
         self.gate = Gate(self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics)
-        self.sink = EventSink(
-            self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics
-        )
+        self.sink = EventSink(self.gate)
         self.listener = Listener(
             self._connect_pg, self.caches, self.emap, self.status, self.metrics, lambda: self.pool
         )

@@ -417,7 +417,8 @@ class PrivatePostgres:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.directory / "log"), "-o", options, "start")
+        log = str(self.directory / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", log, "-o", options, "start")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

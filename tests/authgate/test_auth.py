@@ -11,7 +11,7 @@ import pytest
 from catena import ids
 from catena.tokens import TokenCodec
 
-from .conftest import CODEC, Gateway, Portal, Sub, World
+from .conftest import CODEC, Gateway, Launcher, Portal, Sub, World
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,9 @@ async def scene(world: World) -> tuple[Portal, Sub]:
     return portal, sub
 
 
-async def test_allow_carries_duration_user_and_limit(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
+async def test_allow_carries_duration_user_and_limit(
+    gateways: list[Gateway], scene: tuple[Portal, Sub],
+) -> None:
     _, sub = scene
     for gateway in gateways:
         answer = await gateway.auth(sub, "sport")
@@ -37,7 +39,9 @@ async def test_allow_carries_duration_user_and_limit(gateways: list[Gateway], sc
         assert answer.body == b""
 
 
-async def test_update_of_an_allowed_session_is_allowed(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
+async def test_update_of_an_allowed_session_is_allowed(
+    gateways: list[Gateway], scene: tuple[Portal, Sub],
+) -> None:
     _, sub = scene
     first = await gateways[0].auth(sub, "sport", session="s-1")
     assert first.status == 200
@@ -54,7 +58,9 @@ async def test_subscriber_limit_overrides_portal_default(world: World, gateways:
     assert answer.headers["X-Max-Sessions"] == "5"
 
 
-async def test_denials_name_their_reason(world: World, gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
+async def test_denials_name_their_reason(
+    world: World, gateways: list[Gateway], scene: tuple[Portal, Sub],
+) -> None:
     portal, sub = scene
     disabled = await world.subscriber(portal, ["basic"], disabled=True)
     gone = await world.subscriber(portal, ["basic"])
@@ -67,7 +73,8 @@ async def test_denials_name_their_reason(world: World, gateways: list[Gateway], 
         (gone, "sport", "unknown_subscriber"),
         (sub, "news", "channel_not_in_packages"),
         (sub, "nosuch", "unknown_channel"),
-        (Sub(sub.id, other_portal.id, CODEC.sign(sub.id, other_portal.id, 1), ""), "sport", "portal_mismatch"),
+        (Sub(sub.id, other_portal.id, CODEC.sign(sub.id, other_portal.id, 1), ""), "sport",
+         "portal_mismatch"),
     ]
     for gateway in gateways:
         for who, channel, reason in cases:
@@ -79,12 +86,9 @@ async def test_denials_name_their_reason(world: World, gateways: list[Gateway], 
 
 
 async def test_denial_duration_never_exceeds_the_portal_allow_duration(
-    world: World, launcher: object, scene: tuple[Portal, Sub]
+    world: World, launcher: Launcher, scene: tuple[Portal, Sub]
 ) -> None:
-    from .conftest import Launcher
-
-    assert isinstance(launcher, Launcher)
-    portal, sub = scene
+    _, sub = scene
     gateway = await launcher.start(auth_deny_duration=600)
     answer = await gateway.auth(sub, "news")
     assert answer.reason == "channel_not_in_packages"
@@ -92,11 +96,15 @@ async def test_denial_duration_never_exceeds_the_portal_allow_duration(
     await gateway.stop()
 
 
-async def test_token_signed_with_another_key_or_expired(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
+async def test_token_signed_with_another_key_or_expired(
+    gateways: list[Gateway], scene: tuple[Portal, Sub],
+) -> None:
     _, sub = scene
     foreign = TokenCodec("t1:another-secret-entirely-0123456789").sign(sub.id, sub.portal_id, 1)
-    claims = {"sub": ids.encode(sub.id), "prt": ids.encode(sub.portal_id), "ver": 1, "exp": int(time.time()) - 5}
-    expired = jwt.encode(claims, "test-secret-for-the-gateway-0123456789", algorithm="HS256", headers={"kid": "t1"})
+    claims = {"sub": ids.encode(sub.id), "prt": ids.encode(sub.portal_id), "ver": 1,
+              "exp": int(time.time()) - 5}
+    expired = jwt.encode(claims, "test-secret-for-the-gateway-0123456789", algorithm="HS256",
+                         headers={"kid": "t1"})
     for token, reason in ((foreign, "bad_token"), (expired, "bad_token")):
         answer = await gateways[0].auth(Sub(sub.id, sub.portal_id, token, ""), "sport")
         assert answer.status == 403 and answer.reason == reason
@@ -104,10 +112,10 @@ async def test_token_signed_with_another_key_or_expired(gateways: list[Gateway],
 
 async def test_missing_fields_are_bad_request(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
     _, sub = scene
+    complete = {"name": "sport", "session_id": "x", "token": sub.token}
     for missing in ("name", "session_id"):
-        status, _, body = await gateways[0].request(
-            "GET", "/auth", params={k: v for k, v in {"name": "sport", "session_id": "x", "token": sub.token}.items()
-                                    if k != missing})
+        params = {k: v for k, v in complete.items() if k != missing}
+        status, _, body = await gateways[0].request("GET", "/auth", params=params)
         assert status == 403
         decoded = msgspec.json.decode(body)
         assert decoded["error"] == "bad_request" and decoded["field"] == missing
@@ -140,14 +148,17 @@ async def test_archive_requests_get_ranges_within_the_archive_depth(
     live = await gateways[0].auth(sub, "sport", session="dvr-1")
     assert live.body == b""
     for params in ({"dvr": "true"}, {"media_request": "dvr_session-hls_mbr_playlist-1362504585-3600"}):
-        answer = await gateways[0].auth(sub, "sport", session="dvr-1", request_type="update_session", **params)
+        answer = await gateways[0].auth(sub, "sport", session="dvr-1", request_type="update_session",
+                                        **params)
         assert answer.status == 200
         (window,) = answer.json["allowed_dvr_ranges"]
         assert before <= window["closed_at"] <= int(time.time())
         assert window["closed_at"] - window["opened_at"] == 2 * 86400
 
 
-async def test_portal_parameter_must_match_the_token(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
+async def test_portal_parameter_must_match_the_token(
+    gateways: list[Gateway], scene: tuple[Portal, Sub],
+) -> None:
     portal, sub = scene
     assert (await gateways[0].auth(sub, "sport", portal=portal.text_id)).status == 200
     other = ids.encode(ids.new_id())

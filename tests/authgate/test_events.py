@@ -22,7 +22,8 @@ async def scene(world: World) -> tuple[Portal, Sub]:
 
 async def test_a_single_object_is_a_batch_of_one(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
     _, sub = scene
-    answer = await gateways[0].events({"event": "play_opened", "id": "ev-1", "media": "sport", "token": sub.token})
+    event = {"event": "play_opened", "id": "ev-1", "media": "sport", "token": sub.token}
+    answer = await gateways[0].events(event)
     assert answer.status == 200 and answer.json["accepted"] == 1
 
 

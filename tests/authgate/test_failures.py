@@ -163,7 +163,10 @@ async def test_both_down_answers_recent_entries_then_503_then_recovers(
 ) -> None:
     world = World(private_pool)
     _, (warm, unseen, _) = await scene(world)
-    gateway = await launcher.start(database_url=private_pg.url, redis_url=private_redis.url, auth_stale_limit=10)
+    gateway = await launcher.start(
+        database_url=private_pg.url, redis_url=private_redis.url, auth_stale_limit=10
+    )
+    await until_health(gateway, status="ok")
     assert (await gateway.auth(warm, "sport", session="w1")).status == 200
 
     private_redis.stop()

@@ -108,7 +108,9 @@ async def test_free_package_removed_is_denied_everywhere(
     await denied_everywhere(gateways, sub, "channel_not_in_packages", "open")
 
 
-async def test_grants_take_effect_everywhere_too(world: World, gateways: list[Gateway], portal: Portal) -> None:
+async def test_grants_take_effect_everywhere_too(
+    world: World, gateways: list[Gateway], portal: Portal,
+) -> None:
     sub = await world.subscriber(portal, [])
     for gateway in gateways:
         assert (await gateway.auth(sub, "sport")).reason == "channel_not_in_packages"
@@ -121,7 +123,9 @@ async def test_grants_take_effect_everywhere_too(world: World, gateways: list[Ga
             assert time.monotonic() - started < DEADLINE
 
 
-async def test_workers_of_one_gateway_all_apply_signals(world: World, launcher: Launcher, portal: Portal) -> None:
+async def test_workers_of_one_gateway_all_apply_signals(
+    world: World, launcher: Launcher, portal: Portal,
+) -> None:
     gateway = await launcher.start(workers=2)
     sub = await world.subscriber(portal, ["basic"])
     # Fresh connections land on either worker (SO_REUSEPORT); warm both.

@@ -112,7 +112,9 @@ async def test_http_10_closes_after_the_answer(server: Gateway, viewer: tuple[Po
     assert await raw.closed()
 
 
-async def test_post_bodies_with_content_length_and_chunked(server: Gateway, viewer: tuple[Portal, Sub]) -> None:
+async def test_post_bodies_with_content_length_and_chunked(
+    server: Gateway, viewer: tuple[Portal, Sub],
+) -> None:
     _, sub = viewer
     body = msgspec.json.encode({"name": "sport", "session_id": "chunky", "token": sub.token})
     raw = await Raw.open(server)
@@ -142,7 +144,8 @@ async def test_too_large_bodies_are_413_and_close(server: Gateway, chunked: bool
     big = b"x" * (10 * 1024 * 1024)
     if chunked:
         head = b"POST /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        payload = head + b"".join(b"10000\r\n" + big[i:i + 65536] + b"\r\n" for i in range(0, 4 * 65536, 65536))
+        chunks = (b"10000\r\n" + big[i:i + 65536] + b"\r\n" for i in range(0, 4 * 65536, 65536))
+        payload = head + b"".join(chunks)
     else:
         payload = b"POST /events HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:65536]
     with_reset = False
@@ -174,7 +177,8 @@ async def test_malformed_requests_are_400_and_close(server: Gateway, garbage: by
 
 async def test_upgrade_offers_are_answered_in_http_1_1_then_closed(server: Gateway) -> None:
     raw = await Raw.open(server)
-    await raw.send(b"GET /health HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85garbage")
+    await raw.send(b"GET /health HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                   b"\x81\x85garbage")
     status, headers, _ = await raw.response()
     assert status == 200 and headers[b"connection"] == b"close"
     assert await raw.closed()
@@ -202,7 +206,9 @@ async def test_unknown_paths_and_methods(server: Gateway) -> None:
     assert (await server.request("GET", "/events"))[0] == 405
 
 
-async def test_a_client_vanishing_mid_request_harms_nobody(server: Gateway, viewer: tuple[Portal, Sub]) -> None:
+async def test_a_client_vanishing_mid_request_harms_nobody(
+    server: Gateway, viewer: tuple[Portal, Sub],
+) -> None:
     _, sub = viewer
     for _ in range(20):
         raw = await Raw.open(server)
@@ -229,7 +235,8 @@ async def test_fuzz_random_bytes_and_query_strings(server: Gateway, viewer: tupl
             if rng.random() < 0.5:
                 await raw.send(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 600))) + b"\r\n\r\n")
             else:
-                query = "&".join(f"{rng.choice(fields)}={rng.choice(values)}" for _ in range(rng.randint(0, 12)))
+                pairs = (f"{rng.choice(fields)}={rng.choice(values)}" for _ in range(rng.randint(0, 12)))
+                query = "&".join(pairs)
                 target = "".join(c if c.isascii() and c.isprintable() and c != " " else "%41" for c in query)
                 await raw.send(f"GET /auth?{target} HTTP/1.1\r\n\r\n".encode())
             status = (await raw.response(timeout=10))[0]

@@ -17,7 +17,7 @@ from authgate.session_limiter import EVICTED, FULL, OK, SessionLimiter
 from authgate.sessions import KnownSession, SessionTable
 from authgate.spool import Spool
 
-from .conftest import CODEC, Gateway, Portal, Sub, World, eventually
+from .conftest import CODEC, Gateway, Portal, World, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,9 @@ async def test_deny_new_holds_across_gateways(world: World, gateways: list[Gatew
     assert (await gw1.auth(sub, "sport", session="c")).reason == "session_limit"
 
 
-async def test_limit_is_per_subscriber_not_per_token(world: World, gateways: list[Gateway], portal: Portal) -> None:
+async def test_limit_is_per_subscriber_not_per_token(
+    world: World, gateways: list[Gateway], portal: Portal,
+) -> None:
     sub = await world.subscriber(portal, ["basic"], max_sessions=1)
     assert (await gateways[0].auth(sub, "sport", session="one")).status == 200
     await world.reset_token(sub)
@@ -77,7 +79,9 @@ async def test_evict_oldest_admits_and_refuses_the_evicted(
     assert await eventually(old_row_closed)
 
 
-async def test_closing_a_session_frees_its_slot(world: World, gateways: list[Gateway], portal: Portal) -> None:
+async def test_closing_a_session_frees_its_slot(
+    world: World, gateways: list[Gateway], portal: Portal,
+) -> None:
     sub = await world.subscriber(portal, ["basic"], max_sessions=1)
     assert (await gateways[0].auth(sub, "sport", session="first")).status == 200
     assert (await gateways[1].auth(sub, "news", session="second")).reason == "session_limit"
