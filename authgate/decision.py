@@ -18,7 +18,6 @@ answers only.  Parsing the query into one dict is the fastest parse measured her
 from __future__ import annotations
 
 import time
-from urllib.parse import unquote_to_bytes
 
 from catena import ids
 from catena.tokens import TokenCodec, TokenError
@@ -26,52 +25,12 @@ from catena.tokens import TokenCodec, TokenError
 from . import responses
 from .caches import Caches, PortalEntry, SubscriberEntry, TokenInfo
 from .metrics import Metrics
+from .query import Fields, archive_requested, field, token_from_qs, valid_session_id
 from .recorder import Recorder
 from .sessions import KnownSession, SessionTable
 
-Fields = dict[bytes, bytes]
-
-MAX_SESSION_ID = 128
 MAX_TOKEN = 4096
 MAX_BYTES_DIGITS = 19
-# Keys under which players pass a device id in their own query string (``qs``).
-DEVICE_KEYS = (b"device_id", b"deviceId", b"device", b"uuid")
-_TRUE = (b"true", b"1", b"yes")
-
-
-def parse_query(raw: bytes) -> Fields:
-    """``a=1&b=2`` → ``{b"a": b"1", b"b": b"2"}``; values stay percent-encoded.
-
-    A repeated key keeps its last value (Flussonic sends each once).
-    """
-    fields: Fields = {}
-    for part in raw.split(b"&"):
-        key, _, value = part.partition(b"=")
-        fields[key] = value
-    return fields
-
-
-def field(fields: Fields, key: bytes) -> bytes | None:
-    """A percent-decoded field, ``None`` when absent."""
-    value = fields.get(key)
-    if value is not None and (b"%" in value or b"+" in value):
-        value = unquote_to_bytes(value.replace(b"+", b" "))
-    return value
-
-
-def text(value: bytes | None, limit: int) -> str | None:
-    """A field as text fit for a database column: valid UTF-8, no NUL, at most ``limit`` chars."""
-    if not value:
-        return None
-    return value[:limit].decode("utf-8", "replace").replace("\x00", "")[:limit] or None
-
-
-_GRAPHIC = bytes(range(0x21, 0x7F))
-
-
-def valid_session_id(value: bytes) -> bool:
-    """1 to 128 visible ASCII characters (no spaces or controls)."""
-    return 0 < len(value) <= MAX_SESSION_ID and not value.translate(None, _GRAPHIC)
 
 
 class Grant:
@@ -335,34 +294,3 @@ class Decider:
                 )
         self.caches.tokens.put(token, info)
         return info
-
-
-def token_from_qs(fields: Fields) -> bytes | None:
-    """The ``token`` of the player's own query string, for servers that do not pass it on."""
-    qs = field(fields, b"qs")
-    if not qs or b"token=" not in qs:
-        return None
-    return field(parse_query(qs.lstrip(b"?")), b"token")
-
-
-def device_id(fields: Fields) -> bytes | None:
-    qs = field(fields, b"qs")
-    if not qs:
-        return None
-    inner = parse_query(qs.lstrip(b"?"))
-    for name in DEVICE_KEYS:
-        value = field(inner, name)
-        if value:
-            return value
-    return None
-
-
-def archive_requested(fields: Fields) -> bool:
-    """``dvr=true``, or a legacy ``media_request`` naming a range (``...-<from>-<duration>``)."""
-    if fields.get(b"dvr", b"").lower() in _TRUE:
-        return True
-    request = field(fields, b"media_request")
-    if not request:
-        return False
-    parts = request.rsplit(b"-", 2)
-    return len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit()

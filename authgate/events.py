@@ -27,9 +27,9 @@ from catena import ids
 
 from . import responses
 from .caches import TwoGenerationCache
-from .decision import text, valid_session_id
 from .gate import Gate
 from .loader import PG_TIMEOUT, Unavailable
+from .query import text, valid_session_id
 from .sessions import KnownSession
 
 OPENING = frozenset(("play_opened", "play_started"))

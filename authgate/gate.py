@@ -14,14 +14,12 @@ import time
 from functools import partial
 
 from . import responses
-from .decision import Admission, Decider, Fields, Grant, device_id, field, text, token_from_qs
+from .decision import Admission, Decider, Fields, Grant
 from .loader import Loader, Unavailable
 from .metrics import Metrics
 from .recorder import Recorder
 from .session_limiter import OK, SessionLimiter
 from .sessions import KnownSession, SessionTable
-
-MAX_TEXT = 1024
 
 
 class Gate:
@@ -91,9 +89,6 @@ class Gate:
         channel = admission.entry.channels[admission.name]
         session.channel_id = channel.id
         session.channel_name = channel.name
-        session.ip = text(field(fields, b"ip"), 64)
-        session.user_agent = text(field(fields, b"user_agent"), MAX_TEXT)
-        session.token = text(field(fields, b"token") or token_from_qs(fields), 4096)
-        session.device_id = text(device_id(fields), 256)
-        session.proto = text(field(fields, b"proto"), 32)
+        # The row's text fields are decoded when the batch is written, off the request path.
+        session.opening = fields
         return self.sessions.add(session)

@@ -26,8 +26,9 @@ import httptools
 import msgspec
 
 from . import responses
-from .decision import Admission, Fields, parse_query
+from .decision import Admission
 from .metrics import Metrics
+from .query import Fields, parse_query
 
 log = logging.getLogger("authgate.server")
 
@@ -94,7 +95,6 @@ class HttpConnection(asyncio.Protocol):
         "body",
         "body_size",
         "closing",
-        "content_length",
         "expect_continue",
         "failure",
         "header_size",
@@ -123,7 +123,6 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         self.header_size = 0
-        self.content_length = 0
         self.expect_continue = False
         self.failure: bytes | None = None
         self.request_started: float | None = None
@@ -175,10 +174,10 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.url = b""
-        self.body = []
-        self.body_size = 0
+        if self.body:
+            self.body = []
+            self.body_size = 0
         self.header_size = 0
-        self.content_length = 0
         self.expect_continue = False
         self.request_started = self.server.tick
 
@@ -192,11 +191,12 @@ class HttpConnection(asyncio.Protocol):
         self.header_size += len(name) + len(value) + 4
         if self.header_size > self.limits.max_header:
             self._refuse(responses.HEADERS_TOO_LARGE)
-        lowered = name.lower()
-        if lowered == b"content-length":
+        # Most headers are neither: compare lengths before lower-casing anything.
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
             if not value.isdigit() or int(value) > self.limits.max_body:
                 self._refuse(responses.TOO_LARGE if value.isdigit() else responses.BAD_REQUEST)
-        elif lowered == b"expect" and value.lower() == b"100-continue":
+        elif size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:

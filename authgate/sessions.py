@@ -12,6 +12,8 @@ from typing import Any
 
 from catena import ids
 
+from .query import opening_details
+
 
 class KnownSession:
     """One viewing, keyed by Flussonic's session id."""
@@ -31,6 +33,7 @@ class KnownSession:
         "ip",
         "key",
         "opened_ms",
+        "opening",
         "portal_id",
         "proto",
         "row_id",
@@ -61,6 +64,8 @@ class KnownSession:
         self.device_id: str | None = None
         self.proto: str | None = None
         self.server: str | None = None
+        # The first check's query fields, until the row's text fields are taken from them.
+        self.opening: dict[bytes, bytes] | None = None
         # Session limiting: whether Redis counts this session, until when, and
         # the X-AuthDuration in ms that each refresh extends it by.
         self.counted = False
@@ -72,6 +77,14 @@ class KnownSession:
 
     def row(self) -> tuple[object, ...]:
         """The session as a row of the recorder's batch table (see recorder.COLUMNS)."""
+        if self.opening is not None:
+            ip, user_agent, token, device, proto = opening_details(self.opening)
+            self.opening = None
+            self.ip = self.ip or ip
+            self.user_agent = self.user_agent or user_agent
+            self.token = self.token or token
+            self.device_id = self.device_id or device
+            self.proto = self.proto or proto
         return (
             self.flussonic_id, self.row_id, self.portal_id, self.subscriber_id, self.channel_id,
             self.channel_name, self.opened_ms, self.updated_ms, self.closed_ms, self.bytes,

@@ -19,9 +19,10 @@ import asyncpg
 import pytest
 
 from authgate.caches import Caches, PortalEntry, SubscriberEntry
-from authgate.decision import Admission, Decider, parse_query
+from authgate.decision import Admission, Decider
 from authgate.health import Health
 from authgate.metrics import Metrics
+from authgate.query import parse_query
 from authgate.recorder import Recorder
 from authgate.sessions import KnownSession, SessionTable
 from authgate.spool import Spool
