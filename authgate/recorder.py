@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -89,6 +89,9 @@ ON CONFLICT (id) DO UPDATE SET
     swept = ps.swept AND excluded.closed_at IS NULL AND excluded.updated_at <= ps.updated_at
 """
 
+# Rows handled between two turns of the event loop.
+SLICE = 500
+
 # SQLSTATE classes after which the same batch may well succeed later.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
@@ -107,9 +110,28 @@ async def write_batch(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> 
     """Merge ``rows`` (see :data:`COLUMNS`) into ``play_sessions`` in one transaction."""
     async with conn.transaction():
         await conn.execute(_BATCH_TABLE)
-        await conn.copy_records_to_table("session_batch", records=rows, columns=COLUMNS)
+        await conn.copy_records_to_table("session_batch", records=_in_slices(rows), columns=COLUMNS)
         await conn.execute(_CLAIM)
         await conn.execute(_MERGE)
+
+
+async def _in_slices(rows: list[tuple[Any, ...]]) -> AsyncIterator[tuple[Any, ...]]:
+    # Encoding a large batch at once would hold the event loop (and every check
+    # waiting on it) for tens of milliseconds: let it run between slices.
+    for start in range(0, len(rows), SLICE):
+        for row in rows[start:start + SLICE]:
+            yield row
+        await asyncio.sleep(0)
+
+
+async def rows_of(sessions: Iterable[KnownSession]) -> list[tuple[Any, ...]]:
+    """The sessions' rows, built a slice at a time between other work."""
+    rows = []
+    for count, session in enumerate(sessions, 1):
+        rows.append(session.row())
+        if count % SLICE == 0:
+            await asyncio.sleep(0)
+    return rows
 
 
 class Recorder:
@@ -150,7 +172,7 @@ class Recorder:
         """Write the pending batch, then replay anything spooled, oldest first."""
         async with self._lock:
             batch, self.pending = self.pending, {}
-            rows = [session.row() for session in batch.values()]
+            rows = await rows_of(batch.values())
             if rows:
                 self._metrics.observe_batch(len(rows))
                 await self._deliver(rows)

@@ -46,6 +46,7 @@ log = logging.getLogger("authgate.worker")
 PROBE_INTERVAL = 0.5
 LIMITER_INTERVAL = 0.2
 HOUSEKEEPING_INTERVAL = 1.0
+SESSION_SCAN_EVERY = 15
 SHUTDOWN_GRACE = 5.0
 REDIS_CONNECTIONS = 16
 _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -275,10 +276,14 @@ class Worker:
 
     async def _housekeeping(self) -> None:
         keep_ms = int(self.settings.auth_session_grace * 1000)
+        rounds = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            rounds += 1
             try:
-                self.sessions.expire(int(time.time() * 1000), keep_ms)
+                # Scanning every session costs milliseconds with many of them: not every second.
+                if rounds % SESSION_SCAN_EVERY == 0:
+                    self.sessions.expire(int(time.time() * 1000), keep_ms)
                 self.snapshots.write(self._snapshot())
             except Exception:
                 log.exception("housekeeping failed")

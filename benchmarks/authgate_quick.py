@@ -4,7 +4,8 @@ This is the gateway engineer's spot check, not the side-by-side harness (that is
 ``make bench-auth``).  It seeds a database (``--subscribers`` subscribers, 500
 channels, 50 packages), starts the three servers on ports 8130-8132 pinned to one
 core, and drives each with ``wrk -t1 -c64`` pinned to the other, with requests
-pre-generated in wrk's ``init``:
+pre-generated in wrk's ``init``, and reports each server's CPU time per request
+next to wrk's figures (on a shared machine the CPU time is the steadier number):
 
 * ``hot``: ``update_session`` of sessions already open (the 70 % case);
 * ``mix``: 70 % such updates, 25 % ``new_session`` with fresh session ids,
@@ -149,6 +150,7 @@ def scenarios(viewers: list[tuple[int, str, list[str]]]) -> tuple[list[str], lis
 
 
 def start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # taskset execs the server: the child's pid is the server's (for its CPU time).
     return subprocess.Popen(["taskset", "-c", CORE_SERVER, *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -193,12 +195,25 @@ def wrk(port: int, paths: list[str], seconds: int, work: Path) -> str:
     return result.stdout
 
 
-def summary(label: str, output: str) -> str:
-    rate = next(line.split()[1] for line in output.splitlines() if line.startswith("Requests/sec"))
-    p50 = next(line.split()[1] for line in output.splitlines() if line.strip().startswith("50%"))
-    p99 = next(line.split()[1] for line in output.splitlines() if line.strip().startswith("99%"))
-    non2xx = next((line.split()[-1] for line in output.splitlines() if "Non-2xx" in line), "0")
-    return f"{label:28s} {float(rate):>10,.0f} req/s   p50 {p50:>8}   p99 {p99:>8}   non-2xx {non2xx}"
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(label: str, pid: int, port: int, paths: list[str], seconds: int, work: Path) -> str:
+    """wrk's rate and latency, and the server's CPU time per request (robust on a busy machine)."""
+    before = cpu_seconds(pid)
+    output = wrk(port, paths, seconds, work)
+    used = cpu_seconds(pid) - before
+    lines = output.splitlines()
+    rate = next(line.split()[1] for line in lines if line.startswith("Requests/sec"))
+    done = next(int(line.split()[0]) for line in lines if " requests in " in line)
+    p50 = next(line.split()[1] for line in lines if line.strip().startswith("50%"))
+    p99 = next(line.split()[1] for line in lines if line.strip().startswith("99%"))
+    non2xx = next((line.split()[-1] for line in lines if "Non-2xx" in line), "0")
+    return (f"{label:26s} {float(rate):>9,.0f} req/s  p50 {p50:>8}  p99 {p99:>8}  "
+            f"CPU {used / done * 1e6:6.1f} us/req  non-2xx {non2xx}")
 
 
 async def main() -> None:
@@ -223,10 +238,11 @@ async def main() -> None:
         started = time.monotonic()
         opened = await open_sessions(PORTS["authgate"], warm)
         print(f"{opened} sessions opened in {time.monotonic() - started:.1f} s", flush=True)
-        lines = [summary("aiohttp hello world", wrk(PORTS["aiohttp"], hot, args.seconds, work)),
-                 summary("bare uvloop + httptools", wrk(PORTS["bare"], hot, args.seconds, work)),
-                 summary("authgate, updates only", wrk(PORTS["authgate"], hot, args.seconds, work)),
-                 summary("authgate, 70/25/5 mix", wrk(PORTS["authgate"], mix, args.seconds, work))]
+        hello, bare, gate = (p.pid for p in processes)
+        lines = [measure("aiohttp hello world", hello, PORTS["aiohttp"], hot, args.seconds, work),
+                 measure("bare uvloop + httptools", bare, PORTS["bare"], hot, args.seconds, work),
+                 measure("authgate, updates only", gate, PORTS["authgate"], hot, args.seconds, work),
+                 measure("authgate, 70/25/5 mix", gate, PORTS["authgate"], mix, args.seconds, work)]
     finally:
         for process in processes:
             os.killpg(process.pid, signal.SIGTERM)
