@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from .worker import serve
 log = logging.getLogger("authgate")
 
 EXIT_CANNOT_LISTEN = 3
+GC_THRESHOLDS = (100_000, 50, 1000)
 RESTART_DELAY_MAX = 10.0
 
 
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
 def run_worker(settings: AuthgateSettings, index: int) -> int:
     """Serve until SIGTERM or SIGINT; the exit code."""
     uvloop.install()
+    # A worker holds hundreds of thousands of long-lived objects (sessions, entries)
+    # and makes a few per check.  With the default thresholds the cyclic collector
+    # walks them all often enough to put pauses of 100 ms and more into p99; collect
+    # the young generation every 100,000 allocations and the old one rarely.
+    gc.set_threshold(*GC_THRESHOLDS)
 
     async def main() -> None:
         stop = asyncio.Event()

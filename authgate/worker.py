@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Coroutine
@@ -159,6 +160,8 @@ class Worker:
             lambda: self.pool, self.status, self.metrics, idle=s.auth_session_idle,
             grace=s.auth_session_grace, interval=s.auth_sweep_interval,
         ))
+        # What start-up made lives as long as the process: keep it out of every collection.
+        gc.freeze()
         log.info("listening", extra={"host": s.auth_host, "port": s.auth_port, "worker": self.index})
 
     async def stop(self) -> None:
