@@ -88,7 +88,9 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     message, _, path = text.partition(" - at `")
     field = None
     if path:
-        field = path.rstrip("`").removeprefix("$").lstrip(".") or None
+        # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
+        path = path.rstrip("`").rpartition("` in `")[2]
+        field = path.removeprefix("$").lstrip(".") or None
     if isinstance(exc, msgspec.ValidationError):
         return InvalidInput(text, field=field)
     return InvalidInput(f"malformed JSON: {message}", field=field, code="malformed_json")
