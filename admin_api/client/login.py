@@ -97,6 +97,14 @@ class SignIn:
                                     window, "too many wrong codes from this address; try again later")
 
 
+async def _addressed(
+    conn: asyncpg.Connection, call: Call, body: SmsRequest | VerifyRequest
+) -> tuple[ClientPortal, codes.Phone]:
+    """The portal the app talks to, and the phone within it."""
+    portal = await resolve(conn, call, body.portalId)
+    return portal, codes.Phone(portal.id, body.phoneCountryCode, body.phone)
+
+
 _SUBSCRIBER = """
 SELECT id, name, disabled, token_version FROM subscribers
 WHERE portal_id = $1 AND phone_country_code = $2 AND phone = $3
@@ -111,8 +119,7 @@ async def request_code(call: Call) -> SmsSent:
     body: SmsRequest = call.body
     sign_in = SignIn(call)
     async with call.db.acquire() as conn:
-        portal = await resolve(conn, call, body.portalId)
-        phone = codes.Phone(portal.id, body.phoneCountryCode, body.phone)
+        portal, phone = await _addressed(conn, call, body)
         await sign_in.per_ip.hit(sign_in.ip)
         await sign_in.per_phone.hit(f"{portal.id}:{phone.digits}")
         code = codes.new_code()
@@ -163,8 +170,7 @@ async def verify_code(call: Call) -> SignedIn:
     sign_in = SignIn(call)
     await sign_in.verify_fails.check(sign_in.ip)
     async with call.db.acquire() as conn:
-        portal = await resolve(conn, call, body.portalId)
-        phone = codes.Phone(portal.id, body.phoneCountryCode, body.phone)
+        portal, phone = await _addressed(conn, call, body)
         try:
             code_hash = await _check_code(conn, sign_in, phone, body.code)
             async with conn.transaction():

@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from catena import ids
 from catena.portals import CreatedPortal
@@ -47,7 +48,7 @@ class App(Api):
             headers.setdefault("Authorization", f"Bearer {self.bearer}")
         return await super().call(method, PREFIX + path, json, headers=headers, **kwargs)
 
-    async def raw(self, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    async def raw(self, path: str, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
         """GET a non-JSON document: status, headers, body."""
         headers = dict(kwargs.pop("headers", {}))
         if self.host is not None:
@@ -55,7 +56,7 @@ class App(Api):
         if self.bearer is not None:
             headers.setdefault("Authorization", f"Bearer {self.bearer}")
         async with self.client.get(PREFIX + path, headers=headers, **kwargs) as resp:
-            return resp.status, dict(resp.headers), await resp.read()
+            return resp.status, CIMultiDict(resp.headers), await resp.read()
 
 
 @pytest.fixture
@@ -88,17 +89,29 @@ class Made:
         await self.pool.execute(
             "INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone, disabled) "
             "VALUES ($1, $2, $3, $4, $5, $6)",
-            subscriber_id, self.portal_id, f"Subscriber {phone}", cc, phone, disabled,
+            subscriber_id,
+            self.portal_id,
+            f"Subscriber {phone}",
+            cc,
+            phone,
+            disabled,
         )
         return subscriber_id
 
-    async def channel(self, name: str, title: str | None = None, *, epg: tuple[str, str] | None = None) -> int:
+    async def channel(
+        self, name: str, title: str | None = None, *, epg: tuple[str, str] | None = None
+    ) -> int:
         channel_id = ids.new_id()
         source, epg_name = epg or (None, None)
         await self.pool.execute(
             "INSERT INTO channels (id, portal_id, name, title, epg_source_name, epg_channel_name) "
             "VALUES ($1, $2, $3, $4, $5, $6)",
-            channel_id, self.portal_id, name, title or name.title(), source, epg_name,
+            channel_id,
+            self.portal_id,
+            name,
+            title or name.title(),
+            source,
+            epg_name,
         )
         return channel_id
 
@@ -110,26 +123,34 @@ class Made:
         for channel_id in channel_ids:
             await self.pool.execute(
                 "INSERT INTO channel_packages (package_id, channel_id, portal_id) VALUES ($1, $2, $3)",
-                package_id, channel_id, self.portal_id,
+                package_id,
+                channel_id,
+                self.portal_id,
             )
         if free:
             await self.pool.execute(
                 "INSERT INTO portal_free_packages (portal_id, package_id) VALUES ($1, $2)",
-                self.portal_id, package_id,
+                self.portal_id,
+                package_id,
             )
         return package_id
 
     async def subscribe(self, subscriber_id: int, package_id: int) -> None:
         await self.pool.execute(
             "INSERT INTO subscriptions (subscriber_id, package_id, portal_id) VALUES ($1, $2, $3)",
-            subscriber_id, package_id, self.portal_id,
+            subscriber_id,
+            package_id,
+            self.portal_id,
         )
 
     async def epg_source(self, name: str) -> int:
         source_id = ids.new_id()
         await self.pool.execute(
             "INSERT INTO epg_sources (id, portal_id, name, url) VALUES ($1, $2, $3, $4)",
-            source_id, self.portal_id, name, f"http://127.0.0.1:1/{name}.xml",
+            source_id,
+            self.portal_id,
+            name,
+            f"http://127.0.0.1:1/{name}.xml",
         )
         return source_id
 
@@ -139,16 +160,29 @@ class Made:
         program_id = ids.new_id()
         await self.pool.execute(
             "INSERT INTO epg_programs (id, portal_id, epg_source_id, epg_channel_name, start_at, end_at, "
-            "title, description, genre, rating, language) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            program_id, self.portal_id, source_id, epg_name, start, end, title, extra.get("description"),
-            extra.get("genre"), extra.get("rating"), extra.get("language"),
+            "title, description, genre, rating, language) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            program_id,
+            self.portal_id,
+            source_id,
+            epg_name,
+            start,
+            end,
+            title,
+            extra.get("description"),
+            extra.get("genre"),
+            extra.get("rating"),
+            extra.get("language"),
         )
         return program_id
 
     async def logo(self, channel_id: int, data: bytes, etag: str = "logo-v1") -> None:
         await self.pool.execute(
-            "INSERT INTO channel_logos (channel_id, content_type, data, etag) VALUES ($1, 'image/png', $2, $3)",
-            channel_id, data, etag,
+            "INSERT INTO channel_logos (channel_id, content_type, data, etag) "
+            "VALUES ($1, 'image/png', $2, $3)",
+            channel_id,
+            data,
+            etag,
         )
 
     async def settings(self, **settings: Any) -> None:
@@ -188,3 +222,8 @@ def make_app(aiohttp_client: Any, admin_settings: Any, pool: asyncpg.Pool, redis
         return App(await aiohttp_client(create_app(settings)), portal.domain)
 
     return make
+
+
+def wrong(code: str) -> str:
+    """A code that is not ``code``."""
+    return f"{(int(code) + 1) % 10000:04d}"

@@ -54,7 +54,9 @@ async def test_http_gateway_sends_the_templated_request(
     provider = Provider([200])
     base = await provider_server(provider)
     await use_gateway(
-        api, url=base + "/send?to={phone}", headers={"X-Api-Key": "k-123"},
+        api,
+        url=base + "/send?to={phone}",
+        headers={"X-Api-Key": "k-123"},
         body='{"to": "{phone}", "text": "Your code: {code}"}',
     )
     await made.subscriber()
@@ -80,7 +82,11 @@ async def test_http_gateway_retries_server_errors(
 
 
 async def test_failed_send_is_a_clear_error_and_a_log_line(
-    app: App, api: Api, made: Made, provider_server: Any, caplog: pytest.LogCaptureFixture,
+    app: App,
+    api: Api,
+    made: Made,
+    provider_server: Any,
+    caplog: pytest.LogCaptureFixture,
     pool: asyncpg.Pool,
 ) -> None:
     provider = Provider([500])
@@ -88,8 +94,10 @@ async def test_failed_send_is_a_clear_error_and_a_log_line(
     await made.subscriber()
     status, body = await app.post("/login/sms", PHONE)
     assert status == 503
-    assert body == {"error": "sms_send_failed",
-                    "message": "the SMS with your code could not be sent; try again in a minute"}
+    assert body == {
+        "error": "sms_send_failed",
+        "message": "the SMS with your code could not be sent; try again in a minute",
+    }
     assert len(provider.requests) == 2
     [line] = [r for r in caplog.records if r.getMessage() == "sms not sent"]
     assert line.levelname == "ERROR" and "HTTP 500: provider says no" in line.reason  # type: ignore[attr-defined]
@@ -161,8 +169,15 @@ async def test_gateway_configuration_round_trips(api: Api) -> None:
     await use_gateway(api, url="https://sms.example.com/send", body="{code}")
     status, body = await api.get("/portal")
     assert body["settings"]["smsGateway"] == {
-        "type": "http", "url": "https://sms.example.com/send", "method": "POST", "headers": {},
-        "body": "{code}", "contentType": "application/json", "timeout": 5.0, "retries": 2, "retryDelay": 0.5,
+        "type": "http",
+        "url": "https://sms.example.com/send",
+        "method": "POST",
+        "headers": {},
+        "body": "{code}",
+        "contentType": "application/json",
+        "timeout": 5.0,
+        "retries": 2,
+        "retryDelay": 0.5,
     }
     status, body = await api.put("/portal", {"settings": {"smsGateway": {"type": "log"}}})
     assert status == 200 and body["settings"]["smsGateway"] == {"type": "log"}

@@ -7,13 +7,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from .conftest import Made, codes_sent
-from .test_login import wrong
+from .conftest import Made, codes_sent, wrong
 
 PHONE = {"phoneCountryCode": "7", "phone": "9000000001"}
 
 
-async def test_codes_per_phone_are_limited(make_app: Any, made: Made, sms_log: Any, pool: asyncpg.Pool) -> None:
+async def test_codes_per_phone_are_limited(
+    make_app: Any, made: Made, sms_log: Any, pool: asyncpg.Pool
+) -> None:
     app = await make_app(client_sms_per_phone=3)
     await made.subscriber()
     statuses = []
@@ -27,8 +28,9 @@ async def test_codes_per_phone_are_limited(make_app: Any, made: Made, sms_log: A
 
 async def test_codes_per_address_are_limited(make_app: Any, sms_log: Any) -> None:
     app = await make_app(client_sms_per_ip=2)
-    answers = [await app.post("/login/sms", {"phoneCountryCode": "7", "phone": f"90000000{n:02d}"})
-               for n in range(3)]
+    answers = [
+        await app.post("/login/sms", {"phoneCountryCode": "7", "phone": f"90000000{n:02d}"}) for n in range(3)
+    ]
     assert [status for status, _ in answers] == [200, 200, 429]
     assert answers[2][1]["message"] == "too many codes requested from this address; try again later"
 
@@ -60,8 +62,9 @@ async def test_trusted_proxy_forwarded_address_is_throttled_per_client(make_app:
 async def test_untrusted_forwarded_header_is_ignored(make_app: Any, sms_log: Any) -> None:
     app = await make_app(client_sms_per_ip=1)
     assert (await app.post("/login/sms", PHONE, headers={"X-Forwarded-For": "203.0.113.7"}))[0] == 200
-    status, _ = await app.post("/login/sms", {**PHONE, "phone": "9000000002"},
-                               headers={"X-Forwarded-For": "203.0.113.99"})
+    status, _ = await app.post(
+        "/login/sms", {**PHONE, "phone": "9000000002"}, headers={"X-Forwarded-For": "203.0.113.99"}
+    )
     assert status == 429
 
 
