@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 
 from aiohttp import web
+
+from catena.errors import InvalidInput
 
 from .. import keys
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_AUTHORITY = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
 
 
 @functools.cache
@@ -70,4 +74,7 @@ def origin(request: web.Request) -> str:
     if _from_trusted_proxy(request):
         scheme = _last_forwarded(request, "X-Forwarded-Proto") or scheme
         authority = _last_forwarded(request, "X-Forwarded-Host") or authority
+    # The host goes into playlists and XML attributes: only a plain host[:port] may.
+    if scheme not in ("http", "https") or not _AUTHORITY.match(authority):
+        raise InvalidInput(f"the Host header is not a host name: {authority!r}", field="Host")
     return f"{scheme}://{authority}"

@@ -271,3 +271,19 @@ async def test_another_portals_programmes_stay_out_of_the_guide(
     await foreign.program(src, "news.ru", datetime.now(UTC), None, "Foreign show")
     _, _, body = await app.raw("/epg.xml")
     assert b"Foreign show" not in body
+
+
+async def test_a_host_that_is_not_a_host_name_is_400(viewer: tuple[App, str], lineup: int) -> None:
+    app, _ = viewer
+    status, _, body = await app.at('evil"><x').raw("/playlist.m3u8")
+    assert status == 400 and b'"field":"Host"' in body
+
+
+async def test_trusted_proxy_sets_scheme_and_host_of_urls(
+    make_app: Any, made: Made, codec: TokenCodec, portal_id: int
+) -> None:
+    app = await make_app(client_trusted_proxies="127.0.0.1,::1")
+    token = codec.sign(await made.subscriber(), portal_id, 1)
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "tv.example.com"}
+    _, _, body = await app.with_token(token).raw("/playlist.m3u8", headers=headers)
+    assert body.decode().startswith('#EXTM3U url-tvg="https://tv.example.com/client/api/v1/epg.xml?token=')
