@@ -124,8 +124,10 @@ async def request_code(call: Call) -> SmsSent:
         await sign_in.per_phone.hit(f"{portal.id}:{phone.digits}")
         code = codes.new_code()
         code_hash = await _issue(conn, sign_in, phone, code)
-        if await _may_receive(conn, portal, phone):
-            await _send(conn, portal, phone, code, code_hash)
+        receives = await _may_receive(conn, portal, phone)
+    # No database connection is held while the SMS provider takes its time.
+    if receives:
+        await _send(call, portal, phone, code, code_hash)
     settings = sign_in.settings
     return SmsSent(status="sent", codeLength=codes.CODE_DIGITS, expiresIn=int(settings.client_code_ttl),
                    resendIn=int(settings.client_code_cooldown))
@@ -147,13 +149,12 @@ async def _may_receive(conn: asyncpg.Connection, portal: ClientPortal, phone: co
     return await conn.fetchrow(_SUBSCRIBER, *phone.key()) is not None
 
 
-async def _send(
-    conn: asyncpg.Connection, portal: ClientPortal, phone: codes.Phone, code: str, code_hash: bytes
-) -> None:
+async def _send(call: Call, portal: ClientPortal, phone: codes.Phone, code: str, code_hash: bytes) -> None:
     try:
         await gateway_for(text_id(portal.id), portal.settings.smsGateway).send(phone.digits, code)
     except (SmsSendFailed, GatewayMisconfigured) as exc:
-        await codes.withdraw(conn, phone, code_hash)
+        async with call.db.acquire() as conn:
+            await codes.withdraw(conn, phone, code_hash)
         log.error("sms not sent", extra={"portalId": text_id(portal.id), "phone": phone.digits,
                                          "reason": str(exc), "problem": type(exc).__name__})
         raise ServiceUnavailable(

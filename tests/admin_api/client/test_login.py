@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -318,3 +319,25 @@ async def test_portal_info_for_the_sign_in_screen(app: App, portal: CreatedPorta
     assert set(body["branding"]) >= {"title", "description"}
     status, body = await app.at("unknown.example").get("/portal")
     assert status == 404
+
+
+async def test_one_code_signs_in_once_under_concurrent_use(
+    app: App, made: Made, sms_log: Any, pool: asyncpg.Pool
+) -> None:
+    await made.settings(autoCreateSubscribers=True)
+    code = await request_code(app, sms_log)
+    answers = await asyncio.gather(*(app.post("/login/verify", {**PHONE, "code": code}) for _ in range(4)))
+    assert sorted(status for status, _ in answers) == [200, 401, 401, 401]
+    assert await pool.fetchval("SELECT count(*) FROM subscribers") == 1
+    assert await pool.fetchval("SELECT count(*) FROM operations WHERE type = 'autoCreateSubscriber'") == 1
+
+
+async def test_subscriber_created_by_billing_meanwhile_is_used(
+    app: App, made: Made, sms_log: Any, pool: asyncpg.Pool
+) -> None:
+    await made.settings(autoCreateSubscribers=True)
+    code = await request_code(app, sms_log)
+    subscriber_id = await made.subscriber()
+    status, body = await app.post("/login/verify", {**PHONE, "code": code})
+    assert status == 200 and body["subscriberId"] == ids.encode(subscriber_id)
+    assert await pool.fetchval("SELECT count(*) FROM operations WHERE type = 'autoCreateSubscriber'") == 0
