@@ -57,7 +57,7 @@ def wait_for_up(var: Path, process: subprocess.Popen[bytes], timeout: float = 15
         if (var / "up.json").exists():
             return dict(msgspec.json.decode((var / "up.json").read_bytes()))
         if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            output = (var.parent / "up.out").read_text(errors="replace")
             pytest.fail(f"catena up exited with {process.returncode}:\n{output[-4000:]}")
         time.sleep(0.3)
     process.kill()
@@ -118,8 +118,8 @@ def kill_admin_api_and_wait(process: subprocess.Popen[bytes], info: dict[str, An
     while time.monotonic() < deadline:
         try:
             if get(info["adminUrl"] + "/health")[0] == 200 and not admin.is_running():
-                log = (var / "log" / "admin_api.log").read_text()
-                return "admin_api" in log
+                supervisor_log = (var.parent / "up.out").read_text(errors="replace")
+                return "child exited; restarting" in supervisor_log
         except OSError:
             pass
         time.sleep(0.3)
