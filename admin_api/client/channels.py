@@ -22,6 +22,8 @@ from .portal import PortalQuery, resolve
 api = Api(TAG, prefix=PREFIX, auth=authenticate_subscriber)
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Channel names as the Management API allows them (API.md §3).
+_NAME = re.compile(r"^[a-zA-Z0-9_-]{2,20}$")
 # Logo URLs carry the image's version, so caches may keep an answer for a day.
 LOGO_CACHE = "public, max-age=86400"
 
@@ -95,7 +97,7 @@ class Archive:
 
 
 @api.get("/channels", response=ChannelList)
-async def list_channels(call: Call) -> ChannelList:
+async def client_channels(call: Call) -> ChannelList:
     """The subscriber's channels, each once, with the programme on now and the next one."""
     subscriber: Subscriber = call.subject
     now = datetime.now(UTC)
@@ -127,7 +129,7 @@ def _channel_out(
 
 
 @api.get("/channels/{name}/programs", query=ProgramsQuery, response=ProgramList)
-async def list_programs(call: Call) -> ProgramList:
+async def client_programs(call: Call) -> ProgramList:
     """A day's programmes of one channel; past ones within the archive depth carry archiveUrl."""
     subscriber: Subscriber = call.subject
     query: ProgramsQuery = call.query
@@ -135,13 +137,21 @@ async def list_programs(call: Call) -> ProgramList:
     day = _day(query.date, zone)
     start = datetime.combine(day, datetime.min.time(), zone)
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
-    name = call.request.match_info["name"]
+    name = _channel_name(call)
     async with call.db.acquire() as conn:
         channel = await _entitled(conn, subscriber, name)
         found = await catalog.programs(conn, channel.guide, start, end) if channel.guide else []
     archive = Archive(subscriber, channel.name, datetime.now(UTC))
     programs = [out for out in map(archive.out, found) if out is not None]
     return ProgramList(channel=channel.name, date=day.isoformat(), tz=query.tz, programs=programs)
+
+
+def _channel_name(call: Call) -> str:
+    """The ``{name}`` of the path; one that no channel can have names nothing (404)."""
+    name = call.request.match_info["name"]
+    if not _NAME.match(name):
+        raise NotFound(f"no channel is called {name[:40]!r}", field="name")
+    return name
 
 
 async def _entitled(conn: asyncpg.Connection, subscriber: Subscriber, name: str) -> catalog.Channel:
@@ -172,9 +182,9 @@ def _day(text: str | None, zone: ZoneInfo) -> date:
 
 @api.get("/channels/{name}/logo", query=PortalQuery, auth=None,
          produces={200: ("The logo image (PNG or JPEG)", "image/*"), 304: ("Not modified", "image/*")})
-async def channel_logo(call: Call) -> web.StreamResponse:
+async def client_channel_logo(call: Call) -> web.StreamResponse:
     """A channel's logo, for apps and players (no token; portal by Host or portalId)."""
-    name = call.request.match_info["name"]
+    name = _channel_name(call)
     async with call.db.acquire() as conn:
         portal = await resolve(conn, call, call.query.portalId)
         row = await conn.fetchrow(_LOGO, portal.id, name)

@@ -114,7 +114,7 @@ WHERE portal_id = $1 AND phone_country_code = $2 AND phone = $3
 @api.post("/login/sms", body=SmsRequest, response=SmsSent,
           produces={429: ("Throttled or inside the resend cooldown (Retry-After)", "application/json"),
                     503: ("The SMS could not be sent", "application/json")})
-async def request_code(call: Call) -> SmsSent:
+async def client_request_code(call: Call) -> SmsSent:
     """Send a 4-digit sign-in code by SMS (the same answer for unknown phones)."""
     body: SmsRequest = call.body
     sign_in = SignIn(call)
@@ -165,7 +165,7 @@ async def _send(call: Call, portal: ClientPortal, phone: codes.Phone, code: str,
 @api.post("/login/verify", body=VerifyRequest, response=SignedIn,
           produces={401: ("The code does not match or has expired", "application/json"),
                     429: ("Too many wrong codes (ask for a new code) or throttled", "application/json")})
-async def verify_code(call: Call) -> SignedIn:
+async def client_verify_code(call: Call) -> SignedIn:
     """Exchange the SMS code for the subscriber's playback token."""
     body: VerifyRequest = call.body
     sign_in = SignIn(call)

@@ -73,7 +73,7 @@ def playlist(subscriber: Subscriber, channels: Sequence[catalog.Channel], base: 
 
 @api.get("/playlist.m3u8", produces={200: ("Extended M3U playlist", "audio/x-mpegurl"),
                                       304: ("Not modified", "audio/x-mpegurl")})
-async def get_playlist(call: Call) -> web.StreamResponse:
+async def client_playlist(call: Call) -> web.StreamResponse:
     """The subscriber's channels as an extended M3U playlist (token as header or ?token=)."""
     subscriber: Subscriber = call.subject
     async with call.db.acquire() as conn:
@@ -100,7 +100,7 @@ class Window:
 
 @api.get("/epg.xml", query=GuideQuery, produces={200: ("XMLTV guide", "application/xml"),
                                                  304: ("Not modified", "application/xml")})
-async def get_guide(call: Call) -> web.StreamResponse:
+async def client_guide(call: Call) -> web.StreamResponse:
     """The XMLTV guide of the subscriber's channels, streamed (token as header or ?token=)."""
     subscriber: Subscriber = call.subject
     window = Window(subscriber, call.query, datetime.now(UTC))

@@ -80,7 +80,7 @@ def _portal(row: asyncpg.Record) -> ClientPortal:
 
 
 @api.get("/portal", query=PortalQuery, response=PortalInfo)
-async def get_portal(call: Call) -> PortalInfo:
+async def client_portal(call: Call) -> PortalInfo:
     """The portal's name and branding, for the app's sign-in screen (no token needed)."""
     async with call.db.acquire() as conn:
         portal = await resolve(conn, call, call.query.portalId)
