@@ -15,7 +15,20 @@ from catena import redis as catena_redis
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
-from . import health, keys, login, managers, openapi, portal
+from . import (
+    health,
+    keys,
+    login,
+    managers,
+    openapi,
+    operations_log,
+    play_sessions,
+    portal,
+    subscribers,
+    subscriptions,
+    webhook_delivery,
+    webhooks,
+)
 from .errors import error_middleware
 from .routing import Api
 
@@ -27,6 +40,7 @@ OPENAPI_PATH = BASE + "/openapi.json"
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
 MODULES = [portal, managers, login]
+MODULES += [subscribers, subscriptions, operations_log, play_sessions, webhooks]
 
 
 def apis() -> list[Api]:
@@ -43,6 +57,8 @@ def create_app(settings: AdminSettings) -> web.Application:
     app[keys.TOKENS] = TokenCodec(settings.token_secrets)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_partition_maintenance)
+    if settings.webhooks_enabled:
+        app.cleanup_ctx.append(webhook_delivery.background)
     health.add_routes(app)
     for api in apis():
         if not api.prefix:

@@ -89,7 +89,7 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     text = str(exc)
     message, _, path = text.partition(" - at `")
     parts = [p for p in path.rstrip("`").removeprefix("$").split(".") if p] if path else []
-    unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
+    unknown = re.match(r"Object (?:contains unknown|missing required) field `([^`]*)`", message)
     if unknown:
         parts.append(unknown.group(1))
     field = ".".join(parts) or None

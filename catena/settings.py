@@ -58,6 +58,15 @@ class AdminSettings(BaseSettings, frozen=True, kw_only=True):
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     # Webhook delivery worker inside admin_api (several instances may run).
     webhooks_enabled: bool = True
+    # How often the worker looks for new operations; the receiver's answer timeout;
+    # the first retry delay, doubled per failure up to webhook_retry_max; how many
+    # webhooks one instance delivers to at once; operations per claim of a webhook.
+    webhook_poll_interval: Seconds = 1.0
+    webhook_timeout: Seconds = 10.0
+    webhook_retry_base: Seconds = 2.0
+    webhook_retry_max: Seconds = 600.0
+    webhook_concurrency: PositiveInt = 4
+    webhook_batch: PositiveInt = 100
 
 
 class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
