@@ -113,10 +113,11 @@ async def get_operation(call: Call) -> OperationOut:
 def _where(portal_id: int, query: OperationsQuery, after: int | None) -> Where:
     where = Where()
     where.add("portal_id = {}", portal_id)
-    lower, upper = -1 if after is None else after, MAX_ID
+    # Inclusive lower bound: PostgreSQL prunes ranges by bounds, not knowing ids are integers.
+    lower, upper = 0 if after is None else after + 1, MAX_ID
     gte, lt = _instant(query.created_at_gte, "created_at_gte"), _instant(query.created_at_lt, "created_at_lt")
     if gte is not None:
-        lower = max(lower, id_at(_ms(gte)) - 1)
+        lower = max(lower, id_at(_ms(gte)))
         where.add("created_at >= {}", gte)
     if lt is not None:
         if gte is not None and lt < gte:
@@ -124,7 +125,7 @@ def _where(portal_id: int, query: OperationsQuery, after: int | None) -> Where:
         upper = id_at(_ms(lt, ceil=True))
         where.add("created_at < {}", lt)
     # Ids are time-ordered and the table is partitioned by id: these bounds prune months.
-    where.add("id > {} AND id < {}", lower, upper)
+    where.add("id >= {} AND id < {}", lower, upper)
     _add_filters(where, query)
     return where
 

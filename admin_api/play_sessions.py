@@ -106,14 +106,15 @@ async def list_play_sessions(call: Call) -> SessionList:
 def _where(portal_id: int, query: SessionsQuery, before: int | None) -> Where:
     where = Where()
     where.add("portal_id = {}", portal_id)
-    lower, upper = -1, MAX_ID if before is None else before
+    # Inclusive lower bound: PostgreSQL prunes ranges by bounds, not knowing ids are integers.
+    lower, upper = 0, MAX_ID if before is None else before
     if query.opened_at_gte is not None:
-        lower = id_at((query.opened_at_gte - ID_SLACK_SECONDS) * 1000) - 1
+        lower = id_at((query.opened_at_gte - ID_SLACK_SECONDS) * 1000)
         where.add("opened_at >= to_timestamp({}::bigint)", query.opened_at_gte)
     if query.opened_at_lt is not None:
         upper = min(upper, id_at((query.opened_at_lt + ID_SLACK_SECONDS) * 1000))
         where.add("opened_at < to_timestamp({}::bigint)", query.opened_at_lt)
-    where.add("id > {} AND id < {}", lower, upper)
+    where.add("id >= {} AND id < {}", lower, upper)
     if query.subscriberId:
         where.add("subscriber_id = ANY({}::bigint[])", decode_ids(query.subscriberId, "subscriberId"))
     if query.channelId:

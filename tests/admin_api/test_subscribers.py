@@ -57,7 +57,10 @@ async def test_list_filters_and_pages(api: Api, pool: asyncpg.Pool) -> None:
     other_country = await create_subscriber(api, phone="9000000001", code="375")
     status, body = await api.get("/subscribers?phone=9000000001")
     assert status == 200
-    assert [s["subscriberId"] for s in body["subscribers"]] == [made[1]["subscriberId"], other_country["subscriberId"]]
+    assert [s["subscriberId"] for s in body["subscribers"]] == [
+        made[1]["subscriberId"],
+        other_country["subscriberId"],
+    ]
     status, body = await api.get("/subscribers?phone=9000000001&phoneCountryCode=375")
     assert [s["subscriberId"] for s in body["subscribers"]] == [other_country["subscriberId"]]
     seen, cursor = [], None
@@ -149,7 +152,11 @@ async def test_update_conflicts_and_no_ops(api: Api, pool: asyncpg.Pool) -> None
     path = f"/subscribers/{second['subscriberId']}"
     status, body = await api.put(path, {"phone": "111"})
     assert status == 409 and body["field"] == "phone"
-    for bad, field in [({"phone": "12-34"}, "phone"), ({"disabled": True}, "disabled"), ({"name": ""}, "name")]:
+    for bad, field in [
+        ({"phone": "12-34"}, "phone"),
+        ({"disabled": True}, "disabled"),
+        ({"name": ""}, "name"),
+    ]:
         status, body = await api.put(path, bad)
         assert status == 400 and body["field"] == field
     status, body = await api.put(path, {"phone": "222", "name": "Иван Петров"})
@@ -174,9 +181,13 @@ async def test_disable_enable(api: Api, pool: asyncpg.Pool, signals: Signals) ->
     assert (await api.post(f"{path}/enable"))[0] == 409
     status, body = await api.post(f"{path}/disable")  # no body at all: no reason
     assert status == 200 and body["disabledReason"] is None
-    ops = await pool.fetch("SELECT type, payload FROM operations WHERE type LIKE '%ableSubscriber' ORDER BY id")
+    ops = await pool.fetch(
+        "SELECT type, payload FROM operations WHERE type LIKE '%ableSubscriber' ORDER BY id"
+    )
     assert [(o["type"], o["payload"].get("reason")) for o in ops] == [
-        ("disableSubscriber", "неоплата"), ("enableSubscriber", None), ("disableSubscriber", None),
+        ("disableSubscriber", "неоплата"),
+        ("enableSubscriber", None),
+        ("disableSubscriber", None),
     ]
     assert (await api.post(f"{path}/disable", {"reason": "x" * 501}))[0] == 400
 
@@ -205,7 +216,9 @@ async def test_token_secret_rotation(
 
     made = await create_subscriber(api)
     old_secret = admin_settings.token_secrets
-    rotated = structs.replace(admin_settings, token_secrets="new:a-brand-new-secret-0123456789-abcdefgh," + old_secret)
+    rotated = structs.replace(
+        admin_settings, token_secrets="new:a-brand-new-secret-0123456789-abcdefgh," + old_secret
+    )
     rotated_api = api.as_(api.token)
     rotated_api.client = await aiohttp_client(create_app(rotated))
     _, now = await rotated_api.get(f"/subscribers/{made['subscriberId']}")
@@ -231,7 +244,9 @@ async def test_delete_ends_subscriptions_keeps_sessions(
         """INSERT INTO play_sessions (id, portal_id, subscriber_id, channel_name, flussonic_id, opened_at,
                                       updated_at, active)
            VALUES ($1, $2, $3, 'news', 'f-1', now(), now(), false)""",
-        ids.new_id(), ids.decode(portal.portalId), sid,
+        ids.new_id(),
+        ids.decode(portal.portalId),
+        sid,
     )
     await signals.take()
     status, body = await api.delete(f"/subscribers/{made['subscriberId']}")
@@ -250,8 +265,14 @@ async def test_unknown_and_other_portal_ids(api: Api, make_portal: Any, pool: as
     theirs = await create_subscriber(api.as_(other.apiKey))
     mine = await create_subscriber(api, phone="5550000")
     for bad in (theirs["subscriberId"], "nope", "AAAAAAAAAAA.", "sK19SW3AAAE."):
-        for method, suffix in [("GET", ""), ("PUT", ""), ("DELETE", ""), ("POST", "/disable"),
-                               ("POST", "/enable"), ("POST", "/reset_playback_token")]:
+        for method, suffix in [
+            ("GET", ""),
+            ("PUT", ""),
+            ("DELETE", ""),
+            ("POST", "/disable"),
+            ("POST", "/enable"),
+            ("POST", "/reset_playback_token"),
+        ]:
             json = {"name": "x"} if method == "PUT" else None
             status, body = await api.call(method, f"/subscribers/{bad}{suffix}", json)
             assert status == 404, (method, suffix, bad, body)
@@ -277,5 +298,7 @@ async def test_permissions(api: Api, pool: asyncpg.Pool) -> None:
     billing = await manager_session(api, "billing@b.co", isSubscriberAdmin=True)
     status, _ = await billing.post("/subscribers", person(phone="2"))
     assert status == 200
-    payload = await pool.fetchval("SELECT payload FROM operations WHERE type = 'createSubscriber' ORDER BY id DESC")
+    payload = await pool.fetchval(
+        "SELECT payload FROM operations WHERE type = 'createSubscriber' ORDER BY id DESC"
+    )
     assert payload["managerEmail"] == "billing@b.co"
