@@ -114,7 +114,7 @@ def _where(portal_id: int, query: OperationsQuery, after: int | None) -> Where:
     where = Where()
     where.add("portal_id = {}", portal_id)
     # Inclusive lower bound: PostgreSQL prunes ranges by bounds, not knowing ids are integers.
-    lower, upper = 0 if after is None else after + 1, MAX_ID
+    lower, upper = 0 if after is None else min(max(after + 1, 0), MAX_ID), MAX_ID
     gte, lt = _instant(query.created_at_gte, "created_at_gte"), _instant(query.created_at_lt, "created_at_lt")
     if gte is not None:
         lower = max(lower, id_at(_ms(gte)))

@@ -30,11 +30,14 @@ Phone = Annotated[
         pattern=r"^[0-9]{1,20}$", description="digits only, without the country code", examples=["9161234567"]
     ),
 ]
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"\S", examples=["Иван Петров"])]
+# Something besides spaces, and no NUL (PostgreSQL text cannot hold one).
+Name = Annotated[
+    str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$", examples=["Иван Петров"])
+]
 MaxSessions = Annotated[
     int, Meta(ge=1, le=1000, description="concurrent sessions; null means the portal's maxSessions")
 ]
-Reason = Annotated[str, Meta(max_length=500, examples=["неоплата"])]
+Reason = Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$", examples=["неоплата"])]
 
 
 class SubscriberOut(Response):

@@ -26,7 +26,7 @@ api = Api("Webhooks", auth=authenticate_manager)
 WebhookUrl = Annotated[
     str,
     Meta(
-        pattern=r"^[hH][tT][tT][pP][sS]?://\S+$",
+        pattern=r"^[hH][tT][tT][pP][sS]?://[^\s\x00]+$",
         max_length=2000,
         description="http or https URL that receives a POST per operation",
         examples=["https://billing.example.com/catena/operations"],

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,3 +173,34 @@ async def test_date_filters_prune_partitions(portal: Any, pool: asyncpg.Pool) ->
     assert this_month in plan
     assert not any(name.startswith("operations_y") and this_month not in name for name in scanned), plan
     assert "operations_default" not in plan
+
+
+async def test_forged_cursors_are_400_on_every_list(api: Api) -> None:
+    for path in ("/operations", "/subscribers", "/play-sessions", "/webhooks"):
+        tag = path.strip("/")
+        for value in ("99999999999999999999", "9223372036854775807", "-9223372036854775809", '"x"', "1.5"):
+            raw = f'["{tag}",{value}]'.encode()
+            cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            status, body = await api.get(f"{path}?cursor={cursor}")
+            if value == "9223372036854775807":  # the largest id: a valid, empty continuation
+                assert status == 200, (path, body)
+            else:
+                assert (status, body.get("field")) == (400, "cursor"), (path, value, body)
+
+
+async def test_values_postgresql_cannot_store_are_400(api: Api, pool: asyncpg.Pool) -> None:
+    made = await create_subscriber(api)
+    for method, path, body, field in [
+        ("POST", "/subscribers", {"name": "a\u0000b", "phoneCountryCode": "7", "phone": "2"}, "name"),
+        ("PUT", f"/subscribers/{made['subscriberId']}", {"name": "a\u0000b"}, "name"),
+        ("POST", f"/subscribers/{made['subscriberId']}/disable", {"reason": "a\u0000"}, "reason"),
+        ("POST", "/webhooks", {"url": "http://a.example.com/\u0000"}, "url"),
+    ]:
+        status, answer = await api.call(method, path, body)
+        assert (status, answer.get("field")) == (400, field), (path, answer)
+    # Modules without a field rule still answer 400, never 500 (the middleware's safety net).
+    status, answer = await api.post(
+        "/managers", {"email": "a@b.co", "name": "x\u0000", "password": "Secure-Pass-123"}
+    )
+    assert status == 400 and "cannot be stored" in answer["message"]
+    assert await pool.fetchval("SELECT count(*) FROM operations") == 1

@@ -6,6 +6,7 @@ import asyncpg
 
 from catena import ids
 from tests.admin_api._subscribers_support import (
+    Signals,
     count,
     create_subscriber,
     make_free,
@@ -131,3 +132,23 @@ async def test_needs_subscriber_admin(api: Api, portal: Any, pool: asyncpg.Pool)
     assert (await billing.post("/packages-subscribers", link(made, basic)))[0] == 200
     assert (await content.delete("/packages-subscribers", link(made, basic)))[0] == 403
     assert (await billing.delete("/packages-subscribers", link(made, basic)))[0] == 201
+
+
+async def test_entitlement_signals(api: Api, portal: Any, pool: asyncpg.Pool, database_url: str) -> None:
+    signals = await Signals.listen(database_url)
+    start = await pool.fetchval("SELECT version FROM entitlement_versions")
+    try:
+        made = await create_subscriber(api)
+        basic = await make_package(pool, portal.portalId, "basic")
+        assert await signals.take() == [("subscriber", [made["subscriberId"]])]
+        await api.post("/packages-subscribers", link(made, basic))
+        assert await signals.take() == [("subscriber", [made["subscriberId"]])]
+        await api.post("/packages-subscribers", link(made, basic))  # 409: nothing changed, no signal
+        await api.delete("/packages-subscribers", link(made, basic))
+        assert await signals.take() == [("subscriber", [made["subscriberId"]])]
+        await api.delete("/packages-subscribers", link(made, basic))  # 404
+        assert await signals.take() == []
+        # Three changes, three versions: failures left no bump behind.
+        assert await pool.fetchval("SELECT version FROM entitlement_versions") == start + 3
+    finally:
+        await signals.close()
