@@ -56,7 +56,7 @@ def decode_cursor(tag: str, cursor: str | None, types: Sequence[type]) -> Key | 
         raise _bad_cursor()
     key = tuple(items[1:])
     for value, kind in zip(key, types, strict=True):
-        if type(value) is not kind or (kind is int and not _INT64_MIN <= value <= _INT64_MAX):
+        if type(value) is not kind or (isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX):
             raise _bad_cursor()
     return key
 
