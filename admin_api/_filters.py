@@ -1,4 +1,4 @@
-"""Query-string filters shared by the list endpoints of the log-like tables.
+"""Query-string filters and keyset pages shared by the filtered list endpoints.
 
 ``operations`` and ``play_sessions`` are partitioned by id ranges, i.e. by month;
 their filters become id bounds so PostgreSQL reads only the partitions concerned.
@@ -6,11 +6,16 @@ their filters become id bounds so PostgreSQL reads only the partitions concerned
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import asyncpg
 
 from catena import ids
 from catena.errors import InvalidInput
+from catena.pagination import decode_cursor, page
+
+from .routing import Call
 
 MAX_ID = (1 << 63) - 1
 
@@ -55,3 +60,25 @@ def decode_ids(values: Iterable[str], field: str) -> list[int]:
 def id_at(unix_ms: int) -> int:
     """The smallest id made at ``unix_ms``, clamped to the ``BIGINT`` range."""
     return min(ids.lowest_at(max(unix_ms, 0)), MAX_ID)
+
+
+class Paged(Protocol):
+    """A list endpoint's query: where to continue and how many."""
+
+    cursor: str | None
+    limit: int
+
+
+async def fetch_page(
+    call: Call, tag: str, template: str, query: Paged, where_after: Callable[[int | None], Where]
+) -> tuple[Sequence[asyncpg.Record], str | None]:
+    """One page of a list keyed by ``id``; ``template`` has ``{where}`` and ``{limit}`` slots.
+
+    ``where_after`` builds the filters given the id the cursor continues after.
+    """
+    after = decode_cursor(tag, query.cursor, (int,))
+    where = where_after(after[0] if after else None)
+    sql = template.format(where=where.sql, limit=where.next_param())
+    async with call.db.acquire() as conn:
+        rows = await conn.fetch(sql, *where.args, query.limit + 1)
+    return page(rows, query.limit, tag, lambda r: (r["id"],))

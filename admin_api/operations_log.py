@@ -12,9 +12,8 @@ from msgspec import Meta
 
 from catena import operations
 from catena.errors import InvalidInput, NotFound
-from catena.pagination import decode_cursor, page
 
-from ._filters import MAX_ID, Where, decode_ids, id_at
+from ._filters import MAX_ID, Where, decode_ids, fetch_page, id_at
 from .auth import authenticate_manager
 from .routing import Api, Call
 from .schema import Response, TextId, Timestamp, iso, opt_text_id, text_id
@@ -94,12 +93,9 @@ def operation_out(row: asyncpg.Record) -> OperationOut:
 async def list_operations(call: Call) -> OperationList:
     """The operations log, oldest first."""
     query: OperationsQuery = call.query
-    after = decode_cursor("operations", query.cursor, (int,))
-    where = _where(call.portal_id, query, after[0] if after else None)
-    sql = _LIST.format(where=where.sql, limit=where.next_param())
-    async with call.db.acquire() as conn:
-        rows = await conn.fetch(sql, *where.args, query.limit + 1)
-    rows, cursor = page(rows, query.limit, "operations", lambda r: (r["id"],))
+    rows, cursor = await fetch_page(
+        call, "operations", _LIST, query, lambda after: _where(call.portal_id, query, after)
+    )
     return OperationList(operations=[operation_out(r) for r in rows], next=cursor)
 
 

@@ -13,9 +13,7 @@ import asyncpg
 import msgspec
 from msgspec import Meta
 
-from catena.pagination import decode_cursor, page
-
-from ._filters import MAX_ID, Where, decode_ids, id_at
+from ._filters import MAX_ID, Where, decode_ids, fetch_page, id_at
 from .auth import authenticate_manager
 from .routing import Api, Call
 from .schema import Response, TextId, opt_text_id, text_id
@@ -94,12 +92,9 @@ def session_out(row: asyncpg.Record) -> SessionOut:
 async def list_play_sessions(call: Call) -> SessionList:
     """Play sessions, newest first."""
     query: SessionsQuery = call.query
-    after = decode_cursor("play-sessions", query.cursor, (int,))
-    where = _where(call.portal_id, query, after[0] if after else None)
-    sql = _LIST.format(where=where.sql, limit=where.next_param())
-    async with call.db.acquire() as conn:
-        rows = await conn.fetch(sql, *where.args, query.limit + 1)
-    rows, cursor = page(rows, query.limit, "play-sessions", lambda r: (r["id"],))
+    rows, cursor = await fetch_page(
+        call, "play-sessions", _LIST, query, lambda before: _where(call.portal_id, query, before)
+    )
     return SessionList(sessions=[session_out(r) for r in rows], next=cursor)
 
 

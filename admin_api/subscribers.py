@@ -10,11 +10,10 @@ from msgspec import UNSET, Meta, UnsetType
 
 from catena import entitlements, ids, operations
 from catena.errors import Conflict, NotFound
-from catena.pagination import decode_cursor, page
 from catena.tokens import TokenCodec
 
 from . import keys
-from ._filters import Where, decode_ids
+from ._filters import Where, decode_ids, fetch_page
 from .auth import authenticate_manager
 from .routing import Api, Call
 from .schema import Request, Response, TextId, Timestamp, iso, text_id
@@ -162,12 +161,9 @@ def _out(call: Call, row: asyncpg.Record) -> SubscriberOut:
 async def list_subscribers(call: Call) -> SubscriberList:
     """The portal's subscribers, oldest first; ``phone``/``phoneCountryCode`` find one by number."""
     query: SubscribersQuery = call.query
-    after = decode_cursor("subscribers", query.cursor, (int,))
-    where = _list_where(call.portal_id, query, after[0] if after else None)
-    sql = _LIST.format(where=where.sql, limit=where.next_param())
-    async with call.db.acquire() as conn:
-        rows = await conn.fetch(sql, *where.args, query.limit + 1)
-    rows, cursor = page(rows, query.limit, "subscribers", lambda r: (r["id"],))
+    rows, cursor = await fetch_page(
+        call, "subscribers", _LIST, query, lambda after: _list_where(call.portal_id, query, after)
+    )
     return SubscriberList(subscribers=[_out(call, r) for r in rows], next=cursor)
 
 

@@ -150,6 +150,8 @@ async def test_bad_urls(api: Api, pool: asyncpg.Pool) -> None:
     ]:
         status, body = await api.post("/webhooks", {"url": url})
         assert (status, body.get("field")) == (400, "url"), (url, body)
+    status, body = await api.post("/webhooks", {"url": "ftp://billing.example.com/hook"})
+    assert "http(s)" in body["message"] and "ftp://billing.example.com/hook" in body["message"]
     assert (await api.post("/webhooks", {}))[1]["field"] == "url"
     assert await count(pool, "webhooks") == 0 and await count(pool, "operations") == 0
 
