@@ -106,6 +106,9 @@ class Deliverer:
                     pruned_at = time.monotonic()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhook delivery paused: %s", exc)
+            except Exception:
+                # A bug must not end deliveries for the life of the process: log it, go on.
+                log.exception("webhook delivery pass failed")
             if not delivered:
                 await asyncio.sleep(self.settings.webhook_poll_interval)
 
