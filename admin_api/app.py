@@ -29,6 +29,10 @@ from . import (
     webhook_delivery,
     webhooks,
 )
+from .client import channels as client_channels
+from .client import login as client_login
+from .client import playlists as client_playlists
+from .client import portal as client_portal
 from .errors import error_middleware
 from .routing import Api
 
@@ -39,7 +43,7 @@ OPENAPI_PATH = BASE + "/openapi.json"
 
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
-MODULES = [portal, managers, login]
+MODULES = [portal, managers, login, client_portal, client_login, client_channels, client_playlists]
 MODULES += [subscribers, subscriptions, operations_log, play_sessions, webhooks]
 
 
