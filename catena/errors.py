@@ -91,7 +91,7 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
     path = path.rstrip("`").rpartition("` in `")[2] if path else ""
     parts = [p for p in path.removeprefix("$").split(".") if p]
-    unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
+    unknown = re.match(r"Object (?:contains unknown|missing required) field `([^`]*)`", message)
     if unknown:
         parts.append(unknown.group(1))
     field = ".".join(parts) or None

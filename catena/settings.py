@@ -71,6 +71,15 @@ class AdminSettings(BaseSettings, frozen=True, kw_only=True):
     # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For,
     # X-Forwarded-Proto and X-Forwarded-Host the client API believes.
     client_trusted_proxies: str = ""
+    # How often the worker looks for new operations; the receiver's answer timeout;
+    # the first retry delay, doubled per failure up to webhook_retry_max; how many
+    # webhooks one instance delivers to at once; operations per claim of a webhook.
+    webhook_poll_interval: Seconds = 1.0
+    webhook_timeout: Seconds = 10.0
+    webhook_retry_base: Seconds = 2.0
+    webhook_retry_max: Seconds = 600.0
+    webhook_concurrency: PositiveInt = 4
+    webhook_batch: PositiveInt = 100
 
 
 class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
