@@ -148,10 +148,10 @@ def parse_token_secrets(value: str) -> list[tuple[str, bytes]]:
     pairs = []
     for item in value.split(","):
         kid, sep, secret = item.strip().partition(":")
-        if not sep or not kid or len(secret) < 16:
+        if not sep or not kid or len(secret) < 32:
             raise SettingsError(
                 "CATENA_TOKEN_SECRETS: expected 'kid:secret[,kid:secret...]' with secrets "
-                f"of at least 16 characters, got an entry {kid or item!r}"
+                f"of at least 32 characters (HS256 wants 256 bits), got an entry {kid or item!r}"
             )
         pairs.append((kid, secret.encode()))
     return pairs

@@ -40,11 +40,11 @@ def test_settings_are_frozen() -> None:
 
 
 def test_token_secrets() -> None:
-    assert parse_token_secrets("a:0123456789abcdef, b:fedcba9876543210") == [
-        ("a", b"0123456789abcdef"),
-        ("b", b"fedcba9876543210"),
+    assert parse_token_secrets("a:" + "0" * 32 + ", b:" + "f" * 40) == [
+        ("a", b"0" * 32),
+        ("b", b"f" * 40),
     ]
     with pytest.raises(SettingsError, match="CATENA_TOKEN_SECRETS"):
         parse_token_secrets("nokid")
     with pytest.raises(SettingsError, match="CATENA_TOKEN_SECRETS"):
-        parse_token_secrets("k:short")
+        parse_token_secrets("k:" + "s" * 31)
