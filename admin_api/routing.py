@@ -100,6 +100,10 @@ class Endpoint:
     # Extra responses for the OpenAPI document: status → (description, media type).
     produces: dict[int, tuple[str, str]] = field(default_factory=dict)
     description: str = ""
+    # Largest request body this endpoint reads, when it needs more than the
+    # application's client_max_size (e.g. inline images, so that an oversized one
+    # gets a 400 naming its field instead of a bare 413).
+    max_body: int | None = None
 
 
 class Api:
@@ -155,7 +159,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         if endpoint.query is not None:
             call.query = decode_query(request, endpoint.query, query_lists)
         if body_decoder is not None:
-            call.body = body_decoder.decode(await read_json(request))
+            call.body = body_decoder.decode(await read_json(request, endpoint.max_body))
         result = await endpoint.handler(call)
         return respond(result, endpoint.status)
 
@@ -169,11 +173,13 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     return guarded
 
 
-async def read_json(request: web.Request) -> bytes:
+async def read_json(request: web.Request, max_body: int | None = None) -> bytes:
     """The raw body of a JSON request: 415 for another media type, 400 when empty."""
     media = request.content_type if request.headers.get("Content-Type") else "application/json"
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"expected Content-Type: application/json, got {media}")
+    if max_body is not None and max_body > request.client_max_size:
+        request = request.clone(client_max_size=max_body)
     raw = await request.read()
     if not raw.strip():
         raise InvalidInput("the request body must be a JSON object", code="malformed_json")

@@ -10,8 +10,11 @@ from msgspec import Meta
 
 from catena import ids
 
-# Names of channels and packages (API.md §3, §4).
-Name = Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{2,20}$", description="2-20 of a-z A-Z 0-9 _ -")]
+# Names of channels and packages (API.md §3, §4).  msgspec matches with re.search,
+# where "$" also matches before a final newline; the lookahead refuses "sport1\n".
+Name = Annotated[
+    str, Meta(pattern=r"^[a-zA-Z0-9_-]{2,20}(?!\n)$", description="2-20 of a-z A-Z 0-9 _ -")
+]
 Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$", max_length=254)]
 Text200 = Annotated[str, Meta(min_length=1, max_length=200)]
 TextId = Annotated[str, Meta(min_length=12, max_length=12, examples=["pK19SW3AAAE."])]

@@ -6,7 +6,11 @@ Raise these anywhere; the HTTP layer renders them once as
 
 from __future__ import annotations
 
+import re
+
 import msgspec
+
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`$")
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -89,6 +93,10 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     field = None
     if path:
         field = path.rstrip("`").removeprefix("$").lstrip(".") or None
+    named = _NAMED_FIELD.match(message)
+    if named:
+        # "Object missing required field `x`" is reported at the enclosing object.
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
     if isinstance(exc, msgspec.ValidationError):
         return InvalidInput(text, field=field)
     return InvalidInput(f"malformed JSON: {message}", field=field, code="malformed_json")
