@@ -15,7 +15,7 @@ from catena import redis as catena_redis
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
-from . import health, keys, login, managers, openapi, portal
+from . import channels, epg_sources, free_packages, health, keys, login, managers, openapi, packages, portal
 from .errors import error_middleware
 from .routing import Api
 
@@ -26,7 +26,7 @@ OPENAPI_PATH = BASE + "/openapi.json"
 
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
-MODULES = [portal, managers, login]
+MODULES = [portal, managers, login, channels, packages, free_packages, epg_sources]
 
 
 def apis() -> list[Api]:
