@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from tests.conftest import Api
+
+CONTENT_ENDPOINTS = {
+    ("get", "/channels"),
+    ("post", "/channels"),
+    ("get", "/channels/{id}"),
+    ("put", "/channels/{id}"),
+    ("delete", "/channels/{id}"),
+    ("get", "/channels/{id}/logo"),
+    ("get", "/packages"),
+    ("post", "/packages"),
+    ("get", "/packages/{id}"),
+    ("put", "/packages/{id}"),
+    ("delete", "/packages/{id}"),
+    ("post", "/channels-packages"),
+    ("delete", "/channels-packages"),
+    ("post", "/portal/free-packages/{packageId}"),
+    ("delete", "/portal/free-packages/{packageId}"),
+    ("get", "/epg-sources"),
+    ("post", "/epg-sources"),
+    ("get", "/epg-sources/{id}"),
+    ("put", "/epg-sources/{id}"),
+    ("delete", "/epg-sources/{id}"),
+    ("post", "/epg-sources/{id}/update"),
+    ("get", "/epg-sources/{id}/programs"),
+    ("get", "/epg-fetches"),
+}
+
+
+async def test_every_content_endpoint_is_documented(api: Api) -> None:
+    status, document = await api.get("/openapi.json")
+    assert status == 200
+    base = "/tv-management/api/v1"
+    documented = {
+        (method, path.removeprefix(base)) for path, item in document["paths"].items() for method in item
+    }
+    assert CONTENT_ENDPOINTS <= documented
+    schemas = document["components"]["schemas"]
+    for name in ("ChannelOut", "PackageOut", "Link", "SourceOut", "FetchOut", "ProgramOut", "JobOut"):
+        assert name in schemas
+    assert "packages" in schemas["ChannelOut"]["properties"]
+    assert schemas["ChannelCreate"]["properties"]["name"]["pattern"].startswith("^[a-zA-Z0-9_-]{2,20}")
+    programs = document["paths"][base + "/epg-sources/{id}/programs"]["get"]
+    assert {p["name"] for p in programs["parameters"]} >= {"id", "date", "epgChannelName", "cursor", "limit"}
+    logo = document["paths"][base + "/channels/{id}/logo"]["get"]["responses"]
+    assert "image/*" in logo["200"]["content"] and "304" in logo
