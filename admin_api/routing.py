@@ -39,6 +39,10 @@ Handler = Callable[["Call"], Awaitable[Any]]
 
 _EMPTY_OBJECT = b"{}"
 _UNIONS = (typing.Union, types.UnionType)
+_UNSTORABLE_TEXT = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
 
 
 class Call:
@@ -168,6 +172,9 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             return await handle(request)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise from_validation(exc) from None
+        except _UNSTORABLE_TEXT:
+            # A safety net for text no declared type screened: PostgreSQL refuses U+0000.
+            raise InvalidInput("text cannot contain the character U+0000", code="invalid_text") from None
 
     guarded.__name__ = endpoint.handler.__name__
     return guarded

@@ -16,7 +16,9 @@ Name = Annotated[
     str, Meta(pattern=r"^[a-zA-Z0-9_-]{2,20}(?!\n)$", description="2-20 of a-z A-Z 0-9 _ -")
 ]
 Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$", max_length=254)]
-Text200 = Annotated[str, Meta(min_length=1, max_length=200)]
+# PostgreSQL text cannot hold U+0000, which JSON can carry ("\u0000").
+NO_NUL = r"^[^\x00]*$"
+Text200 = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 TextId = Annotated[str, Meta(min_length=12, max_length=12, examples=["pK19SW3AAAE."])]
 Timestamp = Annotated[str, Meta(examples=["2024-10-16T14:30:00Z"])]
 
