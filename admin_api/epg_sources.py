@@ -22,12 +22,16 @@ from catena.pagination import decode_cursor, page
 
 from ._content import FIRST_ID, LAST_ID, BodyId, check_echo, decode_id, fetch_owned, id_page, name_taken
 from .auth import authenticate_manager
+from .channels import EpgChannelName
 from .routing import Api, Call
 from .schema import Name, PageQuery, Request, Response, TextId, Timestamp, iso, opt_text_id, text_id
 
 api = Api("EPG", auth=authenticate_manager)
 
-Url = Annotated[str, Meta(min_length=1, max_length=2000, examples=["https://epg.example.com/xmltv.xml"])]
+Url = Annotated[
+    str,
+    Meta(min_length=1, max_length=2000, pattern=r"^[^\s\x00]+$", examples=["https://epg.example.com/xmltv.xml"]),
+]
 Period = Annotated[int, Meta(ge=1, le=365, description="days between automatic updates")]
 FetchStatus = Literal["pending", "success", "error", "timeout"]
 DateText = Annotated[str, Meta(examples=["2024-10-16"])]
@@ -128,7 +132,7 @@ class ProgramList(Response):
 
 class ProgramQuery(PageQuery):
     date: DateText | None = None
-    epgChannelName: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    epgChannelName: EpgChannelName | None = None
 
 
 _FETCH_COLUMNS = (

@@ -24,11 +24,11 @@ from ._content import (
 )
 from .auth import authenticate_manager
 from .routing import Api, Call
-from .schema import Name, Request, Response, TextId, Timestamp, iso, text_id
+from .schema import NO_NUL, Name, Request, Response, TextId, Timestamp, iso, text_id
 
 api = Api("Packages", auth=authenticate_manager)
 
-Description = Annotated[str, Meta(max_length=2000)]
+Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
 
 
 class PackageOut(Response):

@@ -441,3 +441,46 @@ async def test_a_failed_operation_write_undoes_the_change(api: Api, pool: asyncp
     assert status == 500
     assert await channel_count(pool) == 0
     assert await operations_of(pool, portal) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "sport1", "title": "Sport\u0000HD"}, "title"),
+        ({"name": "sport1", "title": "T", "epgChannelName": "s\u00001"}, "epgChannelName"),
+        ({"name": "sport1", "title": "T", "extra": 1}, "extra"),
+        ({"title": "T"}, "name"),
+        ({"name": "sport1"}, "title"),
+    ],
+)
+async def test_text_that_cannot_be_stored_or_unknown_fields(
+    api: Api, pool: asyncpg.Pool, body: dict[str, Any], field: str
+) -> None:
+    status, error = await api.post("/channels", body)
+    assert status == 400 and error["field"] == field, error
+    assert await channel_count(pool) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "status"), [("name=%00", 400), ("name=" + "x" * 300, 400), ("name=%ED%A0%80", 200)]
+)
+async def test_odd_name_filters(api: Api, query: str, status: int) -> None:
+    """NUL or overlong names are refused; undecodable bytes simply match nothing."""
+    got, body = await api.get(f"/channels?{query}")
+    assert got == status, body
+    assert body["field"] == "name[0]" if status == 400 else body["channels"] == []
+
+
+async def test_malformed_json_and_wrong_media_type(api: Api, pool: asyncpg.Pool) -> None:
+    status, body = await api.call(
+        "POST", "/channels", data=b'{"name": "sport1",', headers={"Content-Type": "application/json"}
+    )
+    assert status == 400 and body["error"] == "malformed_json"
+    status, body = await api.call(
+        "POST",
+        "/channels",
+        data=b"name=sport1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 415
+    assert await channel_count(pool) == 0

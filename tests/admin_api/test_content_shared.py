@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import Api
 
 CONTENT_ENDPOINTS = {
@@ -46,3 +48,17 @@ async def test_every_content_endpoint_is_documented(api: Api) -> None:
     assert {p["name"] for p in programs["parameters"]} >= {"id", "date", "epgChannelName", "cursor", "limit"}
     logo = document["paths"][base + "/channels/{id}/logo"]["get"]["responses"]
     assert "image/*" in logo["200"]["content"] and "304" in logo
+
+
+async def test_text_postgresql_cannot_store_is_a_400_not_a_500(api: Api, portal: Any) -> None:
+    """The routing safety net: U+0000 reaching PostgreSQL through a type that did not screen it."""
+    status, body = await api.post(
+        "/managers", {"email": "a\u0000b@example.com", "name": "N", "password": "Staff-Pass-123!"}
+    )
+    assert status == 400 and body["error"] == "invalid_text"
+    assert [m["email"] for m in (await api.get("/managers"))[1]["managers"]] == [portal.ownerEmail]
+
+
+async def test_a_missing_field_is_named(api: Api) -> None:
+    status, body = await api.post("/packages", {"description": "no name"})
+    assert status == 400 and body["field"] == "name" and "missing" in body["message"]

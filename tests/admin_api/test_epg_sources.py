@@ -410,3 +410,38 @@ async def test_permissions(api: Api) -> None:
     assert (await content.post(path + "/update"))[0] == 200
     assert (await content.put(path, {"period": 3}))[0] == 200
     assert (await content.delete(path))[0] == 201
+
+
+@pytest.mark.parametrize("path", ["/epg-sources", "/epg-fetches"])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("cursor=forged", "cursor"),
+        ("cursor=WyJjaGFubmVscyIsMV0", "cursor"),
+    ],
+)
+async def test_list_paging_errors(api: Api, path: str, query: str, field: str) -> None:
+    status, body = await api.get(f"{path}?{query}")
+    assert status == 400 and body["field"] == field
+
+
+async def test_sources_page(api: Api) -> None:
+    names = [f"src{i}" for i in range(5)]
+    for name in names:
+        await create_source(api, name)
+    first = (await api.get("/epg-sources?limit=3"))[1]
+    second = (await api.get(f"/epg-sources?limit=3&cursor={first['next']}"))[1]
+    assert [s["name"] for s in first["epgSources"] + second["epgSources"]] == names
+    assert second.get("next") is None
+
+
+@pytest.mark.parametrize(
+    ("query", "status"), [("epgChannelName=%00", 400), ("epgChannelName=%ED%A0%80", 200)]
+)
+async def test_odd_program_filters(api: Api, query: str, status: int) -> None:
+    source = await create_source(api)
+    got, body = await api.get(f"/epg-sources/{source['epgSourceId']}/programs?{query}")
+    assert got == status, body
+    assert body["field"] == "epgChannelName" if status == 400 else body["programs"] == []

@@ -273,3 +273,41 @@ async def test_permissions(api: Api, pool: asyncpg.Pool) -> None:
     assert (await content.delete("/channels-packages", link))[0] == 201
     assert (await content.delete(f"/packages/{package['packageId']}"))[0] == 201
     assert await package_count(pool) == 0
+
+
+async def test_description_cannot_hold_nul(api: Api, pool: asyncpg.Pool) -> None:
+    status, body = await api.post("/packages", {"name": "basic", "description": "a\u0000b"})
+    assert status == 400 and body["field"] == "description"
+    assert await package_count(pool) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("cursor=forged", "cursor"),
+        ("cursor=WyJjaGFubmVscyIsMV0", "cursor"),
+    ],
+)
+async def test_list_paging_errors(api: Api, query: str, field: str) -> None:
+    status, body = await api.get(f"/packages?{query}")
+    assert status == 400 and body["field"] == field
+
+
+async def test_packages_page(api: Api) -> None:
+    names = [f"pkg{i:02d}" for i in range(12)]
+    for name in names:
+        await create(api, "/packages", {"name": name})
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 5}
+    while True:
+        status, body = await api.get("/packages", params=params)
+        assert status == 200 and len(body["packages"]) <= 5
+        seen += [p["name"] for p in body["packages"]]
+        if not body.get("next"):
+            break
+        params["cursor"] = body["next"]
+    assert seen == names
+    status, body = await api.get("/packages?name=pkg03&name=pkg07")
+    assert [p["name"] for p in body["packages"]] == ["pkg03", "pkg07"]
