@@ -29,3 +29,7 @@ check: test lint
 
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
+
+# Latency of GET /channels?limit=100 with 100,000 channels (issue #3); makes and drops its own database.
+bench-content: install
+	$(BIN)/python benchmarks/bench_content_api.py

@@ -73,13 +73,15 @@ class ChannelUpdate(Request):
 _SELECT = """
 SELECT c.id, c.portal_id, c.name, c.title, c.epg_source_name, c.epg_channel_name,
        c.created_at, c.updated_at,
-       EXISTS (SELECT 1 FROM channel_logos l WHERE l.channel_id = c.id) AS has_logo,
+       coalesce((SELECT true FROM channel_logos l WHERE l.channel_id = c.id), false) AS has_logo,
        ARRAY(SELECT p.name FROM channel_packages cp JOIN packages p ON p.id = cp.package_id
              WHERE cp.channel_id = c.id ORDER BY p.name) AS packages
 FROM channels c
 """
 # One statement per page: the package names come from a subquery per row that
-# walks the (channel_id) index, never a round trip per channel.
+# walks the (channel_id) index, never a round trip per channel.  has_logo is a
+# scalar subquery rather than EXISTS because PostgreSQL's generic plan for EXISTS
+# hashes the whole channel_logos table on every execution (benchmarks/bench_content_api.py).
 _LIST = _SELECT + "WHERE c.portal_id = $1 AND c.id > $2 ORDER BY c.id LIMIT $3"
 _LIST_NAMED = (
     _SELECT + "WHERE c.portal_id = $1 AND c.id > $2 AND c.name = ANY($4::text[]) ORDER BY c.id LIMIT $3"

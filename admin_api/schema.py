@@ -40,7 +40,10 @@ class PageQuery(msgspec.Struct, kw_only=True):
 
 def iso(value: datetime) -> str:
     """A timestamp as the API writes it: ISO 8601 in UTC, whole seconds, ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is about twice as fast as strftime, which lists of 1,000 rows notice.
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def text_id(value: int) -> str:
