@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from catena.pagination import encode_cursor
 from tests.conftest import Api
 
 CONTENT_ENDPOINTS = {
@@ -62,3 +65,18 @@ async def test_text_postgresql_cannot_store_is_a_400_not_a_500(api: Api, portal:
 async def test_a_missing_field_is_named(api: Api) -> None:
     status, body = await api.post("/packages", {"description": "no name"})
     assert status == 400 and body["field"] == "name" and "missing" in body["message"]
+
+
+@pytest.mark.parametrize("path", ["/channels", "/packages", "/epg-sources", "/epg-fetches"])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("cursor=forged", "cursor"),
+        (f"cursor={encode_cursor('managers', (1,))}", "cursor"),
+    ],
+)
+async def test_every_content_list_refuses_bad_paging(api: Api, path: str, query: str, field: str) -> None:
+    status, body = await api.get(f"{path}?{query}")
+    assert status == 400 and body["field"] == field
