@@ -90,13 +90,13 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     """Turn msgspec's message (``... - at `$.name```) into a 400 naming the field."""
     text = str(exc)
     message, _, path = text.partition(" - at `")
-    field = None
-    if path:
-        field = path.rstrip("`").removeprefix("$").lstrip(".") or None
+    parts = [p for p in path.rstrip("`").removeprefix("$").split(".") if p] if path else []
+    # "Object missing required field `x`" / "... unknown field `x`" are reported at
+    # the enclosing object; name the field itself.
     named = _NAMED_FIELD.match(message)
     if named:
-        # "Object missing required field `x`" is reported at the enclosing object.
-        field = f"{field}.{named.group(1)}" if field else named.group(1)
+        parts.append(named.group(1))
+    field = ".".join(parts) or None
     if isinstance(exc, msgspec.ValidationError):
         return InvalidInput(text, field=field)
     return InvalidInput(f"malformed JSON: {message}", field=field, code="malformed_json")
