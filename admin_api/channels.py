@@ -158,12 +158,6 @@ async def get_logo(call: Call) -> web.Response:
     return _logos.serve(call.request, row["content_type"], row["data"], row["etag"])
 
 
-@api.route("HEAD", "/channels/{id}/logo", produces={200: ("The logo's headers (ETag)", "image/*")})
-async def head_logo(call: Call) -> web.Response:
-    """The logo's headers without the image, e.g. to read its ETag."""
-    return await get_logo(call)
-
-
 @api.post(
     "/channels", body=ChannelCreate, response=ChannelOut, permission="content",
     max_body=_logos.MAX_REQUEST_BYTES,

@@ -484,15 +484,3 @@ async def test_malformed_json_and_wrong_media_type(api: Api, pool: asyncpg.Pool)
     )
     assert status == 415
     assert await channel_count(pool) == 0
-
-
-async def test_head_gives_the_logo_headers(api: Api) -> None:
-    channel = await create_channel(api, logo=data_uri(LOGO))
-    url = f"/tv-management/api/v1/channels/{channel['channelId']}/logo"
-    headers = {"X-Auth-Token": api.token or ""}
-    async with api.client.head(url, headers=headers) as resp:
-        assert resp.status == 200 and resp.content_type == "image/png"
-        assert int(resp.headers["Content-Length"]) == len(LOGO) and await resp.read() == b""
-        etag = resp.headers["ETag"]
-    async with api.client.get(url, headers={**headers, "If-None-Match": etag}) as resp:
-        assert resp.status == 304
