@@ -15,7 +15,22 @@ from catena import redis as catena_redis
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
-from . import channels, epg_sources, free_packages, health, keys, login, managers, openapi, packages, portal
+from . import (
+    channels,
+    epg_sources,
+    free_packages,
+    health,
+    keys,
+    login,
+    managers,
+    openapi,
+    packages,
+    portal,
+)
+from .client import channels as client_channels
+from .client import login as client_login
+from .client import playlists as client_playlists
+from .client import portal as client_portal
 from .errors import error_middleware
 from .routing import Api
 
@@ -26,7 +41,10 @@ OPENAPI_PATH = BASE + "/openapi.json"
 
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
-MODULES = [portal, managers, login, channels, packages, free_packages, epg_sources]
+MODULES = [
+    portal, managers, login, channels, packages, free_packages, epg_sources,
+    client_portal, client_login, client_channels, client_playlists,
+]
 
 
 def apis() -> list[Api]:

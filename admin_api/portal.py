@@ -14,6 +14,7 @@ from catena.errors import InvalidInput
 from catena.portals import Branding, PortalSettings, load_branding, load_settings, new_api_key
 
 from .auth import authenticate_manager
+from .client.sms import SmsGatewayConfig
 from .principal import Principal
 from .routing import Api, Call
 from .schema import Request, Response, TextId, Timestamp, iso, text_id
@@ -56,7 +57,7 @@ class SettingsPatch(Request):
     authDuration: Annotated[int, Meta(ge=10, le=86400)] | UnsetType = UNSET
     archiveDays: Annotated[int, Meta(ge=0, le=3650)] | UnsetType = UNSET
     playbackUrlTemplate: Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=500)] | UnsetType = UNSET
-    smsGateway: dict[str, Any] | UnsetType | None = UNSET
+    smsGateway: SmsGatewayConfig | UnsetType | None = UNSET
 
 
 class PortalUpdate(Request):

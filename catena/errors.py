@@ -90,7 +90,9 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     """Turn msgspec's message (``... - at `$.name```) into a 400 naming the field."""
     text = str(exc)
     message, _, path = text.partition(" - at `")
-    parts = [p for p in path.rstrip("`").removeprefix("$").split(".") if p] if path else []
+    # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
+    path = path.rstrip("`").rpartition("` in `")[2] if path else ""
+    parts = [p for p in path.removeprefix("$").split(".") if p]
     # "Object missing required field `x`" / "... unknown field `x`" are reported at
     # the enclosing object; name the field itself.
     named = _NAMED_FIELD.match(message)
