@@ -12,6 +12,8 @@ from aiohttp import web
 
 from catena.errors import InvalidInput
 
+from .client import caching
+
 MAX_BYTES = 1024 * 1024
 # Requests that carry a logo may be this large, so that an image of a few MiB is
 # refused with a 400 naming ``logo`` rather than a bare 413 for the whole body.
@@ -71,17 +73,8 @@ def _too_large(size: int, field: str) -> InvalidInput:
     )
 
 
-def serve(request: web.Request, content_type: str, data: bytes, etag: str) -> web.Response:
+def serve(request: web.Request, content_type: str, data: bytes, etag: str) -> web.StreamResponse:
     """The image, or ``304`` when the client's ``If-None-Match`` names this version."""
-    tag = f'"{etag}"'
-    headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
-    if _matches(request.headers.get("If-None-Match"), tag):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=data, content_type=content_type, headers=headers)
-
-
-def _matches(header: str | None, tag: str) -> bool:
-    if not header:
-        return False
-    candidates = {value.strip().removeprefix("W/") for value in header.split(",")}
-    return "*" in candidates or tag in candidates
+    if caching.not_modified(request, etag):
+        return caching.respond_not_modified(etag, CACHE_CONTROL)
+    return caching.prepare(web.Response(body=data, content_type=content_type), etag, CACHE_CONTROL)

@@ -25,7 +25,7 @@ LogoUri = Annotated[str, Meta(description="data:image/png;base64,... or data:ima
 LOGO_URL = "/tv-management/api/v1/channels/{}/logo"
 
 
-class ChannelOut(Response):
+class Channel(Response):
     channelId: TextId
     portalId: TextId
     name: str
@@ -38,8 +38,8 @@ class ChannelOut(Response):
     updatedAt: Timestamp
 
 
-class ChannelList(Response):
-    channels: list[ChannelOut]
+class ChannelPage(Response):
+    channels: list[Channel]
     next: str | None = None
 
 
@@ -111,9 +111,9 @@ _DELETE = "DELETE FROM channels WHERE portal_id = $1 AND id = $2"
 _EPG_SOURCE = "SELECT id FROM epg_sources WHERE portal_id = $1 AND name = $2 FOR SHARE"
 
 
-def channel_out(row: asyncpg.Record) -> ChannelOut:
+def channel_out(row: asyncpg.Record) -> Channel:
     channel_id = text_id(row["id"])
-    return ChannelOut(
+    return Channel(
         channelId=channel_id,
         portalId=text_id(row["portal_id"]),
         name=row["name"],
@@ -127,19 +127,19 @@ def channel_out(row: asyncpg.Record) -> ChannelOut:
     )
 
 
-async def load_channel(conn: asyncpg.Connection, portal_id: int, channel_id: int) -> ChannelOut:
+async def load_channel(conn: asyncpg.Connection, portal_id: int, channel_id: int) -> Channel:
     return channel_out(await fetch_owned(conn, _GET, portal_id, channel_id, "id"))
 
 
-@api.get("/channels", query=NamedPageQuery, response=ChannelList)
-async def list_channels(call: Call) -> ChannelList:
+@api.get("/channels", query=NamedPageQuery, response=ChannelPage)
+async def list_channels(call: Call) -> ChannelPage:
     """The portal's channels in creation order; ``name`` (repeatable) filters by name."""
     rows, cursor = await named_page(call, "channels", _LIST, _LIST_NAMED)
-    return ChannelList(channels=[channel_out(r) for r in rows], next=cursor)
+    return ChannelPage(channels=[channel_out(r) for r in rows], next=cursor)
 
 
-@api.get("/channels/{id}", response=ChannelOut)
-async def get_channel(call: Call) -> ChannelOut:
+@api.get("/channels/{id}", response=Channel)
+async def get_channel(call: Call) -> Channel:
     """One channel."""
     async with call.db.acquire() as conn:
         return await load_channel(conn, call.portal_id, call.path_id())
@@ -149,7 +149,7 @@ async def get_channel(call: Call) -> ChannelOut:
     "/channels/{id}/logo",
     produces={200: ("The logo image with an ETag", "image/*"), 304: ("Unchanged since If-None-Match", "")},
 )
-async def get_logo(call: Call) -> web.Response:
+async def get_logo(call: Call) -> web.StreamResponse:
     """The channel's logo as an image; ``304`` when ``If-None-Match`` names the current one."""
     async with call.db.acquire() as conn:
         row = await conn.fetchrow(_GET_LOGO, call.portal_id, call.path_id())
@@ -159,10 +159,10 @@ async def get_logo(call: Call) -> web.Response:
 
 
 @api.post(
-    "/channels", body=ChannelCreate, response=ChannelOut, permission="content",
+    "/channels", body=ChannelCreate, response=Channel, permission="content",
     max_body=_logos.MAX_REQUEST_BYTES,
 )
-async def create_channel(call: Call) -> ChannelOut:
+async def create_channel(call: Call) -> Channel:
     """Create a channel; its name must be new to the portal."""
     body: ChannelCreate = call.body
     logo = _logos.parse(body.logo) if body.logo is not None else None
@@ -184,10 +184,10 @@ async def create_channel(call: Call) -> ChannelOut:
 
 
 @api.put(
-    "/channels/{id}", body=ChannelUpdate, response=ChannelOut, permission="content",
+    "/channels/{id}", body=ChannelUpdate, response=Channel, permission="content",
     max_body=_logos.MAX_REQUEST_BYTES,
 )
-async def update_channel(call: Call) -> ChannelOut:
+async def update_channel(call: Call) -> Channel:
     """Update title, logo and EPG link; the name cannot change."""
     body: ChannelUpdate = call.body
     channel_id = call.path_id()
@@ -233,7 +233,7 @@ async def _save_logo(conn: asyncpg.Connection, channel_id: int, logo: _logos.Log
     await conn.execute(_SAVE_LOGO, channel_id, logo.content_type, logo.data, logo.etag)
 
 
-def _check_read_only(body: ChannelUpdate, current: ChannelOut) -> None:
+def _check_read_only(body: ChannelUpdate, current: Channel) -> None:
     present = {
         "name": current.name,
         "channelId": current.channelId,
@@ -246,7 +246,7 @@ def _check_read_only(body: ChannelUpdate, current: ChannelOut) -> None:
     })
 
 
-def _merged(body: ChannelUpdate, current: ChannelOut) -> tuple[str, str | None, str | None]:
+def _merged(body: ChannelUpdate, current: Channel) -> tuple[str, str | None, str | None]:
     def pick(sent: Any, old: Any) -> Any:
         return old if sent is UNSET else sent
 

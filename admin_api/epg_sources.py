@@ -44,7 +44,7 @@ _LAST_DAY = datetime(9999, 12, 30, tzinfo=UTC)
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class FetchOut(Response):
+class EpgFetch(Response):
     epgFetchId: TextId
     epgSourceId: TextId
     created_at: Timestamp
@@ -62,29 +62,29 @@ class FetchOut(Response):
     progress: dict[str, Any] | None = None
 
 
-class SourceOut(Response):
+class EpgSource(Response):
     epgSourceId: TextId
     portalId: TextId
     name: str
     url: str
     period: int
-    last_fetch_result: FetchOut | None
+    last_fetch_result: EpgFetch | None
     createdAt: Timestamp
     updatedAt: Timestamp
 
 
-class SourceList(Response):
-    epgSources: list[SourceOut]
+class EpgSourcePage(Response):
+    epgSources: list[EpgSource]
     next: str | None = None
 
 
-class SourceCreate(Request):
+class EpgSourceCreate(Request):
     name: Name
     url: Url
     period: Period = 1
 
 
-class SourceUpdate(Request):
+class EpgSourceUpdate(Request):
     """Absent fields keep their value; read-only fields may be sent back unchanged."""
 
     name: Name | UnsetType = UNSET
@@ -97,21 +97,21 @@ class SourceUpdate(Request):
     updatedAt: str | UnsetType = UNSET
 
 
-class JobOut(Response):
+class EpgJob(Response):
     jobId: TextId
 
 
-class FetchList(Response):
-    epgFetches: list[FetchOut]
+class EpgFetchPage(Response):
+    epgFetches: list[EpgFetch]
     next: str | None = None
 
 
-class FetchQuery(PageQuery):
+class EpgFetchQuery(PageQuery):
     epgSourceId: list[BodyId] | None = None
     status: list[FetchStatus] | None = None
 
 
-class ProgramOut(Response):
+class EpgProgram(Response):
     programId: TextId
     epgSourceId: TextId
     epgChannelName: str
@@ -125,12 +125,12 @@ class ProgramOut(Response):
     rating: str | None
 
 
-class ProgramList(Response):
-    programs: list[ProgramOut]
+class EpgProgramPage(Response):
+    programs: list[EpgProgram]
     next: str | None = None
 
 
-class ProgramQuery(PageQuery):
+class EpgProgramQuery(PageQuery):
     date: DateText | None = None
     epgChannelName: EpgChannelName | None = None
 
@@ -181,11 +181,11 @@ _PROGRAMS = _PROGRAM_COLUMNS + "ORDER BY start_at, id LIMIT $7"
 _CHANNEL_PROGRAMS = _PROGRAM_COLUMNS + "AND epg_channel_name = $8 ORDER BY start_at, id LIMIT $7"
 
 
-def fetch_out(row: asyncpg.Record) -> FetchOut | None:
+def fetch_out(row: asyncpg.Record) -> EpgFetch | None:
     """The fetch record in the ``f_*`` columns of ``row`` (``None`` when there is none)."""
     if row["f_id"] is None:
         return None
-    return FetchOut(
+    return EpgFetch(
         epgFetchId=text_id(row["f_id"]),
         epgSourceId=text_id(row["f_epg_source_id"]),
         created_at=iso(row["f_created_at"]),
@@ -203,8 +203,8 @@ def fetch_out(row: asyncpg.Record) -> FetchOut | None:
     )
 
 
-def source_out(row: asyncpg.Record) -> SourceOut:
-    return SourceOut(
+def source_out(row: asyncpg.Record) -> EpgSource:
+    return EpgSource(
         epgSourceId=text_id(row["id"]),
         portalId=text_id(row["portal_id"]),
         name=row["name"],
@@ -216,28 +216,28 @@ def source_out(row: asyncpg.Record) -> SourceOut:
     )
 
 
-async def load_source(conn: asyncpg.Connection, portal_id: int, source_id: int) -> SourceOut:
+async def load_source(conn: asyncpg.Connection, portal_id: int, source_id: int) -> EpgSource:
     return source_out(await fetch_owned(conn, _GET, portal_id, source_id, "id"))
 
 
-@api.get("/epg-sources", query=PageQuery, response=SourceList)
-async def list_sources(call: Call) -> SourceList:
+@api.get("/epg-sources", query=PageQuery, response=EpgSourcePage)
+async def list_sources(call: Call) -> EpgSourcePage:
     """The portal's EPG sources with the result of each one's last fetch."""
     rows, cursor = await id_page(call, "epgSources", _LIST, call.query)
-    return SourceList(epgSources=[source_out(r) for r in rows], next=cursor)
+    return EpgSourcePage(epgSources=[source_out(r) for r in rows], next=cursor)
 
 
-@api.get("/epg-sources/{id}", response=SourceOut)
-async def get_source(call: Call) -> SourceOut:
+@api.get("/epg-sources/{id}", response=EpgSource)
+async def get_source(call: Call) -> EpgSource:
     """One EPG source."""
     async with call.db.acquire() as conn:
         return await load_source(conn, call.portal_id, call.path_id())
 
 
-@api.post("/epg-sources", body=SourceCreate, response=SourceOut, permission="content")
-async def create_source(call: Call) -> SourceOut:
+@api.post("/epg-sources", body=EpgSourceCreate, response=EpgSource, permission="content")
+async def create_source(call: Call) -> EpgSource:
     """Create an EPG source; the first fetch starts with ``POST /epg-sources/{id}/update``."""
-    body: SourceCreate = call.body
+    body: EpgSourceCreate = call.body
     _check_url(body.url)
     source_id = ids.new_id()
     async with call.db.acquire() as conn, conn.transaction():
@@ -252,10 +252,10 @@ async def create_source(call: Call) -> SourceOut:
         return await load_source(conn, call.portal_id, source_id)
 
 
-@api.put("/epg-sources/{id}", body=SourceUpdate, response=SourceOut, permission="content")
-async def update_source(call: Call) -> SourceOut:
+@api.put("/epg-sources/{id}", body=EpgSourceUpdate, response=EpgSource, permission="content")
+async def update_source(call: Call) -> EpgSource:
     """Change name, URL or period (no fetch starts); a new name follows into channels."""
-    body: SourceUpdate = call.body
+    body: EpgSourceUpdate = call.body
     source_id = call.path_id()
     async with call.db.acquire() as conn, conn.transaction():
         row = await fetch_owned(conn, _LOCK, call.portal_id, source_id, "id")
@@ -289,20 +289,20 @@ async def delete_source(call: Call) -> None:
         await operations.record(conn, call.portal_id, "deleteEpgSource", call.caller.actor, payload=payload)
 
 
-@api.post("/epg-sources/{id}/update", response=JobOut, permission="content")
-async def update_now(call: Call) -> JobOut:
+@api.post("/epg-sources/{id}/update", response=EpgJob, permission="content")
+async def update_now(call: Call) -> EpgJob:
     """Queue a fetch now; while one is queued or running, its job id is returned again."""
     source_id = call.path_id()
     async with call.db.acquire() as conn, conn.transaction():
         await fetch_owned(conn, _SHARE, call.portal_id, source_id, "id")
         job_id = await jobs.enqueue(conn, JOB_KIND, call.portal_id, source_id)
-    return JobOut(jobId=text_id(job_id))
+    return EpgJob(jobId=text_id(job_id))
 
 
-@api.get("/epg-fetches", query=FetchQuery, response=FetchList)
-async def list_fetches(call: Call) -> FetchList:
+@api.get("/epg-fetches", query=EpgFetchQuery, response=EpgFetchPage)
+async def list_fetches(call: Call) -> EpgFetchPage:
     """Fetch history, newest first, pending fetches included; filter by source or status."""
-    query: FetchQuery = call.query
+    query: EpgFetchQuery = call.query
     after = decode_cursor("epgFetches", query.cursor, (int,))
     async with call.db.acquire() as conn:
         sources = await _owned_sources(conn, call.portal_id, query.epgSourceId)
@@ -310,13 +310,13 @@ async def list_fetches(call: Call) -> FetchList:
             _FETCHES, call.portal_id, after[0] if after else LAST_ID, sources, query.status, query.limit + 1
         )
     rows, cursor = page(rows, query.limit, "epgFetches", lambda r: (r["f_id"],))
-    return FetchList(epgFetches=[f for f in map(fetch_out, rows) if f is not None], next=cursor)
+    return EpgFetchPage(epgFetches=[f for f in map(fetch_out, rows) if f is not None], next=cursor)
 
 
-@api.get("/epg-sources/{id}/programs", query=ProgramQuery, response=ProgramList)
-async def list_programs(call: Call) -> ProgramList:
+@api.get("/epg-sources/{id}/programs", query=EpgProgramQuery, response=EpgProgramPage)
+async def list_programs(call: Call) -> EpgProgramPage:
     """A source's programmes ordered by start; ``date`` is a UTC day."""
-    query: ProgramQuery = call.query
+    query: EpgProgramQuery = call.query
     source_id = call.path_id()
     low, high = _day(query.date)
     start, last_id = _program_cursor(query.cursor, low)
@@ -328,12 +328,12 @@ async def list_programs(call: Call) -> ProgramList:
         else:
             rows = await conn.fetch(_CHANNEL_PROGRAMS, *args, query.epgChannelName)
     rows, cursor = page(rows, query.limit, "programs", lambda r: (_micros(r["start_at"]), r["id"]))
-    return ProgramList(programs=[program_out(r) for r in rows], next=cursor)
+    return EpgProgramPage(programs=[program_out(r) for r in rows], next=cursor)
 
 
-def program_out(row: asyncpg.Record) -> ProgramOut:
+def program_out(row: asyncpg.Record) -> EpgProgram:
     start: datetime = row["start_at"]
-    return ProgramOut(
+    return EpgProgram(
         programId=text_id(row["id"]),
         epgSourceId=text_id(row["epg_source_id"]),
         epgChannelName=row["epg_channel_name"],

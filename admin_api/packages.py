@@ -31,7 +31,7 @@ api = Api("Packages", auth=authenticate_manager)
 Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
 
 
-class PackageOut(Response):
+class Package(Response):
     packageId: TextId
     portalId: TextId
     name: str
@@ -41,8 +41,8 @@ class PackageOut(Response):
     updatedAt: Timestamp
 
 
-class PackageList(Response):
-    packages: list[PackageOut]
+class PackagePage(Response):
+    packages: list[Package]
     next: str | None = None
 
 
@@ -67,13 +67,13 @@ class DeleteQuery(msgspec.Struct, kw_only=True):
     force: bool = False
 
 
-class Link(Request):
+class ChannelPackageLink(Request):
     channelId: BodyId
     packageId: BodyId
     portalId: BodyId | None = None
 
 
-class LinkOut(Response):
+class ChannelPackage(Response):
     channelId: TextId
     packageId: TextId
     portalId: TextId
@@ -111,8 +111,8 @@ _LINK = "INSERT INTO channel_packages (package_id, channel_id, portal_id) VALUES
 _UNLINK = "DELETE FROM channel_packages WHERE package_id = $1 AND channel_id = $2"
 
 
-def package_out(row: asyncpg.Record) -> PackageOut:
-    return PackageOut(
+def package_out(row: asyncpg.Record) -> Package:
+    return Package(
         packageId=text_id(row["id"]),
         portalId=text_id(row["portal_id"]),
         name=row["name"],
@@ -123,26 +123,26 @@ def package_out(row: asyncpg.Record) -> PackageOut:
     )
 
 
-async def load_package(conn: asyncpg.Connection, portal_id: int, package_id: int) -> PackageOut:
+async def load_package(conn: asyncpg.Connection, portal_id: int, package_id: int) -> Package:
     return package_out(await fetch_owned(conn, _GET, portal_id, package_id, "id"))
 
 
-@api.get("/packages", query=NamedPageQuery, response=PackageList)
-async def list_packages(call: Call) -> PackageList:
+@api.get("/packages", query=NamedPageQuery, response=PackagePage)
+async def list_packages(call: Call) -> PackagePage:
     """The portal's packages in creation order; ``name`` (repeatable) filters by name."""
     rows, cursor = await named_page(call, "packages", _LIST, _LIST_NAMED)
-    return PackageList(packages=[package_out(r) for r in rows], next=cursor)
+    return PackagePage(packages=[package_out(r) for r in rows], next=cursor)
 
 
-@api.get("/packages/{id}", response=PackageOut)
-async def get_package(call: Call) -> PackageOut:
+@api.get("/packages/{id}", response=Package)
+async def get_package(call: Call) -> Package:
     """One package."""
     async with call.db.acquire() as conn:
         return await load_package(conn, call.portal_id, call.path_id())
 
 
-@api.post("/packages", body=PackageCreate, response=PackageOut, permission="content")
-async def create_package(call: Call) -> PackageOut:
+@api.post("/packages", body=PackageCreate, response=Package, permission="content")
+async def create_package(call: Call) -> Package:
     """Create a package; its name must be new to the portal."""
     body: PackageCreate = call.body
     package_id = ids.new_id()
@@ -158,8 +158,8 @@ async def create_package(call: Call) -> PackageOut:
         return await load_package(conn, call.portal_id, package_id)
 
 
-@api.put("/packages/{id}", body=PackageUpdate, response=PackageOut, permission="content")
-async def update_package(call: Call) -> PackageOut:
+@api.put("/packages/{id}", body=PackageUpdate, response=Package, permission="content")
+async def update_package(call: Call) -> Package:
     """Rename a package or change its description."""
     body: PackageUpdate = call.body
     package_id = call.path_id()
@@ -242,17 +242,17 @@ async def _unfree(conn: asyncpg.Connection, call: Call, package: asyncpg.Record)
     await entitlements.changed(conn, call.portal_id, "portal")
 
 
-def _check_read_only(body: PackageUpdate, current: PackageOut) -> None:
+def _check_read_only(body: PackageUpdate, current: Package) -> None:
     present = {"packageId": current.packageId, "portalId": current.portalId, "channels": current.channels}
     check_echo(body, present, {
         "channels": "channels is read-only; link channels with POST /channels-packages",
     })
 
 
-@api.post("/channels-packages", body=Link, response=LinkOut, permission="content")
-async def link_channel(call: Call) -> LinkOut:
+@api.post("/channels-packages", body=ChannelPackageLink, response=ChannelPackage, permission="content")
+async def link_channel(call: Call) -> ChannelPackage:
     """Add a channel to a package; every subscriber of the package may watch it at once."""
-    body: Link = call.body
+    body: ChannelPackageLink = call.body
     async with call.db.acquire() as conn, conn.transaction():
         channel, package = await _link_ends(conn, call, body)
         try:
@@ -260,13 +260,15 @@ async def link_channel(call: Call) -> LinkOut:
         except asyncpg.UniqueViolationError:
             raise Conflict("the channel is already in this package", code="already_linked") from None
         await _record_link(conn, call, "addChannelToPackage", channel, package)
-    return LinkOut(channelId=body.channelId, packageId=body.packageId, portalId=text_id(call.portal_id))
+    return ChannelPackage(
+        channelId=body.channelId, packageId=body.packageId, portalId=text_id(call.portal_id)
+    )
 
 
-@api.delete("/channels-packages", body=Link, permission="content")
+@api.delete("/channels-packages", body=ChannelPackageLink, permission="content")
 async def unlink_channel(call: Call) -> None:
     """Remove a channel from a package (the channel itself stays)."""
-    body: Link = call.body
+    body: ChannelPackageLink = call.body
     async with call.db.acquire() as conn, conn.transaction():
         channel, package = await _link_ends(conn, call, body)
         if await conn.execute(_UNLINK, package["id"], channel["id"]) == "DELETE 0":
@@ -275,7 +277,7 @@ async def unlink_channel(call: Call) -> None:
 
 
 async def _link_ends(
-    conn: asyncpg.Connection, call: Call, body: Link
+    conn: asyncpg.Connection, call: Call, body: ChannelPackageLink
 ) -> tuple[asyncpg.Record, asyncpg.Record]:
     """The channel and package a link names, both of the caller's portal (else 404)."""
     check_portal(body.portalId, call.portal_id)

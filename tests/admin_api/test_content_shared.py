@@ -43,9 +43,9 @@ async def test_every_content_endpoint_is_documented(api: Api) -> None:
     }
     assert CONTENT_ENDPOINTS <= documented
     schemas = document["components"]["schemas"]
-    for name in ("ChannelOut", "PackageOut", "Link", "SourceOut", "FetchOut", "ProgramOut", "JobOut"):
+    for name in ("Channel", "Package", "ChannelPackageLink", "EpgSource", "EpgFetch", "EpgProgram", "EpgJob"):
         assert name in schemas
-    assert "packages" in schemas["ChannelOut"]["properties"]
+    assert "packages" in schemas["Channel"]["properties"]
     assert schemas["ChannelCreate"]["properties"]["name"]["pattern"].startswith("^[a-zA-Z0-9_-]{2,20}")
     programs = document["paths"][base + "/epg-sources/{id}/programs"]["get"]
     assert {p["name"] for p in programs["parameters"]} >= {"id", "date", "epgChannelName", "cursor", "limit"}
@@ -80,3 +80,9 @@ async def test_a_missing_field_is_named(api: Api) -> None:
 async def test_every_content_list_refuses_bad_paging(api: Api, path: str, query: str, field: str) -> None:
     status, body = await api.get(f"{path}?{query}")
     assert status == 400 and body["field"] == field
+
+
+async def test_schema_names_do_not_collide(api: Api) -> None:
+    """Two Structs of one name would turn into module-qualified, unstable component names."""
+    document = (await api.get("/openapi.json"))[1]
+    assert [name for name in document["components"]["schemas"] if "." in name] == []
