@@ -85,7 +85,11 @@ _RESET_KEY = "UPDATE portals SET api_key = $2, updated_at = now() WHERE id = $1"
 
 
 def portal_out(row: asyncpg.Record, caller: Principal) -> PortalOut:
-    """The portal object as ``caller`` may see it (the API key for admins only)."""
+    """The portal object as ``caller`` may see it (secrets for admins only)."""
+    settings = load_settings(row["settings"])
+    if settings.smsGateway and not caller.can("admin"):
+        # The provider's URL and headers carry its credentials: admins only.
+        settings.smsGateway = {"type": settings.smsGateway.get("type", "log")}
     return PortalOut(
         portalId=text_id(row["id"]),
         name=row["name"],
@@ -94,7 +98,7 @@ def portal_out(row: asyncpg.Record, caller: Principal) -> PortalOut:
         apiKey=row["api_key"] if caller.can("admin") else UNSET,
         branding=load_branding(row["branding"]),
         freePackages=[text_id(p) for p in row["free_packages"]],
-        settings=load_settings(row["settings"]),
+        settings=settings,
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
         flags=Flags(

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from catena.errors import TooManyRequests
-from catena.redis import Keys
+from catena.redis import Keys, count_in_window
 
 log = logging.getLogger("admin_api.client.throttle")
 
@@ -46,17 +46,11 @@ class Counter:
             raise TooManyRequests(self.message, retry_after=max(1, counted[1]))
 
     async def _count(self, subject: str) -> tuple[int, int] | None:
-        key = self._key(subject)
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, self.window, nx=True)
-                pipe.ttl(key)
-                count, _, ttl = await pipe.execute()
+            return await count_in_window(self.client, self._key(subject), self.window)
         except (RedisError, OSError) as exc:
             log.warning("client throttling unavailable", extra={"kind": self.kind, "error": str(exc)})
             return None
-        return int(count), int(ttl)
 
     async def check(self, subject: str) -> None:
         """429 when the limit is already reached, without counting."""
