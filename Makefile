@@ -35,3 +35,8 @@ clean:
 .PHONY: bench-operations
 bench-operations: install
 	$(BIN)/python benchmarks/bench_operations_paging.py
+
+# Latency of GET /channels?limit=100 with 100,000 channels (issue #3); makes and drops its own database.
+.PHONY: bench-content
+bench-content: install
+	$(BIN)/python benchmarks/bench_content_api.py
