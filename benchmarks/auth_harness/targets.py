@@ -1,0 +1,101 @@
+"""The five servers the harness measures and how each one is started."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .infra import Server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    key: str
+    label: str
+    offset: int  # port = base port + offset
+    # Whether answers are checked against the plan (the constant servers say 200 to all).
+    checks_answers: bool = False
+    # Whether it counts sessions, i.e. whether "session_limit" denials are expected.
+    counts_sessions: bool = False
+
+
+TARGETS = (
+    Target("a", "nginx return 200", 0),
+    Target("b", "aiohttp+uvloop hello", 1),
+    Target("c", "naive aiohttp+SQL", 2, checks_answers=True),
+    Target("d", "authgate", 3, checks_answers=True, counts_sessions=True),
+    Target("e", "bare uvloop+httptools", 4),
+)
+BY_KEY = {t.key: t for t in TARGETS}
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What every server needs to know: where to write, which core, which backends."""
+
+    workdir: Path
+    base_port: int
+    cpu: int | None
+    # CATENA_* variables for the naive backend and authgate (database, Redis, secrets).
+    env: dict[str, str]
+    authgate_python: str = sys.executable
+    authgate_workers: int = 1
+
+    def port(self, target: Target) -> int:
+        return self.base_port + target.offset
+
+
+def server(target: Target, setup: Setup) -> Server:
+    """The (not yet started) server process for ``target``."""
+    port = setup.port(target)
+    log = setup.workdir / f"{target.key}-{target.label.split()[0]}.log"
+    if target.key == "a":
+        return Server(target.label, _nginx_argv(setup.workdir, port), port, log, cpu=setup.cpu)
+    if target.key == "d":
+        argv = [setup.authgate_python, "-m", "authgate", "--workers", str(setup.authgate_workers)]
+        env = {**setup.env, "CATENA_AUTH_HOST": "127.0.0.1", "CATENA_AUTH_PORT": str(port)}
+        # Run from the work directory so that nothing lands in a source tree.
+        return Server(target.label, argv, port, log, cpu=setup.cpu, env=env, cwd=setup.workdir)
+    module = {"b": "hello_aiohttp", "c": "naive_backend", "e": "bare_protocol"}[target.key]
+    argv = [sys.executable, "-m", f"benchmarks.auth_harness.{module}", "--port", str(port)]
+    return Server(target.label, argv, port, log, cpu=setup.cpu, env=setup.env, cwd=ROOT)
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/nginx-tmp/body;
+    proxy_temp_path {dir}/nginx-tmp/proxy;
+    fastcgi_temp_path {dir}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {dir}/nginx-tmp/uwsgi;
+    scgi_temp_path {dir}/nginx-tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def _nginx_argv(workdir: Path, port: int) -> list[str]:
+    binary = nginx_binary()
+    if binary is None:
+        raise FileNotFoundError("nginx is not installed (make bench-auth installs nginx-light)")
+    (workdir / "nginx-tmp").mkdir(exist_ok=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
+    return [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "nginx-error.log")]
