@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
@@ -55,7 +55,7 @@ def create_app(settings: AdminSettings) -> web.Application:
     return app
 
 
-def _serve_bytes(document: bytes):  # type: ignore[no-untyped-def]
+def _serve_bytes(document: bytes) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def serve(request: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")
 

@@ -113,8 +113,9 @@ class LoginLimiter:
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for name in self._names(email):
+                    # The window starts at the first failure (SET NX), then counts.
+                    pipe.set(name, 0, ex=self.window, nx=True)
                     pipe.incr(name)
-                    pipe.expire(name, self.window, nx=True)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("login throttling unavailable", extra={"error": str(exc)})

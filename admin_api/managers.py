@@ -57,7 +57,9 @@ class ManagerUpdate(Request):
     isSubscriberAdmin: bool | UnsetType = UNSET
 
 
-_COLUMNS = "id, portal_id, email, name, is_admin, is_content_admin, is_subscriber_admin, created_at, updated_at"
+_COLUMNS = (
+    "id, portal_id, email, name, is_admin, is_content_admin, is_subscriber_admin, created_at, updated_at"
+)
 _LIST = f"""
 SELECT {_COLUMNS} FROM managers
 WHERE portal_id = $1 AND ($2::bigint IS NULL OR id > $2)

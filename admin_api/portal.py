@@ -44,7 +44,7 @@ class PortalOut(Response):
 
 
 class BrandingPatch(Request):
-    logo: Annotated[str, Meta(max_length=1_500_000)] | None | UnsetType = UNSET
+    logo: Annotated[str, Meta(max_length=1500000)] | UnsetType | None = UNSET
     title: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
     description: Annotated[str, Meta(max_length=2000)] | UnsetType = UNSET
 
@@ -56,7 +56,7 @@ class SettingsPatch(Request):
     authDuration: Annotated[int, Meta(ge=10, le=86400)] | UnsetType = UNSET
     archiveDays: Annotated[int, Meta(ge=0, le=3650)] | UnsetType = UNSET
     playbackUrlTemplate: Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=500)] | UnsetType = UNSET
-    smsGateway: dict[str, Any] | None | UnsetType = UNSET
+    smsGateway: dict[str, Any] | UnsetType | None = UNSET
 
 
 class PortalUpdate(Request):

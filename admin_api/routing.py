@@ -141,7 +141,9 @@ class Api:
 
 
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    body_decoder = msgspec.json.Decoder(endpoint.body) if endpoint.body is not None else None
+    body_decoder: msgspec.json.Decoder[Any] | None = (
+        msgspec.json.Decoder(endpoint.body) if endpoint.body is not None else None
+    )
     query_lists = _list_fields(endpoint.query) if endpoint.query is not None else frozenset()
 
     async def handle(request: web.Request) -> web.StreamResponse:

@@ -35,15 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catena", description=__doc__)
     commands = parser.add_subparsers(title="commands")
 
-    up = commands.add_parser("up", help="start everything (embedded PostgreSQL and Redis unless configured)")
+    up = commands.add_parser(
+        "up", help="start everything (embedded PostgreSQL and Redis unless configured)"
+    )
     up.add_argument("--var-dir", default=None, help="where embedded data lives (default ./var)")
     up.set_defaults(run=_run_up)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(run=_sync(_migrate))
 
-    portal = commands.add_parser("portal", help="manage portals").add_subparsers(title="portal commands")
-    create = portal.add_parser("create", help="create a portal and its owner")
+    portal = commands.add_parser("portal", help="manage portals")
+    portal_commands = portal.add_subparsers(title="portal commands")
+    create = portal_commands.add_parser("create", help="create a portal and its owner")
     create.add_argument("--name", required=True)
     create.add_argument("--domain", required=True)
     create.add_argument("--owner-email", required=True)
@@ -52,13 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help="print the result as JSON")
     create.set_defaults(run=_sync(_portal_create))
 
-    cache = commands.add_parser("cache", help="the Redis entitlement cache").add_subparsers(title="cache commands")
-    rebuild = cache.add_parser("rebuild", help="rebuild the entitlement map in Redis from PostgreSQL")
+    cache = commands.add_parser("cache", help="the Redis entitlement cache")
+    cache_commands = cache.add_subparsers(title="cache commands")
+    rebuild = cache_commands.add_parser("rebuild", help="rebuild Redis entitlements from PostgreSQL")
     rebuild.set_defaults(run=_sync(_cache_rebuild))
     return parser
 
 
-def _sync(func: Callable[[argparse.Namespace], Coroutine[Any, Any, None]]) -> Callable[[argparse.Namespace], None]:
+Command = Callable[[argparse.Namespace], None]
+
+
+def _sync(func: Callable[[argparse.Namespace], Coroutine[Any, Any, None]]) -> Command:
     def run(args: argparse.Namespace) -> None:
         asyncio.run(func(args))
 

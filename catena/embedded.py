@@ -48,7 +48,7 @@ class EmbeddedPostgres:
             import pgserver
 
             self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
-        return str(self._server.get_uri())  # type: ignore[attr-defined]
+        return str(self._server.get_uri())
 
     def stop(self) -> None:
         if self._server is None:

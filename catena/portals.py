@@ -18,7 +18,8 @@ from . import entitlements, ids, passwords
 from .errors import Conflict, InvalidInput
 
 NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,62}$"
-DOMAIN_PATTERN = r"^$|^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*(:[0-9]{1,5})?$"
+_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+DOMAIN_PATTERN = rf"^$|^{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?$"
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
 
 

@@ -108,15 +108,17 @@ def load(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: An
     try:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(_explain(str(exc))) from None
+        raise SettingsError(_explain(str(exc), raw)) from None
 
 
-def _explain(message: str) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.admin_port`"; name the variable.
+def _explain(message: str, raw: dict[str, Any]) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.admin_port`"; name the variable
+    # and show the value it was given.
     text, _, path = message.partition(" - at `$.")
     if not path:
         return message
-    return f"{PREFIX}{path.rstrip('`').upper()}: {text}"
+    name = path.rstrip("`")
+    return f"{PREFIX}{name.upper()}: {text.removesuffix(', got `str`')}, got {raw.get(name)!r}"
 
 
 def parse_token_secrets(value: str) -> list[tuple[str, bytes]]:

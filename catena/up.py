@@ -1,0 +1,261 @@
+"""``catena up``: everything on one machine, in one command.
+
+With no ``CATENA_DATABASE_URL`` / ``CATENA_REDIS_URL`` it starts the embedded
+PostgreSQL and Redis under ``var/`` (kept across restarts, reused when already
+running); it applies migrations, creates the demo portal on first start, then runs
+``admin_api``, ``authgate`` (one worker per core) and ``epg_worker`` as supervised
+children: a child that dies is logged and started again.  Ctrl-C or SIGTERM stops
+the children, then the embedded servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from . import db, demo, logs, migrations
+from .embedded import EmbeddedPostgres, EmbeddedRedis
+from .settings import AdminSettings, AuthgateSettings, EpgSettings, load
+
+log = logging.getLogger("catena.up")
+
+HEALTH_TIMEOUT = 90.0
+RESTART_DELAY_MAX = 30.0
+
+
+class UpInfo(msgspec.Struct, kw_only=True):
+    """What ``var/up.json`` holds: where things listen and how to get in."""
+
+    adminUrl: str
+    authUrl: str
+    epgWorkerUrl: str
+    portalId: str
+    apiKey: str
+    ownerEmail: str
+    ownerPassword: str
+    demoSubscriberId: str
+    demoSubscriberPhone: str
+    demoPlaybackToken: str
+    databaseUrl: str
+    redisUrl: str
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    health_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+def run(var_dir: str | None = None) -> None:
+    logs.setup("catena-up", os.environ.get("CATENA_LOG_LEVEL", "info"))
+    var = Path(var_dir or os.environ.get("CATENA_VAR_DIR", "var")).resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, CATENA_VAR_DIR=str(var))
+    servers = _start_servers(var, env)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    children: list[Child] = []
+    try:
+        _ensure_token_secrets(var, env)
+        info = asyncio.run(_prepare(var, env))
+        children = _children(var, env)
+        for child in children:
+            _spawn(child, env)
+        _wait_healthy(children, stop)
+        if not stop.is_set():
+            _announce(info, var)
+            _supervise(children, env, stop)
+    finally:
+        _stop_children(children)
+        for server in reversed(servers):
+            server.stop()
+        log.info("stopped")
+
+
+def _start_servers(var: Path, env: dict[str, str]) -> list[EmbeddedPostgres | EmbeddedRedis]:
+    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
+    if not env.get("CATENA_DATABASE_URL"):
+        postgres = EmbeddedPostgres(var / "pg")
+        env["CATENA_DATABASE_URL"] = postgres.start()
+        servers.append(postgres)
+        log.info("embedded PostgreSQL running", extra={"url": env["CATENA_DATABASE_URL"]})
+    if not env.get("CATENA_REDIS_URL"):
+        redis = EmbeddedRedis(var / "redis")
+        env["CATENA_REDIS_URL"] = redis.start()
+        servers.append(redis)
+        log.info("embedded Redis running", extra={"url": env["CATENA_REDIS_URL"]})
+    return servers
+
+
+def _ensure_token_secrets(var: Path, env: dict[str, str]) -> None:
+    """A deployment's own playback-token secret, made once and kept in ``var/``."""
+    if env.get("CATENA_TOKEN_SECRETS"):
+        return
+    path = var / "token-secrets"
+    if not path.exists():
+        path.write_text(f"k1:{secrets.token_urlsafe(32)}\n")
+        path.chmod(0o600)
+    env["CATENA_TOKEN_SECRETS"] = path.read_text().strip()
+
+
+async def _prepare(var: Path, env: dict[str, str]) -> UpInfo:
+    admin = load(AdminSettings, env)
+    auth = load(AuthgateSettings, env)
+    epg = load(EpgSettings, env)
+    conn = await db.connect(admin.database_url)
+    try:
+        applied = await migrations.apply(conn)
+        if applied:
+            log.info("migrations applied", extra={"versions": [m.version for m in applied]})
+        access = await demo.ensure(conn, var / "demo.json", admin)
+    finally:
+        await conn.close()
+    return UpInfo(
+        adminUrl=f"http://{admin.admin_host}:{admin.admin_port}",
+        authUrl=f"http://{auth.auth_host}:{auth.auth_port}",
+        epgWorkerUrl=f"http://{epg.epg_host}:{epg.epg_port}",
+        databaseUrl=admin.database_url,
+        redisUrl=admin.redis_url,
+        **msgspec.structs.asdict(access),
+    )
+
+
+def _children(var: Path, env: dict[str, str]) -> list[Child]:
+    admin, auth, epg = load(AdminSettings, env), load(AuthgateSettings, env), load(EpgSettings, env)
+    workers = env.get("CATENA_AUTH_WORKERS") or str(os.cpu_count() or 1)
+    logdir = var / "log"
+    logdir.mkdir(exist_ok=True)
+    python = sys.executable
+    return [
+        Child("admin_api", [python, "-m", "admin_api"],
+              f"http://{admin.admin_host}:{admin.admin_port}/health", logdir / "admin_api.log"),
+        Child("authgate", [python, "-m", "authgate", "--workers", workers],
+              f"http://{auth.auth_host}:{auth.auth_port}/health", logdir / "authgate.log"),
+        Child("epg_worker", [python, "-m", "epg_worker"],
+              f"http://{epg.epg_host}:{epg.epg_port}/health", logdir / "epg_worker.log"),
+    ]
+
+
+def _spawn(child: Child, env: dict[str, str]) -> None:
+    child.process = subprocess.Popen(
+        child.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    child.started_at = time.monotonic()
+    # Children log JSON lines; copy them to the terminal and to var/log/<name>.log.
+    thread = threading.Thread(
+        target=_pump, args=(child.process.stdout, child.log_path), daemon=True
+    )
+    thread.start()
+    child.threads.append(thread)
+    log.info("started", extra={"child": child.name, "pid": child.process.pid})
+
+
+def _pump(stream: IO[bytes] | None, path: Path) -> None:
+    if stream is None:
+        return
+    with path.open("ab") as sink:
+        for line in iter(stream.readline, b""):
+            sink.write(line)
+            sink.flush()
+            sys.stderr.buffer.write(line)
+            sys.stderr.buffer.flush()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _wait_healthy(children: list[Child], stop: threading.Event) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    pending = list(children)
+    while pending and not stop.is_set():
+        pending = [c for c in pending if not _healthy(c.health_url)]
+        for child in pending:
+            if child.process is not None and child.process.poll() is not None:
+                raise SystemExit(f"catena up: {child.name} exited with {child.process.returncode}; "
+                                 f"see {child.log_path}")
+        if time.monotonic() > deadline:
+            names = ", ".join(c.name for c in pending)
+            raise SystemExit(f"catena up: {names} did not become healthy in {HEALTH_TIMEOUT:.0f} s")
+        time.sleep(0.2)
+
+
+def _announce(info: UpInfo, var: Path) -> None:
+    path = var / "up.json"
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(info), indent=2) + b"\n")
+    path.chmod(0o600)
+    lines = [
+        "",
+        "Catena is up.",
+        f"  Management API  {info.adminUrl}/tv-management/api/v1",
+        f"  OpenAPI         {info.adminUrl}/tv-management/api/v1/openapi.json",
+        f"  Auth gateway    {info.authUrl}/auth",
+        f"  EPG worker      {info.epgWorkerUrl}/health",
+        f"  Demo portal     {info.portalId}",
+        f"  API key         {info.apiKey}",
+        f"  Owner login     {info.ownerEmail} / {info.ownerPassword}",
+        f"  Demo subscriber +7 {info.demoSubscriberPhone[1:]} ({info.demoSubscriberId})",
+        f"  Written to      {path}",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _supervise(children: list[Child], env: dict[str, str], stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        for child in children:
+            assert child.process is not None
+            code = child.process.poll()
+            if code is None:
+                continue
+            # Back off when a child keeps crashing right after it starts.
+            lived = time.monotonic() - child.started_at
+            child.restarts = 0 if lived > 60 else child.restarts + 1
+            delay = min(RESTART_DELAY_MAX, 0.5 * 2 ** child.restarts)
+            log.error("child exited; restarting",
+                      extra={"child": child.name, "code": code, "delay": delay})
+            if stop.wait(delay):
+                return
+            _spawn(child, env)
+
+
+def _stop_children(children: list[Child], timeout: float = 20.0) -> None:
+    running = [c.process for c in children if c.process is not None and c.process.poll() is None]
+    for process in running:
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    for child in children:
+        for thread in child.threads:
+            thread.join(timeout=2)
