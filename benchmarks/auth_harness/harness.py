@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from catena import db
+from catena.settings import SettingsError
 from catena.tokens import TokenCodec
 
 from . import dataset, infra, report, request_mix, targets, verify, wrk
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         missing.append("nginx")
     if missing:
         sys.exit(f"bench-auth: {', '.join(missing)} not found; `make bench-auth` installs them")
-    sys.exit(run(args))
+    try:
+        sys.exit(run(args))
+    except SettingsError as exc:
+        sys.exit(f"bench-auth: {exc}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan, portal_id = asyncio.run(_prepare(backends, args))
         pool = request_mix.write_pool(plan, workdir / "pool.bin")
-        setup = Setup(workdir, args.base_port, server_cpu, _catena_env(backends, workdir),
+        env = backends.service_env(TOKEN_SECRETS, workdir / "var")
+        setup = Setup(workdir, args.base_port, server_cpu, env,
                       args.authgate_python, args.authgate_workers)
         load = wrk.Load(client_cpu, args.connections, args.threads, args.duration)
         outcomes = [_measure(targets.BY_KEY[k], setup, load, plan, pool, args, backends, portal_id)
@@ -114,18 +119,6 @@ def _cores(server: int | None, client: int | None) -> tuple[int | None, int | No
     server = cpus[1] if server is None else server
     client = next(c for c in cpus if c != server) if client is None else client
     return server, client
-
-
-def _catena_env(backends: infra.Backends, workdir: Path) -> dict[str, str]:
-    return {
-        "CATENA_DATABASE_URL": backends.database_url,
-        "CATENA_REDIS_URL": backends.redis_url,
-        "CATENA_REDIS_PREFIX": backends.redis_prefix,
-        "CATENA_TOKEN_SECRETS": TOKEN_SECRETS,
-        "CATENA_LOG_LEVEL": "warning",
-        "CATENA_VAR_DIR": str(workdir / "var"),
-        "CATENA_AUTH_SPOOL_DIR": str(workdir / "var" / "spool"),
-    }
 
 
 async def _prepare(

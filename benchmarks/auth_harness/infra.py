@@ -1,8 +1,8 @@
 """PostgreSQL, Redis and server processes for the harness and the load test.
 
 The machine's servers are used when they answer (``CATENA_BENCH_DATABASE_URL``,
-``CATENA_BENCH_REDIS_URL``, by default the local ones), else — or always with
-``CATENA_BENCH_EMBEDDED=1`` — private ones from :mod:`catena.embedded`.  Each run
+``CATENA_BENCH_REDIS_URL``, by default the local ones, Redis database 9), else — or
+always with ``CATENA_BENCH_EMBEDDED=1`` — private ones from :mod:`catena.embedded`.  Each run
 gets a database and a Redis key prefix of its own and removes them at the end.
 """
 
@@ -24,11 +24,7 @@ from yarl import URL
 
 from catena import db, ids, migrations
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis
-
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-# Redis database 9: away from the default (0) and the test suite's, and every key
-# is under a prefix of the run's own as well.
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
+from catena.settings import BenchSettings, load
 
 
 class ServerFailed(RuntimeError):
@@ -49,17 +45,30 @@ class Backends:
     def database_url(self) -> str:
         return str(URL(self.server_url).with_path("/" + self.database))
 
+    def service_env(self, token_secrets: str, var_dir: Path) -> dict[str, str]:
+        """``CATENA_*`` variables that point a service at the run's database and keys."""
+        return {
+            "CATENA_DATABASE_URL": self.database_url,
+            "CATENA_REDIS_URL": self.redis_url,
+            "CATENA_REDIS_PREFIX": self.redis_prefix,
+            "CATENA_TOKEN_SECRETS": token_secrets,
+            "CATENA_LOG_LEVEL": "warning",
+            "CATENA_VAR_DIR": str(var_dir),
+            "CATENA_AUTH_SPOOL_DIR": str(var_dir / "spool"),
+        }
+
     @property
     def where(self) -> str:
         kind = "embedded" if self.embedded else "the machine's"
         return f"{kind} PostgreSQL ({self.database}) and Redis (prefix {self.redis_prefix})"
 
 
-def start_backends(var_dir: Path) -> Backends:
+def start_backends(var_dir: Path, settings: BenchSettings | None = None) -> Backends:
     """The machine's PostgreSQL and Redis when they answer, embedded ones otherwise."""
-    forced = os.environ.get("CATENA_BENCH_EMBEDDED", "") not in ("", "0")
-    pg_url = os.environ.get("CATENA_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    redis_url = os.environ.get("CATENA_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    settings = settings or load(BenchSettings)
+    forced, pg_url, redis_url = (
+        settings.bench_embedded, settings.bench_database_url, settings.bench_redis_url
+    )
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     if forced or not asyncio.run(_postgres_answers(pg_url)):
         server = EmbeddedPostgres(var_dir / "pg")

@@ -56,13 +56,21 @@ def server(target: Target, setup: Setup) -> Server:
     if target.key == "a":
         return Server(target.label, _nginx_argv(setup.workdir, port), port, log, cpu=setup.cpu)
     if target.key == "d":
-        argv = [setup.authgate_python, "-m", "authgate", "--workers", str(setup.authgate_workers)]
-        env = {**setup.env, "CATENA_AUTH_HOST": "127.0.0.1", "CATENA_AUTH_PORT": str(port)}
-        # Run from the work directory so that nothing lands in a source tree.
-        return Server(target.label, argv, port, log, cpu=setup.cpu, env=env, cwd=setup.workdir)
+        return authgate(setup.authgate_python, port, setup.authgate_workers, setup.env, log,
+                        cpu=setup.cpu)
     module = {"b": "hello_aiohttp", "c": "naive_backend", "e": "bare_protocol"}[target.key]
     argv = [sys.executable, "-m", f"benchmarks.auth_harness.{module}", "--port", str(port)]
     return Server(target.label, argv, port, log, cpu=setup.cpu, env=setup.env, cwd=ROOT)
+
+
+def authgate(
+    python: str, port: int, workers: int, env: dict[str, str], log: Path, *, cpu: int | None = None
+) -> Server:
+    """``python -m authgate --workers N`` on ``port``, run from the log's directory."""
+    argv = [python, "-m", "authgate", "--workers", str(workers)]
+    env = {**env, "CATENA_AUTH_HOST": "127.0.0.1", "CATENA_AUTH_PORT": str(port)}
+    # Started from the work directory so that nothing it writes lands in a source tree.
+    return Server(f"authgate :{port}", argv, port, log, cpu=cpu, env=env, cwd=log.parent)
 
 
 NGINX_CONF = """\
