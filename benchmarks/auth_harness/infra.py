@@ -43,7 +43,9 @@ class Backends:
 
     @property
     def database_url(self) -> str:
-        return str(URL(self.server_url).with_path("/" + self.database))
+        server = URL(self.server_url)
+        # with_query keeps the ?host= of an embedded server's Unix-socket URL.
+        return str(server.with_path("/" + self.database).with_query(server.query))
 
     def service_env(self, token_secrets: str, var_dir: Path) -> dict[str, str]:
         """``CATENA_*`` variables that point a service at the run's database and keys."""
