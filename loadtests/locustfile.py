@@ -31,7 +31,8 @@ import msgspec
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from loadtests.viewing import Profile, Session, auth_query, deny_reason, now_ms, play_event
+from benchmarks.auth_harness.verify import deny_reason
+from loadtests.viewing import Profile, Session, auth_query, now_ms, play_event
 
 ZAP_CHANCE = 0.15
 ABANDON_CHANCE = 1 / 7

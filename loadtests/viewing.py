@@ -64,12 +64,3 @@ def play_event(kind: str, profile: Profile, session: Session) -> dict[str, Any]:
     if kind == "play_closed":
         event["closed_at"] = now
     return event
-
-
-def deny_reason(text: str) -> str | None:
-    """The ``error`` of a 403's JSON body, or None."""
-    try:
-        body = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return None
-    return body.get("error") if isinstance(body, dict) else None

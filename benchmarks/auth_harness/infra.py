@@ -104,11 +104,7 @@ def _redis_answers(url: str) -> bool:
 
 async def create_database(backends: Backends) -> None:
     """Create the run's database, apply the migrations and claim an id node."""
-    admin = await asyncpg.connect(backends.server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{backends.database}"')
-    finally:
-        await admin.close()
+    await _on_server(backends, f'CREATE DATABASE "{backends.database}"')
     conn = await db.connect(backends.database_url)
     try:
         await migrations.apply(conn)
@@ -117,10 +113,11 @@ async def create_database(backends: Backends) -> None:
         await conn.close()
 
 
-async def _drop_database(backends: Backends) -> None:
+async def _on_server(backends: Backends, statement: str) -> None:
+    """Run ``statement`` on the server's maintenance database (CREATE/DROP DATABASE)."""
     admin = await asyncpg.connect(backends.server_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{backends.database}" WITH (FORCE)')
+        await admin.execute(statement)
     finally:
         await admin.close()
 
@@ -128,7 +125,7 @@ async def _drop_database(backends: Backends) -> None:
 def clean_up(backends: Backends, keep: bool = False) -> None:
     """Drop the run's database and Redis keys (unless ``keep``); stop embedded servers."""
     if not keep:
-        asyncio.run(_drop_database(backends))
+        asyncio.run(_on_server(backends, f'DROP DATABASE IF EXISTS "{backends.database}" WITH (FORCE)'))
         client = redis.Redis.from_url(backends.redis_url)
         try:
             for key in client.scan_iter(match=backends.redis_prefix + ":*", count=1000):

@@ -82,10 +82,11 @@ async def _exchange(
             raise ConnectionResetError("the server closed the connection")
         response.parser.feed_data(chunk)
     status = response.parser.get_status_code()
-    return (status, _reason(bytes(response.body))), response.parser.should_keep_alive()
+    return (status, deny_reason(bytes(response.body))), response.parser.should_keep_alive()
 
 
-def _reason(body: bytes) -> str | None:
+def deny_reason(body: str | bytes) -> str | None:
+    """The ``error`` of a deny answer's JSON body, or None."""
     try:
         decoded = msgspec.json.decode(body)
     except msgspec.DecodeError:

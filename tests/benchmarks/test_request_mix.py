@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import httptools
 import pytest
 
-from benchmarks.auth_harness import dataset, request_mix
+from benchmarks.auth_harness import dataset, request_mix, verify
 from benchmarks.auth_harness.request_mix import Planned
 from catena.tokens import TokenCodec, TokenError
 
@@ -132,3 +132,10 @@ def test_pool_too_large_for_the_tokens_is_refused(codec: TokenCodec) -> None:
     small = dataset.generate(dataset.Spec(subscribers=300, tokens=100), 7, codec)
     with pytest.raises(ValueError, match="token holders"):
         request_mix.build(small, 1_000)
+
+
+def test_deny_reason_reads_the_json_error() -> None:
+    assert verify.deny_reason('{"error": "session_limit"}') == "session_limit"
+    assert verify.deny_reason(b'{"allowed_dvr_ranges": []}') is None
+    assert verify.deny_reason("not json") is None
+    assert verify.deny_reason("[1]") is None

@@ -34,12 +34,6 @@ def test_play_events_carry_the_session_and_close_time() -> None:
     assert opened["event_id"] != closed["event_id"]  # deduplication must not merge them
 
 
-def test_deny_reason() -> None:
-    assert viewing.deny_reason('{"error": "session_limit"}') == "session_limit"
-    assert viewing.deny_reason("not json") is None
-    assert viewing.deny_reason("[1]") is None
-
-
 def test_profiles_are_token_holders_single_screens_first() -> None:
     codec = TokenCodec(run.TOKEN_SECRETS)
     data = dataset.generate(run.SPEC, 99, codec)
