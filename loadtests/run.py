@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import secrets
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             codes = [g.stop() for g in gateways]
         print(f"loadtest: gateways exited with {codes} after SIGTERM", flush=True)
+        print(new_session_summary(workdir), flush=True)
         findings = asyncio.run(_check(backends, portal_id, workdir / "admitted.json"))
     finally:
         infra.clean_up(backends, keep=args.keep)
@@ -111,6 +113,7 @@ def profiles(data: dataset.DataSet, how_many: int) -> list[Profile]:
 
 def _gateways(args: argparse.Namespace, backends: infra.Backends, workdir: Path) -> list[infra.Server]:
     started: list[infra.Server] = []
+    targets.migrate(args.gateway_python, backends.service_env(TOKEN_SECRETS, workdir), workdir)
     try:
         for n in range(2):
             env = backends.service_env(TOKEN_SECRETS, workdir / f"var{n}")
@@ -138,6 +141,20 @@ def _locust(args: argparse.Namespace, gateways: list[infra.Server], workdir: Pat
     print(f"loadtest: {args.users} devices of {args.subscribers} subscribers for "
           f"{args.duration} s through {', '.join(urls)}", flush=True)
     return subprocess.run(command, cwd=ROOT, check=False, timeout=args.duration + 120).returncode
+
+
+def new_session_summary(workdir: Path) -> str:
+    """How many new_session requests locust made, and how they were answered."""
+    admitted_file = workdir / "admitted.json"
+    admitted = len(check_sessions.read_admitted(admitted_file)) if admitted_file.exists() else 0
+    try:
+        with (workdir / "locust_stats.csv").open(newline="") as stats:
+            row = next(r for r in csv.DictReader(stats) if r["Name"] == "new_session")
+    except (FileNotFoundError, StopIteration):
+        return "loadtest: locust recorded no new_session"
+    asked, failed = int(row["Request Count"]), int(row["Failure Count"])
+    return (f"loadtest: new_session asked {asked:,}: admitted {admitted:,}, denied with "
+            f"session_limit {asked - admitted - failed:,}, failed {failed:,}")
 
 
 async def _check(backends: infra.Backends, portal_id: int, admitted: Path) -> check_sessions.Findings:

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         env = backends.service_env(TOKEN_SECRETS, workdir / "var")
         setup = Setup(workdir, args.base_port, server_cpu, env,
                       args.authgate_python, args.authgate_workers)
+        if "d" in args.only:
+            targets.migrate(args.authgate_python, env, workdir)
         load = wrk.Load(client_cpu, args.connections, args.threads, args.duration)
         outcomes = [_measure(targets.BY_KEY[k], setup, load, plan, pool, args, backends, portal_id)
                     for k in args.only]

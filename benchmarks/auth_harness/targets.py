@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .infra import Server
+from .infra import Server, ServerFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +73,16 @@ def authgate(
     env = {**env, "CATENA_AUTH_HOST": "127.0.0.1", "CATENA_AUTH_PORT": str(port)}
     # Started from the work directory so that nothing it writes lands in a source tree.
     return Server(f"authgate :{port}", argv, port, log, cpu=cpu, env=env, cwd=log.parent)
+
+
+def migrate(python: str, env: dict[str, str], cwd: Path) -> None:
+    """``catena migrate`` with the gateway's interpreter: its checkout may have migrations
+    this one lacks (e.g. when ``--authgate-python`` is another checkout's venv)."""
+    code = "import sys; from catena.cli import main; main(sys.argv[1:])"
+    done = subprocess.run([python, "-c", code, "migrate"], env={**os.environ, **env}, cwd=cwd,
+                          capture_output=True, text=True, check=False, timeout=120)
+    if done.returncode != 0:
+        raise ServerFailed(f"catena migrate with {python} failed:\n{done.stdout}{done.stderr}")
 
 
 NGINX_CONF = """\

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import asyncpg
 import pytest
 
 from benchmarks.auth_harness import dataset, request_mix, targets, verify, wrk
-from benchmarks.auth_harness.infra import Server
+from benchmarks.auth_harness.infra import Server, ServerFailed
 from catena import ids
 from catena.tokens import TokenCodec
 from tests.benchmarks.conftest import SECRETS, SMALL, free_port
@@ -126,3 +127,11 @@ def test_wrk_cycles_the_pool(
 def test_wrk_result_line_is_required() -> None:
     with pytest.raises(RuntimeError, match="no result"):
         wrk.parse("Running 1s test\n", "unable to connect")
+
+
+def test_migrate_with_the_gateways_interpreter(database_url: str, tmp_path: Path) -> None:
+    # Every migration is applied already: a second run is a no-op, and says so.
+    targets.migrate(sys.executable, {"CATENA_DATABASE_URL": database_url}, tmp_path)
+    unreachable = {"CATENA_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
+    with pytest.raises(ServerFailed, match="catena migrate"):
+        targets.migrate(sys.executable, unreachable, tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
 from benchmarks.auth_harness import dataset
@@ -47,3 +49,17 @@ def test_profiles_are_token_holders_single_screens_first() -> None:
         claims = codec.verify(profile.token)
         assert ids.encode(claims.subscriber_id) == profile.subscriber
         assert profile.channels and len(set(profile.channels)) == len(profile.channels)
+
+
+def test_new_session_summary_reads_locusts_counts(tmp_path: Path) -> None:
+    (tmp_path / "locust_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time\n"
+        "GET,new_session,100,2,5\nGET,update_session,300,0,3\n"
+    )
+    admitted = [{"session_id": f"s{i}", "subscriber": "AAAAAAAAAAE."} for i in range(60)]
+    (tmp_path / "admitted.json").write_bytes(msgspec.json.encode(admitted))
+    assert run.new_session_summary(tmp_path) == (
+        "loadtest: new_session asked 100: admitted 60, denied with session_limit 38, failed 2"
+    )
+    (tmp_path / "locust_stats.csv").unlink()
+    assert "no new_session" in run.new_session_summary(tmp_path)
