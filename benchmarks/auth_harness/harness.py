@@ -1,10 +1,12 @@
 """The side-by-side throughput harness behind ``make bench-auth``.
 
-One run: make a fresh database with the data set, build the request pool, then for
-each server in turn start it pinned to one core, check its answers (the naive
-backend and authgate), warm it up, and measure it with wrk from the other core.
-Prints requests/s, p50/p99 and the ratios to (b), (a) and (e).  See
-``docs/bench-auth.md``.
+One run: make a fresh database with the data set and build the request pool; start
+every server pinned to the same core; check the answers of the naive backend and
+authgate; then, for a number of rounds, warm up and measure each server in turn
+with wrk from the other core.  Interleaving the servers round by round spreads
+whatever else the machine is doing over all of them.  Prints, per server, the
+round with the median requests/s (p50, p99) and the ratios to (b), (a) and (e).
+See ``docs/bench-auth.md``.
 """
 
 from __future__ import annotations
@@ -30,18 +32,28 @@ from .targets import Setup, Target
 
 # Every process of the run signs and verifies with this key (and only this one).
 TOKEN_SECRETS = "bench:" + "catena-benchmark-secret-0123456789abcdef"
+# Sessions opened by the answer check must still count in the last round, however
+# long the run: the gateway keeps an unrefreshed session this long past authDuration.
+SESSION_GRACE = "3600"
 
 
 @dataclass
 class Outcome:
-    """What one server did in the run."""
+    """What one server did in the run: one wrk result per round."""
 
     target: Target
-    result: wrk.WrkResult | None = None
+    rounds: list[tuple[wrk.WrkResult, float]] = field(default_factory=list)  # (result, load)
     check: verify.Check | None = None
     error: str | None = None
-    load_average: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> tuple[wrk.WrkResult, float] | None:
+        """The round with the median requests/s (the lower one of an even count)."""
+        if not self.rounds:
+            return None
+        ordered = sorted(self.rounds, key=lambda r: r[0].rate)
+        return ordered[(len(ordered) - 1) // 2]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,17 +75,19 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True)
     backends = infra.start_backends(Path(args.workdir).resolve())
     print(f"bench-auth: using {backends.where}; logs in {workdir}", flush=True)
+    load = wrk.Load(client_cpu, args.connections, args.threads, args.duration)
     try:
         plan, portal_id = asyncio.run(_prepare(backends, args))
-        pool = request_mix.write_pool(plan, workdir / "pool.bin")
         env = backends.service_env(TOKEN_SECRETS, workdir / "var")
-        setup = Setup(workdir, args.base_port, server_cpu, env,
-                      args.authgate_python, args.authgate_workers)
+        env["CATENA_AUTH_SESSION_GRACE"] = SESSION_GRACE
         if "d" in args.only:
             targets.migrate(args.authgate_python, env, workdir)
-        load = wrk.Load(client_cpu, args.connections, args.threads, args.duration)
-        outcomes = [_measure(targets.BY_KEY[k], setup, load, plan, pool, args, backends, portal_id)
-                    for k in args.only]
+        setup = Setup(workdir, args.base_port, server_cpu, env,
+                      args.authgate_python, args.authgate_workers)
+        bench = Bench(setup, load, plan, request_mix.write_pool(plan, workdir / "pool.bin"), args)
+        outcomes = bench.run(args.only)
+        if "d" in args.only and not bench.outcomes["d"].error:
+            bench.outcomes["d"].notes += asyncio.run(_recorded(backends, portal_id, plan))
     finally:
         infra.clean_up(backends, keep=args.keep)
     print(report.table(outcomes, load, server_cpu))
@@ -82,12 +96,67 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class Bench:
+    """Starts the servers, checks their answers, measures them round by round."""
+
+    def __init__(self, setup: Setup, load: wrk.Load, plan: request_mix.Plan, pool: Path,
+                 args: argparse.Namespace) -> None:
+        self.setup, self.load, self.plan, self.pool = setup, load, plan, pool
+        self.rounds, self.warmup = args.rounds, args.warmup
+        self.outcomes: dict[str, Outcome] = {}
+        self.servers: dict[str, infra.Server] = {}
+
+    def run(self, keys: str) -> list[Outcome]:
+        self.outcomes = {k: Outcome(targets.BY_KEY[k]) for k in keys}
+        try:
+            for outcome in self.outcomes.values():
+                self._start(outcome)
+            for number in range(1, self.rounds + 1):
+                print(f"bench-auth: round {number} of {self.rounds}", flush=True)
+                for outcome in self._live():
+                    self._measure(outcome)
+        finally:
+            for key, server in self.servers.items():
+                code = server.stop()
+                if key == "d":  # the only one with state to flush on SIGTERM
+                    self.outcomes[key].notes.append(f"exit code after SIGTERM: {code}")
+        return list(self.outcomes.values())
+
+    def _live(self) -> list[Outcome]:
+        return [o for o in self.outcomes.values() if o.error is None]
+
+    def _start(self, outcome: Outcome) -> None:
+        target = outcome.target
+        print(f"bench-auth: ({target.key}) {target.label}: starting", flush=True)
+        server = targets.server(target, self.setup)
+        try:
+            server.start()
+            self.servers[target.key] = server
+            if target.checks_answers:
+                outcome.check = _check(target, self.setup.port(target), self.plan)
+        except (infra.ServerFailed, OSError) as exc:
+            outcome.error = str(exc)
+
+    def _measure(self, outcome: Outcome) -> None:
+        port = self.setup.port(outcome.target)
+        try:
+            wrk.run(self.load, port, self.pool, self.warmup)
+            load_average = os.getloadavg()[0]
+            outcome.rounds.append((wrk.run(self.load, port, self.pool), load_average))
+        except (RuntimeError, OSError) as exc:
+            outcome.error = str(exc)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench-auth", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="abecd", type=_keys,
                         help="which servers to measure, in order (default abecd)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per server")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk before measuring")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds measured per server and round (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of wrk before each measurement (default 2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements per server, interleaved; the median is shown (3)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (on the client core)")
     parser.add_argument("--pool", type=int, default=20_000, help="distinct requests wrk cycles")
@@ -144,30 +213,6 @@ async def _prepare(
     return plan, portal_id
 
 
-def _measure(
-    target: Target, setup: Setup, load: wrk.Load, plan: request_mix.Plan, pool: Path,
-    args: argparse.Namespace, backends: infra.Backends, portal_id: int,
-) -> Outcome:
-    outcome = Outcome(target)
-    print(f"bench-auth: ({target.key}) {target.label}: starting", flush=True)
-    server = targets.server(target, setup)
-    try:
-        server.start()
-        port = setup.port(target)
-        if target.checks_answers:
-            outcome.check = _check(target, port, plan)
-        wrk.run(load, port, pool, args.warmup)
-        outcome.load_average = os.getloadavg()[0]
-        outcome.result = wrk.run(load, port, pool)
-    except (infra.ServerFailed, RuntimeError, OSError) as exc:
-        outcome.error = str(exc)
-    finally:
-        code = server.stop()
-    if target.key == "d" and outcome.error is None:
-        outcome.notes += asyncio.run(_recorded(backends, portal_id, plan, code))
-    return outcome
-
-
 def _check(target: Target, port: int, plan: request_mix.Plan) -> verify.Check:
     """Send the setup and the pool once; tally the answers against the expected ones."""
     expected = plan.setup + plan.pool
@@ -186,7 +231,7 @@ FROM play_sessions WHERE portal_id = $1
 
 
 async def _recorded(
-    backends: infra.Backends, portal_id: int, plan: request_mix.Plan, exit_code: int | None
+    backends: infra.Backends, portal_id: int, plan: request_mix.Plan
 ) -> list[str]:
     """What authgate wrote to play_sessions by the time SIGTERM's flush finished."""
     admitted = len(plan.setup) + sum(p.kind == "new_session" for p in plan.pool)
@@ -196,7 +241,6 @@ async def _recorded(
     finally:
         await conn.close()
     return [
-        f"exit code after SIGTERM: {exit_code}",
         f"play_sessions: {row['rows']:,} rows, {row['sessions']:,} distinct sessions, "
         f"{row['active']:,} active; sessions admitted by the plan: {admitted:,}",
     ]
