@@ -16,6 +16,10 @@ from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
 from . import health, keys, login, managers, openapi, portal
+from .client import channels as client_channels
+from .client import login as client_login
+from .client import playlists as client_playlists
+from .client import portal as client_portal
 from .errors import error_middleware
 from .routing import Api
 
@@ -26,7 +30,7 @@ OPENAPI_PATH = BASE + "/openapi.json"
 
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
-MODULES = [portal, managers, login]
+MODULES = [portal, managers, login, client_portal, client_login, client_channels, client_playlists]
 
 
 def apis() -> list[Api]:

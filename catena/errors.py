@@ -88,7 +88,9 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     """Turn msgspec's message (``... - at `$.name```) into a 400 naming the field."""
     text = str(exc)
     message, _, path = text.partition(" - at `")
-    parts = [p for p in path.rstrip("`").removeprefix("$").split(".") if p] if path else []
+    # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
+    path = path.rstrip("`").rpartition("` in `")[2] if path else ""
+    parts = [p for p in path.removeprefix("$").split(".") if p]
     unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
     if unknown:
         parts.append(unknown.group(1))

@@ -58,6 +58,19 @@ class AdminSettings(BaseSettings, frozen=True, kw_only=True):
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     # Webhook delivery worker inside admin_api (several instances may run).
     webhooks_enabled: bool = True
+    # Subscriber sign-in by SMS (client API): code lifetime, wrong codes allowed
+    # per code, the wait before a new code for the same phone, and codes sent per
+    # phone / per client IP (failed verifications per IP) within client_sms_window.
+    client_code_ttl: Seconds = 300.0
+    client_code_attempts: PositiveInt = 5
+    client_code_cooldown: Seconds = 60.0
+    client_sms_per_phone: PositiveInt = 5
+    client_sms_per_ip: PositiveInt = 20
+    client_verify_fail_per_ip: PositiveInt = 30
+    client_sms_window: Seconds = 3600.0
+    # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For,
+    # X-Forwarded-Proto and X-Forwarded-Host the client API believes.
+    client_trusted_proxies: str = ""
 
 
 class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):

@@ -112,7 +112,7 @@ async def redis(session_redis: aioredis.Redis, redis_prefix: str) -> aioredis.Re
 
 
 _TABLES = """
-SELECT string_agg(format('%I', c.relname), ', ')
+SELECT array_agg(format('%I', c.relname))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND c.relname <> 'schema_migrations'
@@ -120,9 +120,12 @@ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 
 
 async def truncate_all(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as conn:
+    """Empty every table.  DELETE with foreign-key triggers off is a hundred times
+    faster than TRUNCATE on tables this small (TRUNCATE rewrites files)."""
+    async with pool.acquire() as conn, conn.transaction():
         tables = await conn.fetchval(_TABLES)
-        await conn.execute(f"TRUNCATE {tables} CASCADE")
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute("; ".join(f"DELETE FROM {table}" for table in tables))
 
 
 async def delete_prefixed(client: aioredis.Redis, prefix: str) -> None:

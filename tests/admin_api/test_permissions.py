@@ -104,3 +104,20 @@ async def test_admin_sees_api_key_and_may_reset_it(api: Api, portal: Any) -> Non
     assert status == 200 and body["apiKey"] == portal.apiKey
     status, body = await api.as_(token).post("/portal/reset_api_key")
     assert status == 200 and body["apiKey"] != portal.apiKey
+
+
+async def test_sms_provider_credentials_only_for_admins(api: Api) -> None:
+    gateway = {
+        "type": "http",
+        "url": "https://sms.example.com/send?key=SECRET1",
+        "headers": {"Authorization": "Bearer SECRET2"},
+    }
+    status, body = await api.put("/portal", {"settings": {"smsGateway": gateway}})
+    assert status == 200 and body["settings"]["smsGateway"]["headers"] == gateway["headers"]
+    await api.post(
+        "/managers", {"email": "c@x.co", "name": "C", "password": PASSWORD, "isContentAdmin": True}
+    )
+    token = await session(api, "c@x.co", PASSWORD)
+    status, body = await api.as_(token).get("/portal")
+    assert status == 200 and body["settings"]["smsGateway"] == {"type": "http"}
+    assert "SECRET" not in str(body)
