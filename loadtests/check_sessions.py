@@ -7,10 +7,10 @@ those intervals (ends before starts at the same instant) gives the most sessions
 held at once, compared with the subscriber's limit or the portal's default.  Rows
 that share a Flussonic session id are one session.
 
-It also checks that every session the gateways admitted (``--admitted``, written
-by the locustfile's ``test_stop`` hook) has its row: nothing accepted is lost.
+It also checks that every session the gateways admitted (``--tally``, written by
+the locustfile's ``test_stop`` hook) has its row: nothing accepted is lost.
 
-    python -m loadtests.check_sessions --database-url URL --portal ID [--admitted FILE]
+    python -m loadtests.check_sessions --database-url URL --portal ID [--tally FILE]
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-import msgspec
 
 from catena import db, ids, portals
+
+from .viewing import Admitted, read_tally
 
 _HELD = """
 WITH sessions AS (
@@ -54,13 +55,6 @@ SELECT count(*) AS rows, count(DISTINCT flussonic_id) AS sessions,
 FROM play_sessions WHERE portal_id = $1
 """
 _RECORDED = "SELECT flussonic_id FROM play_sessions WHERE portal_id = $1"
-
-
-class Admitted(msgspec.Struct, frozen=True):
-    """A session a gateway admitted (200 to its new_session), as the load test saw it."""
-
-    session_id: str
-    subscriber: str
 
 
 @dataclass
@@ -118,15 +112,11 @@ async def _default_limit(conn: asyncpg.Connection, portal_id: int) -> int:
     return portals.load_settings(raw).maxSessions
 
 
-def read_admitted(path: Path) -> list[Admitted]:
-    return msgspec.json.decode(path.read_bytes(), type=list[Admitted])
-
-
 async def _main(args: argparse.Namespace) -> Findings:
     portal_id = ids.decode(args.portal)
     if portal_id is None:
         sys.exit(f"check_sessions: --portal expects a portal id, got {args.portal!r}")
-    admitted = read_admitted(Path(args.admitted)) if args.admitted else None
+    admitted = read_tally(Path(args.tally)).admitted if args.tally else None
     conn = await db.connect(args.database_url)
     try:
         return await check(conn, portal_id, admitted)
@@ -138,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--portal", required=True, help="portal id (12 characters)")
-    parser.add_argument("--admitted", default=None, help="JSON file the locustfile wrote")
+    parser.add_argument("--tally", default=None, help="tally.json the locustfile wrote")
     findings = asyncio.run(_main(parser.parse_args(argv)))
     print(findings.summary())
     sys.exit(0 if findings.ok else 1)

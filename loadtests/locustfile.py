@@ -9,11 +9,12 @@ player that crashes does — and opens another on a different channel.
 
 A ``403 session_limit`` on ``new_session`` is an expected answer; any other denial,
 a 5xx or a refused refresh of an admitted session is a failure.  ``test_stop``
-writes every admitted session to ``--admitted`` for ``check_sessions``.
+writes every admitted session and the count of denials to ``--tally`` for
+``check_sessions``.
 
     locust -f loadtests/locustfile.py --headless -u 300 -r 50 -t 60s \\
         --host http://127.0.0.1:8140 --gateways http://127.0.0.1:8140,http://127.0.0.1:8141 \\
-        --viewers var/loadtest/viewers.json --admitted var/loadtest/admitted.json
+        --viewers var/loadtest/viewers.json --tally var/loadtest/tally.json
 
 ``python -m loadtests.run`` (``make loadtest``) prepares all of that and checks afterwards.
 """
@@ -32,7 +33,7 @@ from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
 from benchmarks.auth_harness.verify import deny_reason
-from loadtests.viewing import Profile, Session, auth_query, now_ms, play_event
+from loadtests.viewing import Admitted, Profile, Session, Tally, auth_query, now_ms, play_event
 
 ZAP_CHANCE = 0.15
 ABANDON_CHANCE = 1 / 7
@@ -45,7 +46,7 @@ class _Shared:
     def __init__(self) -> None:
         self.profiles: list[Profile] = []
         self.gateways: list[str] = []
-        self.admitted: list[dict[str, str]] = []
+        self.tally = Tally()
         self.lock = threading.Lock()
         self.devices = itertools.count()
 
@@ -53,9 +54,13 @@ class _Shared:
         self.profiles = msgspec.json.decode(viewers.read_bytes(), type=list[Profile])
         self.gateways = [g.strip().rstrip("/") for g in gateways.split(",") if g.strip()]
 
-    def admit(self, session_id: str, subscriber: str) -> None:
+    def count(self, session_id: str, subscriber: str, admitted: bool, limited: bool) -> None:
+        """Tally one answer to a new_session."""
         with self.lock:
-            self.admitted.append({"session_id": session_id, "subscriber": subscriber})
+            self.tally.asked += 1
+            if admitted:
+                self.tally.admitted.append(Admitted(session_id, subscriber))
+            self.tally.session_limit += limited
 
 
 SHARED = _Shared()
@@ -65,7 +70,7 @@ SHARED = _Shared()
 def _options(parser: Any) -> None:
     parser.add_argument("--viewers", default="", help="JSON list of subscriber profiles")
     parser.add_argument("--gateways", default="", help="comma-separated gateway base URLs")
-    parser.add_argument("--admitted", default="", help="where test_stop writes admitted sessions")
+    parser.add_argument("--tally", default="", help="where test_stop writes how new sessions fared")
 
 
 @events.test_start.add_listener
@@ -79,9 +84,9 @@ def _start(environment: Environment, **_: Any) -> None:
 @events.test_stop.add_listener
 def _stop(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
-    if options is not None and options.admitted:
+    if options is not None and options.tally:
         with SHARED.lock:
-            Path(options.admitted).write_bytes(msgspec.json.encode(SHARED.admitted))
+            Path(options.tally).write_bytes(msgspec.json.encode(SHARED.tally))
 
 
 class Viewer(FastHttpUser):
@@ -112,9 +117,11 @@ class Viewer(FastHttpUser):
         choices = [c for c in self.profile.channels if not self.session or c != self.session.channel]
         session = Session(str(uuid.uuid4()), random.choice(choices or self.profile.channels),
                           random.choice(SHARED.gateways), now_ms())
-        if self._auth(session, "new_session"):
+        answer = self._auth(session, "new_session")
+        SHARED.count(session.session_id, self.profile.subscriber, answer == 200,
+                     answer == "session_limit")
+        if answer == 200:
             self.session = session
-            SHARED.admit(session.session_id, self.profile.subscriber)
             self._event("play_opened", session)
 
     def _refresh(self) -> None:
@@ -123,7 +130,7 @@ class Viewer(FastHttpUser):
         self.session.bytes += REFRESH_BYTES
         # Flussonic re-checks through whichever gateway its balancer picks.
         self.session.gateway = random.choice(SHARED.gateways)
-        if not self._auth(self.session, "update_session"):
+        if self._auth(self.session, "update_session") != 200:
             self.session = None
 
     def _close(self) -> None:
@@ -131,19 +138,19 @@ class Viewer(FastHttpUser):
         self._event("play_closed", self.session)
         self.session = None
 
-    def _auth(self, session: Session, request_type: str) -> bool:
-        """Ask a gateway; True when admitted.  Marks unexpected answers as failures."""
+    def _auth(self, session: Session, request_type: str) -> int | str | None:
+        """Ask a gateway: 200, "session_limit" (expected for a new session), or else a failure."""
         url = session.gateway + "/auth"
         query = auth_query(self.profile, session, request_type)
         with self.client.get(url, params=query, name=request_type, catch_response=True) as resp:
             if resp.status_code == 200:
-                return True
+                return 200
             reason = deny_reason(resp.text or "")
             if resp.status_code == 403 and reason == "session_limit" and request_type == "new_session":
                 resp.success()
-            else:
-                resp.failure(f"{resp.status_code} {reason}")
-            return False
+                return reason
+            resp.failure(f"{resp.status_code} {reason}")
+            return None
 
     def _event(self, kind: str, session: Session) -> None:
         body = msgspec.json.encode([play_event(kind, self.profile, session)])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import secrets
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from catena.settings import SettingsError
 from catena.tokens import TokenCodec
 
 from . import check_sessions
-from .viewing import Profile
+from .viewing import Profile, Tally, read_tally
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_SECRETS = "load:" + "catena-loadtest-secret-0123456789abcdef"
@@ -76,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             codes = [g.stop() for g in gateways]
         print(f"loadtest: gateways exited with {codes} after SIGTERM", flush=True)
-        print(new_session_summary(workdir), flush=True)
-        findings = asyncio.run(_check(backends, portal_id, workdir / "admitted.json"))
+        tally_file = workdir / "tally.json"
+        tally = read_tally(tally_file) if tally_file.exists() else None
+        print(new_session_summary(tally), flush=True)
+        findings = asyncio.run(_check(backends, portal_id, tally))
     finally:
         infra.clean_up(backends, keep=args.keep)
     print(findings.summary())
@@ -135,7 +136,7 @@ def _locust(args: argparse.Namespace, gateways: list[infra.Server], workdir: Pat
         sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
         "--headless", "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s",
         "--stop-timeout", "5", "--host", urls[0], "--gateways", ",".join(urls),
-        "--viewers", str(workdir / "viewers.json"), "--admitted", str(workdir / "admitted.json"),
+        "--viewers", str(workdir / "viewers.json"), "--tally", str(workdir / "tally.json"),
         "--only-summary", "--csv", str(workdir / "locust"),
     ]
     print(f"loadtest: {args.users} devices of {args.subscribers} subscribers for "
@@ -143,26 +144,20 @@ def _locust(args: argparse.Namespace, gateways: list[infra.Server], workdir: Pat
     return subprocess.run(command, cwd=ROOT, check=False, timeout=args.duration + 120).returncode
 
 
-def new_session_summary(workdir: Path) -> str:
-    """How many new_session requests locust made, and how they were answered."""
-    admitted_file = workdir / "admitted.json"
-    admitted = len(check_sessions.read_admitted(admitted_file)) if admitted_file.exists() else 0
-    try:
-        with (workdir / "locust_stats.csv").open(newline="") as stats:
-            row = next(r for r in csv.DictReader(stats) if r["Name"] == "new_session")
-    except (FileNotFoundError, StopIteration):
-        return "loadtest: locust recorded no new_session"
-    asked, failed = int(row["Request Count"]), int(row["Failure Count"])
-    return (f"loadtest: new_session asked {asked:,}: admitted {admitted:,}, denied with "
-            f"session_limit {asked - admitted - failed:,}, failed {failed:,}")
+def new_session_summary(tally: Tally | None) -> str:
+    """How the run's new_session requests were answered."""
+    if tally is None:
+        return "loadtest: locust wrote no tally"
+    return (f"loadtest: new_session asked {tally.asked:,}: admitted {len(tally.admitted):,}, "
+            f"denied with session_limit {tally.session_limit:,}, failed {tally.failed:,}")
 
 
-async def _check(backends: infra.Backends, portal_id: int, admitted: Path) -> check_sessions.Findings:
+async def _check(
+    backends: infra.Backends, portal_id: int, tally: Tally | None
+) -> check_sessions.Findings:
     conn = await db.connect(backends.database_url)
     try:
-        return await check_sessions.check(
-            conn, portal_id, check_sessions.read_admitted(admitted) if admitted.exists() else None
-        )
+        return await check_sessions.check(conn, portal_id, tally.admitted if tally else None)
     finally:
         await conn.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,6 +22,29 @@ class Profile(msgspec.Struct, frozen=True):
     token: str
     limit: int
     channels: list[str]
+
+
+class Admitted(msgspec.Struct, frozen=True):
+    """A session a gateway admitted (200 to its new_session)."""
+
+    session_id: str
+    subscriber: str
+
+
+class Tally(msgspec.Struct):
+    """How the run's new_session requests were answered; locust's test_stop writes it."""
+
+    admitted: list[Admitted] = msgspec.field(default_factory=list)
+    asked: int = 0
+    session_limit: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.asked - len(self.admitted) - self.session_limit
+
+
+def read_tally(path: Path) -> Tally:
+    return msgspec.json.decode(path.read_bytes(), type=Tally)
 
 
 class Session(msgspec.Struct):

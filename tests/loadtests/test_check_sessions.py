@@ -10,7 +10,7 @@ import pytest
 
 from catena import ids
 from loadtests import check_sessions
-from loadtests.check_sessions import Admitted
+from loadtests.viewing import Admitted
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

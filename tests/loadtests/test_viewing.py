@@ -51,15 +51,13 @@ def test_profiles_are_token_holders_single_screens_first() -> None:
         assert profile.channels and len(set(profile.channels)) == len(profile.channels)
 
 
-def test_new_session_summary_reads_locusts_counts(tmp_path: Path) -> None:
-    (tmp_path / "locust_stats.csv").write_text(
-        "Type,Name,Request Count,Failure Count,Median Response Time\n"
-        "GET,new_session,100,2,5\nGET,update_session,300,0,3\n"
-    )
-    admitted = [{"session_id": f"s{i}", "subscriber": "AAAAAAAAAAE."} for i in range(60)]
-    (tmp_path / "admitted.json").write_bytes(msgspec.json.encode(admitted))
-    assert run.new_session_summary(tmp_path) == (
+def test_tally_round_trips_and_sums_up(tmp_path: Path) -> None:
+    admitted = [viewing.Admitted(f"s{i}", "AAAAAAAAAAE.") for i in range(60)]
+    tally = viewing.Tally(admitted, asked=100, session_limit=38)
+    (tmp_path / "tally.json").write_bytes(msgspec.json.encode(tally))
+    read = viewing.read_tally(tmp_path / "tally.json")
+    assert read == tally and read.failed == 2
+    assert run.new_session_summary(read) == (
         "loadtest: new_session asked 100: admitted 60, denied with session_limit 38, failed 2"
     )
-    (tmp_path / "locust_stats.csv").unlink()
-    assert "no new_session" in run.new_session_summary(tmp_path)
+    assert "no tally" in run.new_session_summary(None)
