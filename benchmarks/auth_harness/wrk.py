@@ -59,10 +59,13 @@ class Load:
 def run(load: Load, port: int, pool: Path, duration: float | None = None) -> WrkResult:
     """Drive ``port`` with the requests in ``pool`` for ``duration`` (default ``load.duration``)."""
     seconds = load.duration if duration is None else duration
-    done = subprocess.run(
-        load.command(port, pool, seconds), capture_output=True, text=True,
-        timeout=seconds + 60, check=False,
-    )
+    try:
+        done = subprocess.run(
+            load.command(port, pool, seconds), capture_output=True, text=True,
+            timeout=seconds + 60, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"wrk did not finish within {seconds + 60:g} s") from None
     return parse(done.stdout, done.stderr)
 
 
