@@ -73,24 +73,25 @@ def decider(tmp_path: Path) -> Decider:
 def test_decide_update_session_allowed(benchmark: object, decider: Decider) -> None:
     fields = parse_query(query("ch1"))
     answer = decider.decide(fields, time.time())
-    assert answer is not None and answer.startswith(b"HTTP/1.1 200") and b"X-Max-Sessions: 2" in answer
+    assert isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 200") and b"X-Max-Sessions: 2" in answer
     benchmark(decider.decide, fields, time.time())  # type: ignore[operator]
 
 
 def test_parse_and_decide_update_session_allowed(benchmark: object, decider: Decider) -> None:
     raw, now = query("ch1"), time.time()
 
-    def check() -> bytes | None:
+    def check() -> bytes | Admission | None:
         return decider.decide(parse_query(raw), now)
 
-    assert (check() or b"").startswith(b"HTTP/1.1 200")
+    answer = check()
+    assert isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 200")
     benchmark(check)  # type: ignore[operator]
 
 
 def test_decide_denied_channel_not_in_packages(benchmark: object, decider: Decider) -> None:
     fields = parse_query(query("ch30", "new_session"))
     answer = decider.decide(fields, time.time())
-    assert answer is not None and b'"error":"channel_not_in_packages"' in answer
+    assert isinstance(answer, bytes) and b'"error":"channel_not_in_packages"' in answer
     benchmark(decider.decide, fields, time.time())  # type: ignore[operator]
 
 

@@ -6,7 +6,11 @@ Raise these anywhere; the HTTP layer renders them once as
 
 from __future__ import annotations
 
+import re
+
 import msgspec
+
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`$")
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -86,9 +90,15 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     """Turn msgspec's message (``... - at `$.name```) into a 400 naming the field."""
     text = str(exc)
     message, _, path = text.partition(" - at `")
-    field = None
-    if path:
-        field = path.rstrip("`").removeprefix("$").lstrip(".") or None
+    # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
+    path = path.rstrip("`").rpartition("` in `")[2] if path else ""
+    parts = [p for p in path.removeprefix("$").split(".") if p]
+    # "Object missing required field `x`" / "... unknown field `x`" are reported at
+    # the enclosing object; name the field itself.
+    named = _NAMED_FIELD.match(message)
+    if named:
+        parts.append(named.group(1))
+    field = ".".join(parts) or None
     if isinstance(exc, msgspec.ValidationError):
         return InvalidInput(text, field=field)
     return InvalidInput(f"malformed JSON: {message}", field=field, code="malformed_json")

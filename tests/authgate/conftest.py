@@ -48,24 +48,19 @@ def free_port() -> int:
 # ---------------------------------------------------------------- data
 
 
-@pytest.fixture(autouse=True)
-async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """The suite's clean-up, retried: gateways of the module keep writing while it truncates."""
-    from tests.conftest import delete_prefixed, truncate_all
+@pytest.fixture
+async def pool(session_pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The suite's emptied test database, retried: gateways of the module keep writing
+    session batches while it is emptied, and the two can deadlock."""
+    from tests.conftest import truncate_all
 
-    # Only when the test uses the pool: the gateways alone (database_url) need no clean tables.
-    if "pool" in request.fixturenames:
-        pool: asyncpg.Pool = request.getfixturevalue("pool")
-        for attempt in range(10):
-            try:
-                await truncate_all(pool)
-                break
-            except asyncpg.DeadlockDetectedError:
-                await asyncio.sleep(0.05 * (attempt + 1))
-    if "redis" in request.fixturenames:
-        await delete_prefixed(request.getfixturevalue("redis"), request.getfixturevalue("redis_prefix"))
-    yield
-
+    for attempt in range(10):
+        try:
+            await truncate_all(session_pool)
+            break
+        except asyncpg.DeadlockDetectedError:
+            await asyncio.sleep(0.05 * (attempt + 1))
+    return session_pool
 
 
 @dataclass
