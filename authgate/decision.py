@@ -80,6 +80,7 @@ class Decider:
         deny_duration: int,
         grace: float,
         stale_limit: float,
+        progress: float = 0.0,
     ) -> None:
         self.caches = caches
         self.sessions = sessions
@@ -93,6 +94,7 @@ class Decider:
         # half the grace is left, so a check every authDuration keeps it alive.
         self.slack_ms = self.grace_ms // 2
         self.stale_limit = stale_limit
+        self.progress_ms = int(progress * 1000)
         # True while Redis answers and the entitlement listener is connected:
         # in-process entries are then kept right by signals and never go stale.
         # Otherwise an entry answers for `stale_limit` after the later of its load
@@ -263,7 +265,10 @@ class Decider:
             count = int(sent)
             if count > session.bytes:
                 session.bytes = count
-        self.recorder.pending[session.key] = session
+        # Progress alone waits for the progress interval; a session never written
+        # (just opened) goes out with the next batch.
+        if now_ms - session.written_ms >= self.progress_ms:
+            self.recorder.pending[session.key] = session
 
     def usable(self, checked_at: float) -> bool:
         """Whether an entry loaded at ``checked_at`` may still answer."""

@@ -42,6 +42,7 @@ class KnownSession:
         "token",
         "updated_ms",
         "user_agent",
+        "written_ms",
     )
 
     def __init__(self, key: bytes, portal_id: int, subscriber_id: int | None, now_ms: int) -> None:
@@ -56,6 +57,8 @@ class KnownSession:
         self.channel_name = ""
         self.opened_ms = now_ms
         self.updated_ms = now_ms
+        # When the session's row was last built for a batch (0: never).
+        self.written_ms = 0
         self.closed_ms: int | None = None
         self.bytes = 0
         self.ip: str | None = None
@@ -85,6 +88,7 @@ class KnownSession:
             self.token = self.token or token
             self.device_id = self.device_id or device
             self.proto = self.proto or proto
+        self.written_ms = self.updated_ms
         return (
             self.flussonic_id, self.row_id, self.portal_id, self.subscriber_id, self.channel_id,
             self.channel_name, self.opened_ms, self.updated_ms, self.closed_ms, self.bytes,
@@ -121,20 +125,24 @@ class SessionTable:
             del self.by_key[session.key]
             self._unindex(session)
 
+    def unwritten(self) -> list[KnownSession]:
+        """Sessions whose last progress no batch has carried yet (for the final flush)."""
+        return [s for s in self.by_key.values() if s.updated_ms > s.written_ms]
+
     def live_count(self, subscriber_id: int, now_ms: int) -> int:
         """Sessions of a subscriber this process counts as open (used while Redis is away)."""
         keys = self.by_subscriber.get(subscriber_id, ())
         return sum(1 for key in keys if _live(self.by_key[key], now_ms))
 
-    def expire(self, now_ms: int, keep_ms: int) -> int:
-        """Forget sessions closed or unrefreshed for ``keep_ms``; return how many."""
+    def expire(self, now_ms: int, keep_ms: int) -> list[KnownSession]:
+        """Forget sessions closed or unrefreshed for ``keep_ms``; return them."""
         stale = [
             s for s in self.by_key.values()
             if (s.closed_ms is not None or s.expires_ms < now_ms) and s.updated_ms + keep_ms < now_ms
         ]
         for session in stale:
             self.remove(session)
-        return len(stale)
+        return stale
 
     def _unindex(self, session: KnownSession) -> None:
         if session.subscriber_id is None:

@@ -88,6 +88,7 @@ class Worker:
         self.decider = Decider(
             self.caches, self.sessions, self.recorder, TokenCodec(s.token_secrets), self.metrics,
             deny_duration=s.auth_deny_duration, grace=s.auth_session_grace, stale_limit=s.auth_stale_limit,
+            progress=s.auth_progress_interval,
         )
         self.redis = _redis_client(s.redis_url)
         self.emap = EntitlementMap(self.redis, s.redis_prefix)
@@ -175,6 +176,8 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self.limiter.flush()
+        for session in self.sessions.unwritten():
+            self.recorder.touch(session)
         await self.recorder.close()
         self.snapshots.write(self._snapshot())
         if self.pool is not None:
@@ -286,7 +289,9 @@ class Worker:
             try:
                 # Scanning every session costs milliseconds with many of them: not every second.
                 if rounds % SESSION_SCAN_EVERY == 0:
-                    self.sessions.expire(int(time.time() * 1000), keep_ms)
+                    for session in self.sessions.expire(int(time.time() * 1000), keep_ms):
+                        if session.updated_ms > session.written_ms:
+                            self.recorder.touch(session)  # its last progress, before forgetting it
                 self.snapshots.write(self._snapshot())
             except Exception:
                 log.exception("housekeeping failed")

@@ -112,6 +112,9 @@ class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
     auth_max_buffered_records: PositiveInt = 500_000
     # How often the idle-session sweeper runs (any number of gateways may run it).
     auth_sweep_interval: Seconds = 30.0
+    # A playing session's progress (updatedAt, bytes) is written at most this often;
+    # opens and closes go out with the next flush.
+    auth_progress_interval: Annotated[float, Meta(ge=0)] = 10.0
 
 
 class EpgSettings(BaseSettings, frozen=True, kw_only=True):

@@ -298,6 +298,7 @@ class Launcher:
             "CATENA_VAR_DIR": str(self.tmp),
             "CATENA_AUTH_PORT": str(free_port()),
             "CATENA_AUTH_FLUSH_INTERVAL": "0.2",
+            "CATENA_AUTH_PROGRESS_INTERVAL": "0",
             "CATENA_LOG_LEVEL": "info",
         })
         env.update({f"CATENA_{k.upper()}": str(v) for k, v in overrides.items()})

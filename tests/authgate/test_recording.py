@@ -158,7 +158,7 @@ async def test_sigterm_flushes_what_was_accepted(
     launcher: Launcher, scene: tuple[Portal, Sub], pool: asyncpg.Pool
 ) -> None:
     _, sub = scene
-    gateway = await launcher.start(auth_flush_interval=3600)
+    gateway = await launcher.start(auth_flush_interval=3600, auth_progress_interval=3600)
     for index in range(20):
         assert (await gateway.auth(sub, "sport", session=f"term-{index % 5}", bytes=index)).status == 200
     terms = "SELECT flussonic_id, bytes FROM play_sessions WHERE flussonic_id LIKE 'term-%' ORDER BY 1"
