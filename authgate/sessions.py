@@ -78,6 +78,10 @@ class KnownSession:
         self.expires_ms = 0
         self.auth_ms = 0
 
+    def has_unwritten_progress(self) -> bool:
+        # Never written means never recorded (a refused session): nothing to carry.
+        return 0 < self.written_ms < self.updated_ms
+
     def row(self) -> tuple[object, ...]:
         """The session as a row of the recorder's batch table (see recorder.COLUMNS)."""
         if self.opening is not None:
@@ -126,8 +130,8 @@ class SessionTable:
             self._unindex(session)
 
     def unwritten(self) -> list[KnownSession]:
-        """Sessions whose last progress no batch has carried yet (for the final flush)."""
-        return [s for s in self.by_key.values() if s.updated_ms > s.written_ms]
+        """Recorded sessions whose last progress no batch has carried yet (for the final flush)."""
+        return [s for s in self.by_key.values() if s.has_unwritten_progress()]
 
     def live_count(self, subscriber_id: int, now_ms: int) -> int:
         """Sessions of a subscriber this process counts as open (used while Redis is away)."""

@@ -290,7 +290,7 @@ class Worker:
                 # Scanning every session costs milliseconds with many of them: not every second.
                 if rounds % SESSION_SCAN_EVERY == 0:
                     for session in self.sessions.expire(int(time.time() * 1000), keep_ms):
-                        if session.updated_ms > session.written_ms:
+                        if session.has_unwritten_progress():
                             self.recorder.touch(session)  # its last progress, before forgetting it
                 self.snapshots.write(self._snapshot())
             except Exception:

@@ -161,6 +161,8 @@ async def test_sigterm_flushes_what_was_accepted(
     gateway = await launcher.start(auth_flush_interval=3600, auth_progress_interval=3600)
     for index in range(20):
         assert (await gateway.auth(sub, "sport", session=f"term-{index % 5}", bytes=index)).status == 200
+    # A sixth session is refused: it must leave no row behind, even at shutdown.
+    assert (await gateway.auth(sub, "sport", session="term-refused")).reason == "session_limit"
     terms = "SELECT flussonic_id, bytes FROM play_sessions WHERE flussonic_id LIKE 'term-%' ORDER BY 1"
     assert await pool.fetch(terms) == []
     assert await gateway.stop(signal.SIGTERM) == 0
