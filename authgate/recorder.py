@@ -91,6 +91,8 @@ ON CONFLICT (id) DO UPDATE SET
 
 # Rows handled between two turns of the event loop.
 SLICE = 500
+# Seconds one batch may take before PostgreSQL is treated as away.
+WRITE_TIMEOUT = 10.0
 
 # SQLSTATE classes after which the same batch may well succeed later.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
@@ -238,7 +240,8 @@ class Recorder:
             await self._away()
             return False
         try:
-            await write_batch(conn, rows)
+            # A PostgreSQL that hangs (a partition, a lock) counts as away: spool.
+            await asyncio.wait_for(write_batch(conn, rows), WRITE_TIMEOUT)
         except Exception as exc:
             if not transient(exc):
                 log.exception("session batch refused by PostgreSQL; writing it row by row")

@@ -171,9 +171,10 @@ class Worker:
             self._listening.close()
         self.server.close_idle()
         await self._connections_closed()
-        for task in self._tasks:
+        background = [*self._tasks, *([self._rebuilding] if self._rebuilding else [])]
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self.limiter.flush()
         for session in self.sessions.unwritten():
@@ -181,7 +182,10 @@ class Worker:
         await self.recorder.close()
         self.snapshots.write(self._snapshot())
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), SHUTDOWN_GRACE)
+            except TimeoutError:
+                self.pool.terminate()
         await self.redis.aclose()
         log.info("stopped", extra={"worker": self.index})
 
