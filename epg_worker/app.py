@@ -1,0 +1,127 @@
+"""The EPG worker process: the update loop, plus ``/health`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import msgspec
+import prometheus_client
+from aiohttp import web
+
+from catena import db, ids
+from catena.settings import EpgSettings, var_path
+
+from . import update
+from .scheduler import Worker
+
+log = logging.getLogger("epg_worker")
+
+SETTINGS = web.AppKey("settings", EpgSettings)
+WORKER = web.AppKey("worker", Worker)
+_NEXT_NODE = "SELECT nextval('snowflake_nodes')"
+
+
+class Health(msgspec.Struct):
+    status: str
+    postgres: str
+    scheduler: str
+    runningUpdates: int
+
+
+def create_app(settings: EpgSettings) -> web.Application:
+    """Build the application; the pool and the loop start in ``cleanup_ctx``."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_worker)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def start_worker(settings: EpgSettings, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> Worker:
+    """A :class:`Worker` with its own id generators (one per concurrent update).
+
+    Each update's parsing thread makes programme ids with a generator of its own
+    (``IdGenerator`` is not thread-safe), on a node number claimed like a process's.
+    """
+    async with pool.acquire() as conn:
+        await ids.claim_node(conn)
+        nodes = [await conn.fetchval(_NEXT_NODE) for _ in range(settings.epg_concurrency)]
+    download_dir = var_path(settings, "epg")
+    remove_leftovers(download_dir)
+    ctx = update.Context(settings, pool, session, worker_name(), download_dir)
+    return Worker(ctx, [ids.IdGenerator(node) for node in nodes])
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Delete downloads left by worker processes that are no longer running."""
+    for path in directory.glob("fetch-*.download"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
+    session = aiohttp.ClientSession()
+    worker = await start_worker(settings, pool, session)
+    app[WORKER] = worker
+    loops = [asyncio.create_task(worker.run()), asyncio.create_task(worker.prune_forever())]
+    log.info("EPG worker started", extra={"worker": worker.ctx.worker})
+    yield
+    for task in loops:
+        task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    await worker.stop()
+    await session.close()
+    with contextlib.suppress(Exception):
+        await pool.close()
+
+
+async def health(request: web.Request) -> web.Response:
+    worker = request.app[WORKER]
+    pg_ok = await db.ping(worker.ctx.pool)
+    # The loop wakes at least every poll interval; much longer means it is stuck.
+    stale_after = 3 * worker.ctx.settings.epg_poll_interval + 30
+    loop_ok = time.monotonic() - worker.last_loop < stale_after
+    body = Health(
+        status="ok" if pg_ok and loop_ok else "degraded",
+        postgres="up" if pg_ok else "down",
+        scheduler="running" if loop_ok else "stuck",
+        runningUpdates=len(worker.running),
+    )
+    return web.Response(
+        body=msgspec.json.encode(body), status=200 if pg_ok and loop_ok else 503,
+        content_type="application/json",
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=prometheus_client.generate_latest(),
+        headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+    )

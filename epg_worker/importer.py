@@ -1,0 +1,362 @@
+"""Importing a downloaded guide into ``epg_programs``, all or nothing.
+
+A thread reads the file (gunzipping it when it starts with gzip's magic bytes),
+parses it with :mod:`epg_worker.xmltv` and turns programmes into rows, in batches.
+The event loop writes each batch with ``COPY`` while the thread parses the next,
+so PostgreSQL and the parser work at the same time; a bounded hand-off keeps at
+most a few batches in memory whatever the size of the file.
+
+Every row goes into ``epg_programs`` inside one transaction, tagged with the fetch
+id.  Just before committing, the source's rows of every other fetch are deleted.
+Readers (``WHERE epg_source_id = $1``) therefore see the old guide until the commit
+and the new one after it, never a mix; an import that fails, is cancelled or whose
+worker dies is rolled back and leaves the old guide as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import threading
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+
+from catena.ids import IdGenerator
+
+from . import xmltv
+
+COLUMNS = (
+    "id", "portal_id", "epg_source_id", "fetch_id", "epg_channel_name", "start_at", "end_at",
+    "title", "description", "genre", "rating", "language",
+)
+BATCH_ROWS = 5000
+BATCHES_IN_FLIGHT = 4
+# Past this many distinct channels the set of names stops growing (a hostile file
+# could name millions); the count then comes from the database.
+MAX_TRACKED_CHANNELS = 100_000
+GZIP_MAGIC = b"\x1f\x8b"
+# Rows carry times as PostgreSQL's own binary value, microseconds since 2000-01-01
+# UTC: with the codec :func:`prepare` installs, asyncpg copies them as they are,
+# which is several times cheaper than encoding datetime objects.
+PG_EPOCH = 946_684_800
+
+_LOCK_SOURCE = "SELECT 1 FROM epg_sources WHERE id = $1 FOR KEY SHARE"
+_DELETE_OTHERS = "DELETE FROM epg_programs WHERE epg_source_id = $1 AND fetch_id IS DISTINCT FROM $2"
+_COUNT_CHANNELS = """
+SELECT count(DISTINCT epg_channel_name) FROM epg_programs WHERE epg_source_id = $1 AND fetch_id = $2
+"""
+
+
+def archive_cutoff(archive_days: int) -> int:
+    """Unix seconds before which a programme that has ended is past the archive depth."""
+    return int(time.time()) - archive_days * 86400
+
+
+class ImportFailed(Exception):
+    """The guide cannot be imported; the old one stays.  The message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where rows go and how they are shaped."""
+
+    portal_id: int
+    source_id: int
+    fetch_id: int
+    time_shift: int  # minutes added to every time
+    cutoff: int  # Unix seconds; programmes that ended before this are not kept
+
+
+@dataclass
+class Problem:
+    """One kind of bad programme: how many, and the first one seen."""
+
+    count: int = 0
+    example: str = ""
+
+    def add(self, line: int, value: str | None) -> None:
+        if not self.count:
+            self.example = f"line {line}" + (f": {value!r}" if value is not None else "")
+        self.count += 1
+
+
+@dataclass
+class Stats:
+    """Counts of one import; written by the parsing thread, read for progress."""
+
+    found: int = 0
+    imported: int = 0
+    pruned: int = 0
+    skipped: dict[str, Problem] = field(default_factory=dict)
+    bad_stops: Problem = field(default_factory=Problem)
+    channel_names: set[str] = field(default_factory=set)
+    channels_overflow: bool = False
+    channels: int = 0
+    deleted: int = 0
+    file_position: int = 0  # bytes of the downloaded file consumed so far
+    xml_bytes: int = 0  # bytes of XML (after gunzip) parsed so far
+
+    def skip(self, reason: str, line: int, value: str | None = None) -> None:
+        self.skipped.setdefault(reason, Problem()).add(line, value)
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(p.count for p in self.skipped.values())
+
+
+Finish = Callable[[asyncpg.Connection, Stats], Awaitable[None]]
+
+
+async def prepare(conn: asyncpg.Connection) -> None:
+    """Make ``conn`` (a connection used only for imports) take times as PostgreSQL tuples."""
+    await conn.set_type_codec(
+        "timestamptz", schema="pg_catalog", encoder=_same, decoder=_same, format="tuple"
+    )
+
+
+def _same(value: tuple[int]) -> tuple[int]:
+    return value
+
+
+async def import_guide(
+    conn: asyncpg.Connection,
+    path: Path,
+    target: Target,
+    ids: IdGenerator,
+    stats: Stats,
+    finish: Finish,
+    max_xml_bytes: int,
+) -> None:
+    """Replace the source's programmes with those of the file at ``path``.
+
+    ``finish`` runs inside the transaction just before it commits (to record the
+    result atomically with the new guide).  Raises :class:`ImportFailed`, or
+    whatever ``conn`` raises; in both cases nothing changed.
+    """
+    check_head(path)
+    rows = Rows(target, ids, stats)
+    handoff = Handoff(asyncio.get_running_loop(), BATCHES_IN_FLIGHT)
+    producer = asyncio.ensure_future(
+        asyncio.to_thread(produce, path, rows, handoff, stats, max_xml_bytes)
+    )
+    try:
+        async with conn.transaction():
+            await _copy(conn, handoff, producer)
+            await _replace(conn, target, stats)
+            await finish(conn, stats)
+    finally:
+        handoff.cancel()
+        with contextlib.suppress(BaseException):
+            await producer
+
+
+async def _copy(conn: asyncpg.Connection, handoff: Handoff, producer: asyncio.Future[None]) -> None:
+    while (batch := await handoff.get()) is not None:
+        await conn.copy_records_to_table("epg_programs", records=batch, columns=COLUMNS)
+    await producer  # raises what stopped the parser, if anything did
+
+
+async def _replace(conn: asyncpg.Connection, target: Target, stats: Stats) -> None:
+    if stats.imported == 0:
+        raise ImportFailed(f"no programme could be imported ({describe(stats)}); the previous guide was kept")
+    if await conn.fetchval(_LOCK_SOURCE, target.source_id) is None:
+        raise ImportFailed("the EPG source was deleted during the import")
+    status = await conn.execute(_DELETE_OTHERS, target.source_id, target.fetch_id)
+    stats.deleted = int(status.split()[-1])
+    if stats.channels_overflow:
+        stats.channels = await conn.fetchval(_COUNT_CHANNELS, target.source_id, target.fetch_id)
+    else:
+        stats.channels = len(stats.channel_names)
+
+
+def check_head(path: Path) -> None:
+    """Fail early, with a clear message, on files that cannot be XMLTV."""
+    try:
+        with open_guide(path) as stream:
+            head = stream.read(2048)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ImportFailed(f"the gzip data is corrupt: {exc}") from None
+    problem = xmltv.sniff(head)
+    if problem is not None:
+        raise ImportFailed(problem)
+
+
+@contextlib.contextmanager
+def open_guide(path: Path) -> Iterator[IO[bytes]]:
+    """The file's XML bytes: gunzipped when it starts with gzip's magic bytes."""
+    with path.open("rb") as raw:
+        if raw.read(2) != GZIP_MAGIC:
+            raw.seek(0)
+            yield raw
+            return
+        raw.seek(0)
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+            yield unpacked  # type: ignore[misc]
+
+
+class Rows:
+    """Turns raw programmes into ``epg_programs`` rows, counting what it drops."""
+
+    def __init__(self, target: Target, ids: IdGenerator, stats: Stats) -> None:
+        self.target = target
+        self.times = xmltv.TimeParser(target.time_shift)
+        self.new_id = ids.next
+        self.stats = stats
+
+    def __call__(self, raw: xmltv.RawProgramme) -> tuple[Any, ...] | None:
+        stats = self.stats
+        stats.found += 1
+        if raw.channel is None or raw.title is None or raw.start is None:
+            missing = "channel" if raw.channel is None else "title" if raw.title is None else "start time"
+            stats.skip(f"without a {missing}", raw.line)
+            return None
+        start = self.times(raw.start)
+        if start is None:
+            stats.skip("with an invalid start time", raw.line, raw.start)
+            return None
+        stop = self._stop(raw, start)
+        if (stop or start) < self.target.cutoff:
+            stats.pruned += 1
+            return None
+        self._count_channel(raw.channel)
+        stats.imported += 1
+        target = self.target
+        return (
+            self.new_id(), target.portal_id, target.source_id, target.fetch_id, raw.channel,
+            ((start - PG_EPOCH) * 1_000_000,), None if stop is None else ((stop - PG_EPOCH) * 1_000_000,),
+            raw.title, raw.description, raw.genre, raw.rating, raw.language,
+        )
+
+    def _stop(self, raw: xmltv.RawProgramme, start: int) -> int | None:
+        # A programme with a broken stop is still worth showing: it keeps its start
+        # and gets no end, like a programme whose stop is simply missing.
+        if raw.stop is None:
+            return None
+        stop = self.times(raw.stop)
+        if stop is None or stop <= start:
+            self.stats.bad_stops.add(raw.line, raw.stop)
+            return None
+        return stop
+
+    def _count_channel(self, channel: str) -> None:
+        names = self.stats.channel_names
+        if channel in names or self.stats.channels_overflow:
+            return
+        if len(names) >= MAX_TRACKED_CHANNELS:
+            self.stats.channels_overflow = True
+            names.clear()
+            return
+        names.add(channel)
+
+
+class Cancelled(Exception):
+    """The consumer went away; the parsing thread stops."""
+
+
+class Handoff:
+    """Batches from the parsing thread to the event loop, at most ``capacity`` at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[list[tuple[Any, ...]] | None] = asyncio.Queue()
+        self._slots = threading.Semaphore(capacity)
+        self.cancelled = threading.Event()
+
+    def put(self, batch: list[tuple[Any, ...]]) -> None:
+        """Thread side: wait for room, then pass ``batch`` on."""
+        while not self._slots.acquire(timeout=0.2):
+            if self.cancelled.is_set():
+                raise Cancelled
+        if self.cancelled.is_set():
+            raise Cancelled
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
+
+    def close(self) -> None:
+        """Thread side: no more batches."""
+        if not self.cancelled.is_set():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+
+    async def get(self) -> list[tuple[Any, ...]] | None:
+        batch = await self._queue.get()
+        if batch is not None:
+            self._slots.release()
+        return batch
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class _Counted:
+    """A reader that tracks how far into the file and the XML the parser is."""
+
+    def __init__(self, stream: IO[bytes], stats: Stats, limit: int, cancelled: threading.Event) -> None:
+        self.stream = stream
+        self.cancelled = cancelled
+        self.raw = getattr(stream, "fileobj", None) or stream
+        self.stats = stats
+        self.limit = limit
+
+    def read(self, size: int = -1) -> bytes:
+        # lxml pulls the file through here in small chunks, so this is also where
+        # the thread notices that the import was abandoned.
+        if self.cancelled.is_set():
+            raise Cancelled
+        data = self.stream.read(size)
+        self.stats.xml_bytes += len(data)
+        self.stats.file_position = self.raw.tell()
+        if self.stats.xml_bytes > self.limit:
+            raise ImportFailed(
+                f"the XML is larger than the limit of {self.limit} bytes (CATENA_EPG_MAX_BYTES)"
+            )
+        return data
+
+
+def produce(path: Path, rows: Rows, handoff: Handoff, stats: Stats, max_xml_bytes: int) -> None:
+    """Thread body: parse the file and hand over rows in batches."""
+    try:
+        with open_guide(path) as stream:
+            _produce(_Counted(stream, stats, max_xml_bytes, handoff.cancelled), rows, handoff)
+    except xmltv.XmltvError as exc:
+        after = f" (after {stats.found} programmes)" if stats.found else ""
+        raise ImportFailed(f"{exc}{after}") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ImportFailed(
+            f"the gzip data is truncated or corrupt after {stats.file_position} bytes: {exc}"
+        ) from None
+    finally:
+        handoff.close()
+
+
+def _produce(stream: _Counted, rows: Rows, handoff: Handoff) -> None:
+    batch: list[tuple[Any, ...]] = []
+    for raw in xmltv.iter_programmes(stream):  # type: ignore[arg-type]
+        row = rows(raw)
+        if row is not None:
+            batch.append(row)
+            if len(batch) >= BATCH_ROWS:
+                handoff.put(batch)
+                batch = []
+    if batch:
+        handoff.put(batch)
+
+
+def describe(stats: Stats) -> str:
+    """What was found and dropped, for the fetch record's message."""
+    parts = [f"{stats.found} programmes found"]
+    for reason, problem in stats.skipped.items():
+        parts.append(f"{problem.count} skipped {reason} (first at {problem.example})")
+    if stats.pruned:
+        parts.append(f"{stats.pruned} older than the archive depth not kept")
+    if stats.bad_stops.count:
+        parts.append(
+            f"{stats.bad_stops.count} stop times ignored as invalid or not after the start "
+            f"(first at {stats.bad_stops.example})"
+        )
+    return "; ".join(parts)
