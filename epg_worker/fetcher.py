@@ -131,7 +131,8 @@ async def _download(
         final = str(response.url)
         if 300 <= response.status < 400 and response.status != 304:
             raise FetchFailed(
-                "error", f"HTTP {response.status} redirect from {final} not followed (CATENA_EPG_MAX_REDIRECTS=0)"
+                "error",
+                f"HTTP {response.status} redirect from {final} not followed (CATENA_EPG_MAX_REDIRECTS=0)",
             )
         if response.status == 304 and (validators.etag or validators.last_modified):
             return Download(True, 0, b"", validators, final)

@@ -91,12 +91,19 @@ class Worker:
     async def claim_all(self) -> None:
         """Start as many queued jobs as there are free slots."""
         while self.free:
-            async with self.ctx.pool.acquire() as conn:
-                row = await jobs.claim(conn, KIND, self.ctx.worker)
+            # The slot is taken before the claim so that concurrent calls never
+            # claim more jobs than there are slots.
+            generator = self.free.pop()
+            row = None
+            try:
+                async with self.ctx.pool.acquire() as conn:
+                    row = await jobs.claim(conn, KIND, self.ctx.worker)
+            finally:
+                if row is None:
+                    self.free.append(generator)
             if row is None:
                 return
             job = update.Job(id=row["id"], portal_id=row["portal_id"], source_id=row["target_id"])
-            generator = self.free.pop()
             task = asyncio.create_task(self._run(job, generator))
             self.running.add(task)
             task.add_done_callback(self.running.discard)

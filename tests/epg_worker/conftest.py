@@ -278,7 +278,9 @@ def schedule(channels: list[str], hours: int, first: dt.datetime | None = None, 
         for hour in range(hours):
             start = first + dt.timedelta(hours=hour)
             programmes.append(Prog(
-                channel=channel, start=stamp(start, "+0300"), stop=stamp(start + dt.timedelta(hours=1), "+0300"),
+                channel=channel,
+                start=stamp(start, "+0300"),
+                stop=stamp(start + dt.timedelta(hours=1), "+0300"),
                 title=f"Передача {hour} {tag}".strip(), desc=f"Описание «{channel}» №{hour}",
                 categories=("Новости", "News"), rating="16+",
             ))
@@ -287,10 +289,30 @@ def schedule(channels: list[str], hours: int, first: dt.datetime | None = None, 
 
 def document(programmes: list[Prog], channels: list[str] | None = None) -> bytes:
     names = channels if channels is not None else sorted({p.channel for p in programmes if p.channel})
-    head = "".join(f'<channel id={quoteattr(c)}><display-name>{escape(c)}</display-name></channel>' for c in names)
+    head = "".join(
+        f"<channel id={quoteattr(c)}><display-name>{escape(c)}</display-name></channel>" for c in names
+    )
     body = "\n".join(p.xml() for p in programmes)
     return f'<?xml version="1.0" encoding="UTF-8"?>\n<tv>\n{head}\n{body}\n</tv>\n'.encode()
 
 
 def gzipped(data: bytes) -> bytes:
     return gzip.compress(data)
+
+
+def generated(channels: int, days: int, seed: int = 1) -> bytes:
+    """A realistic guide from the benchmark generator (~440 bytes a programme)."""
+    import io
+
+    from benchmarks import xmltv_gen
+
+    out = io.StringIO()
+    first = dt.datetime.combine(NOW.date(), dt.time(), tzinfo=dt.UTC)
+    xmltv_gen.write(out, channels, days, first, seed)
+    return out.getvalue().encode()
+
+
+@pytest.fixture(scope="session")
+def big_guide() -> bytes:
+    """About 40,000 programmes (~18 MB): an import that takes a few seconds."""
+    return generated(200, 7)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from epg_worker.scheduler import Worker
 from tests.epg_worker.conftest import (
     NOW,
     GuideServer,
@@ -18,8 +20,6 @@ from tests.epg_worker.conftest import (
     schedule,
     stamp,
 )
-
-from epg_worker.scheduler import Worker
 
 CHANNELS = ["one", "two"]
 GOOD = document(schedule(CHANNELS, 10, tag="good"))
@@ -189,7 +189,8 @@ async def test_bad_programmes_are_skipped_and_counted(
     assert "1 skipped without a start time" in message
     assert "1 skipped without a channel" in message
     assert "2 skipped without a title" in message
-    assert [r["title"] for r in await sources.programmes(source)] == ["Передача 0", "Передача 1", "Передача 2"]
+    titles = [r["title"] for r in await sources.programmes(source)]
+    assert titles == ["Передача 0", "Передача 1", "Передача 2"]
 
 
 async def test_stop_before_start_keeps_the_programme_without_an_end(
@@ -217,7 +218,8 @@ async def test_programmes_of_channels_nobody_maps_are_imported(
 ) -> None:
     # The operator links channels after the first import, so the guide keeps every
     # channel of the file; the programmes API filters by epgChannelName.
-    source = await sources.create(guides.put("/guide.xml", document(schedule(["nobody-maps-this"], 4))))
+    url = guides.put("/guide.xml", document(schedule(["nobody-maps-this"], 4)))
+    source = await sources.create(url)
     fetch = await sources.update(worker, source)
     assert fetch["status"] == "success", fetch["message"]
     assert {r["epg_channel_name"] for r in await sources.programmes(source)} == {"nobody-maps-this"}

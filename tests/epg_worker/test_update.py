@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from epg_worker.scheduler import Worker
 from tests.epg_worker.conftest import (
     NOW,
     GuideServer,
@@ -14,8 +15,6 @@ from tests.epg_worker.conftest import (
     schedule,
     stamp,
 )
-
-from epg_worker.scheduler import Worker
 
 CHANNELS = ["first.ru", "second.ru", "россия-1"]
 
@@ -117,3 +116,128 @@ async def test_fetch_record_has_durations_times_and_job(
     assert job["state"] == "done"
     source_row = await sources.pool.fetchrow("SELECT * FROM epg_sources WHERE id = $1", source)
     assert source_row["last_attempt_at"] is not None
+
+
+async def test_unchanged_file_is_skipped_by_etag(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    url = guides.put("/guide.xml", document(schedule(CHANNELS, 4)), etag='"v1"')
+    source = await sources.create(url)
+    first = await sources.update(worker, source)
+    assert first["status"] == "success"
+    ids_before = {r["id"] for r in await sources.programmes(source)}
+
+    second = await sources.update(worker, source)
+
+    assert guides.headers_of("/guide.xml")[-1]["If-None-Match"] == '"v1"'
+    assert second["status"] == "success"
+    assert second["message"].startswith("not modified since the last import (HTTP 304")
+    assert (second["imported_programs"], second["deleted_programs"]) == (0, 0)
+    assert {r["id"] for r in await sources.programmes(source)} == ids_before
+
+    # A new version gets a new ETag and is imported.
+    guides.put("/guide.xml", document(schedule(CHANNELS, 5)), etag='"v2"')
+    third = await sources.update(worker, source)
+    assert third["imported_programs"] == 15 and third["deleted_programs"] == 12
+
+
+async def test_last_modified_is_sent_back(guides: GuideServer, sources: Sources, worker: Worker) -> None:
+    stamp_ = "Wed, 21 Oct 2015 07:28:00 GMT"
+    url = guides.put("/guide.xml", document(schedule(CHANNELS, 2)), last_modified=stamp_)
+    source = await sources.create(url)
+    await sources.update(worker, source)
+    await sources.update(worker, source)
+    assert "If-Modified-Since" not in guides.headers_of("/guide.xml")[0]
+    assert guides.headers_of("/guide.xml")[1]["If-Modified-Since"] == stamp_
+
+
+async def test_same_content_without_validators_is_not_imported_again(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    source = await sources.create(guides.put("/guide.xml", document(schedule(CHANNELS, 3))))
+    await sources.update(worker, source)
+    again = await sources.update(worker, source)
+    assert again["status"] == "success"
+    assert again["message"].startswith("the file is the same as the one last imported")
+    assert again["imported_programs"] == 0
+
+
+async def test_changing_url_or_time_shift_imports_again(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    data = document(schedule(CHANNELS, 3))
+    source = await sources.create(guides.put("/guide.xml", data, etag='"same"'))
+    await sources.update(worker, source)
+    before = {r["title"]: r["start_at"] for r in await sources.programmes(source)}
+
+    await sources.pool.execute("UPDATE epg_sources SET time_shift = -90 WHERE id = $1", source)
+    shifted = await sources.update(worker, source)
+    assert shifted["imported_programs"] == 9, shifted["message"]
+    assert "If-None-Match" not in guides.headers_of("/guide.xml")[-1]
+    after = {r["title"]: r["start_at"] for r in await sources.programmes(source)}
+    assert all(after[title] == start - dt.timedelta(minutes=90) for title, start in before.items())
+
+    await sources.pool.execute(
+        "UPDATE epg_sources SET url = $2 WHERE id = $1", source, guides.put("/other.xml", data, etag='"same"')
+    )
+    moved = await sources.update(worker, source)
+    assert moved["imported_programs"] == 9, moved["message"]
+
+
+async def test_programmes_past_the_archive_depth_are_not_kept(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    await sources.pool.execute(
+        "UPDATE portals SET settings = settings || '{\"archiveDays\": 2}' WHERE id = $1", sources.portal_id
+    )
+    old = schedule(["one"], 2, first=NOW - dt.timedelta(days=3), tag="old")
+    recent = schedule(["one"], 2, first=NOW - dt.timedelta(days=1), tag="recent")
+    # Started before the cut-off but still running after it: kept.
+    straddling = [Prog("one", stamp(NOW - dt.timedelta(days=2, hours=1)),
+                       stamp(NOW - dt.timedelta(days=1, hours=23)), "straddling")]
+    source = await sources.create(guides.put("/guide.xml", document(old + recent + straddling)))
+
+    fetch = await sources.update(worker, source)
+
+    assert fetch["found_programs"] == 5 and fetch["imported_programs"] == 3
+    assert "2 older than the archive depth not kept" in fetch["message"]
+    titles = {r["title"] for r in await sources.programmes(source)}
+    assert titles == {"Передача 0 recent", "Передача 1 recent", "straddling"}
+
+
+async def test_prune_deletes_programmes_that_aged_past_the_archive(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    data = document(schedule(["one"], 48, first=NOW - dt.timedelta(hours=24)))
+    source = await sources.create(guides.put("/guide.xml", data))
+    await sources.update(worker, source)
+    await sources.pool.execute(
+        "UPDATE portals SET settings = settings || '{\"archiveDays\": 0}' WHERE id = $1", sources.portal_id
+    )
+    deleted = await worker.prune()
+    rows = await sources.programmes(source)
+    assert deleted == 24
+    assert len(rows) == 24 and all(r["end_at"] > NOW for r in rows)
+
+
+async def test_deleting_a_source_deletes_its_programmes(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    source = await sources.create(guides.put("/guide.xml", document(schedule(CHANNELS, 2))))
+    other = await sources.create(guides.put("/other.xml", document(schedule(CHANNELS, 3))))
+    await sources.update(worker, source)
+    await sources.update(worker, other)
+    await sources.pool.execute("DELETE FROM epg_sources WHERE id = $1", source)
+    assert await sources.programmes(source) == []
+    assert len(await sources.programmes(other)) == 9
+
+
+async def test_job_for_a_deleted_source_fails_cleanly(sources: Sources, worker: Worker) -> None:
+    source = await sources.create("http://127.0.0.1:9/never.xml")
+    job_id = await sources.request_update(source)
+    await sources.pool.execute("DELETE FROM epg_sources WHERE id = $1", source)
+    from tests.epg_worker.conftest import run_queued
+
+    await run_queued(worker)
+    job = await sources.pool.fetchrow("SELECT state, error FROM jobs WHERE id = $1", job_id)
+    assert (job["state"], job["error"]) == ("failed", "the EPG source no longer exists")
