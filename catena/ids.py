@@ -87,6 +87,17 @@ class IdGenerator:
         self._last_ms = now
         return (now << (NODE_BITS + SEQUENCE_BITS)) | (self._node << SEQUENCE_BITS) | self._sequence
 
+    def reserve(self, count: int) -> range:
+        """Up to ``count`` (≥ 1) new ids at once, for bulk inserts.
+
+        The ids of one millisecond and node are consecutive integers, so a block
+        is a ``range``; it ends early when the millisecond's sequence runs out.
+        """
+        first = self.next()
+        extra = min(count - 1, _SEQUENCE_MASK - self._sequence)
+        self._sequence += extra
+        return range(first, first + extra + 1)
+
 
 _generator = IdGenerator(int.from_bytes(os.urandom(2), "big") & MAX_NODE)
 

@@ -28,6 +28,9 @@ _TIME_RE = re.compile(
     r"\s*(?:([+-])(\d{2}):?(\d{2})|Z|UTC|GMT)?$"
 )
 _BOM = b"\xef\xbb\xbf"
+# "Not yet in TimeParser.known": an int no XMLTV time can produce (they stay
+# within years 1..9999), so hot loops can use dict.get without a second lookup.
+UNKNOWN = -(1 << 62)
 
 
 class XmltvError(Exception):
@@ -91,50 +94,40 @@ def _check_root(root: etree._Element | None) -> None:
 
 
 def _programme(element: etree._Element) -> RawProgramme:
+    # The hottest function of an import: one call per programme, so plain locals,
+    # no helpers, and the tuple made directly (NamedTuple's __new__ is slow).
     title = language = description = genre = rating = None
     for child in element:
         tag = child.tag
         if tag == "title":
             if title is None:
-                title = _text(child, MAX_TITLE)
+                text = child.text
+                title = text.strip()[:MAX_TITLE] or None if text else None
                 language = child.get("lang")
         elif tag == "desc":
             if description is None:
-                description = _text(child, MAX_DESCRIPTION)
+                text = child.text
+                description = text.strip()[:MAX_DESCRIPTION] or None if text else None
         elif tag == "category":
             if genre is None:
-                genre = _text(child, MAX_SHORT)
+                text = child.text
+                genre = text.strip()[:MAX_SHORT] or None if text else None
         elif tag == "rating" and rating is None:
-            rating = _text(child.find("value"), MAX_SHORT)
-    attrib = element.attrib
-    return RawProgramme(
-        _clip(attrib.get("channel"), MAX_SHORT),
-        attrib.get("start"),
-        attrib.get("stop"),
-        title,
-        _clip(language, MAX_SHORT),
-        description,
-        genre,
-        rating,
-        element.sourceline or 0,
+            text = child.findtext("value")
+            rating = text.strip()[:MAX_SHORT] or None if text else None
+    channel = element.get("channel")
+    if channel is not None:
+        channel = channel.strip()[:MAX_SHORT] or None
+    if language is not None:
+        language = language.strip()[:MAX_SHORT] or None
+    return _new_programme(
+        RawProgramme,
+        (channel, element.get("start"), element.get("stop"), title, language, description, genre,
+         rating, element.sourceline or 0),
     )
 
 
-def _text(element: etree._Element | None, limit: int) -> str | None:
-    if element is None:
-        return None
-    text = element.text
-    if text is None:
-        return None
-    text = text.strip()
-    return text[:limit] if text else None
-
-
-def _clip(value: str | None, limit: int) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return value[:limit] if value else None
+_new_programme = tuple.__new__
 
 
 def _forget(element: etree._Element) -> None:
@@ -160,17 +153,20 @@ class TimeParser:
 
     def __init__(self, shift_minutes: int = 0) -> None:
         self._shift = shift_minutes * 60
-        self._cache: dict[str, int | None] = {}
+        self.known: dict[str, int | None] = {}
 
     def __call__(self, text: str) -> int | None:
         """The instant ``text`` names, or ``None`` when it is not a valid XMLTV time."""
-        try:
-            return self._cache[text]
-        except KeyError:
-            pass
-        if len(self._cache) >= self.CACHE_LIMIT:
-            self._cache.clear()
-        value = self._cache[text] = self._parse(text)
+        value = self.known.get(text, UNKNOWN)
+        if value == UNKNOWN:
+            value = self.learn(text)
+        return value
+
+    def learn(self, text: str) -> int | None:
+        """Parse ``text`` and remember the result (hot loops read :attr:`known` first)."""
+        if len(self.known) >= self.CACHE_LIMIT:
+            self.known.clear()
+        value = self.known[text] = self._parse(text)
         return value
 
     def _parse(self, text: str) -> int | None:

@@ -54,7 +54,7 @@ def test_time_cache_stays_bounded() -> None:
     for minute in range(xmltv.TimeParser.CACHE_LIMIT + 10):
         day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
         assert parser(day.strftime("%Y%m%d%H%M%S")) == int(day.timestamp())
-    assert len(parser._cache) <= xmltv.TimeParser.CACHE_LIMIT
+    assert len(parser.known) <= xmltv.TimeParser.CACHE_LIMIT
 
 
 DOC = b"""<?xml version="1.0" encoding="UTF-8"?>
