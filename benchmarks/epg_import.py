@@ -100,6 +100,7 @@ async def child_import(path: Path, dsn: str, portal_id: int, source_id: int) -> 
     from catena import db, ids
     from epg_worker import fetches, importer
 
+    importer.tune_gc()  # as python -m epg_worker does
     conn = await db.connect(dsn)
     node = await ids.claim_node(conn)
     await importer.prepare(conn)
@@ -108,7 +109,9 @@ async def child_import(path: Path, dsn: str, portal_id: int, source_id: int) -> 
     stats = importer.Stats()
 
     async def finish(conn: asyncpg.Connection, stats: importer.Stats) -> None:
-        result = fetches.Result("success", "benchmark", stats.channels, stats.found, stats.imported, stats.deleted)
+        result = fetches.Result(
+            "success", "benchmark", stats.channels, stats.found, stats.imported, stats.deleted
+        )
         await fetches.finish(conn, source_id, fetch_id, result)
 
     started, cpu = time.perf_counter(), time.process_time()
@@ -167,7 +170,8 @@ async def make_source(url: str, name: str) -> tuple[int, int]:
         f"bench-{name}", secrets.token_hex(8),
     )
     source_id = await conn.fetchval(
-        "INSERT INTO epg_sources (id, portal_id, name, url) VALUES (catena_new_id(), $1, $2, $3) RETURNING id",
+        "INSERT INTO epg_sources (id, portal_id, name, url)"
+        " VALUES (catena_new_id(), $1, $2, $3) RETURNING id",
         portal_id, name, "http://bench.invalid/guide.xml",
     )
     await conn.close()

@@ -10,6 +10,7 @@ from aiohttp import web
 from catena import logs
 from catena.settings import EpgSettings, SettingsError, load
 
+from . import importer
 from .app import create_app
 
 
@@ -19,6 +20,7 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(f"epg_worker: {exc}")
     logs.setup("epg_worker", settings.log_level)
+    importer.tune_gc()
     uvloop.install()
     web.run_app(
         create_app(settings),

@@ -113,8 +113,11 @@ def _programme(element: etree._Element) -> RawProgramme:
                 text = child.text
                 genre = text.strip()[:MAX_SHORT] or None if text else None
         elif tag == "rating" and rating is None:
-            text = child.findtext("value")
-            rating = text.strip()[:MAX_SHORT] or None if text else None
+            for value in child:
+                if value.tag == "value":
+                    text = value.text
+                    rating = text.strip()[:MAX_SHORT] or None if text else None
+                    break
     channel = element.get("channel")
     if channel is not None:
         channel = channel.strip()[:MAX_SHORT] or None
