@@ -90,7 +90,7 @@ async def download(
         raise FetchFailed(
             "timeout",
             f"the download did not finish within {limits.total_timeout:g} s "
-            f"({_size(progress.received)} received)",
+            f"({human_size(progress.received)} received)",
         ) from None
     except aiohttp.ClientError as exc:
         raise FetchFailed("error", _client_error(exc, url, limits, progress)) from None
@@ -165,7 +165,7 @@ def _check_announced_size(length: int | None, limits: Limits) -> None:
     if length is not None and length > limits.max_bytes:
         raise FetchFailed(
             "error",
-            f"the file is {_size(length)}, more than the limit of {_size(limits.max_bytes)} "
+            f"the file is {human_size(length)}, more than the limit of {human_size(limits.max_bytes)} "
             "(CATENA_EPG_MAX_BYTES)",
         )
 
@@ -178,7 +178,7 @@ async def _save(response: aiohttp.ClientResponse, dest: Path, limits: Limits, pr
             if progress.received > limits.max_bytes:
                 raise FetchFailed(
                     "error",
-                    f"the file is larger than the limit of {_size(limits.max_bytes)} "
+                    f"the file is larger than the limit of {human_size(limits.max_bytes)} "
                     "(CATENA_EPG_MAX_BYTES); download stopped",
                 )
             digest.update(chunk)
@@ -186,7 +186,7 @@ async def _save(response: aiohttp.ClientResponse, dest: Path, limits: Limits, pr
     if progress.total is not None and progress.received < progress.total:
         raise FetchFailed(
             "error",
-            f"the connection closed after {_size(progress.received)} of {_size(progress.total)}",
+            f"the connection closed after {human_size(progress.received)} of {human_size(progress.total)}",
         )
     return digest.digest()
 
@@ -195,7 +195,7 @@ def _stalled(progress: Progress, limits: Limits) -> str:
     wait = f"{limits.read_timeout:g} s"
     if progress.received == 0:
         return f"the server accepted the connection but sent nothing for {wait}"
-    return f"the download stalled: nothing received for {wait} after {_size(progress.received)}"
+    return f"the download stalled: nothing received for {wait} after {human_size(progress.received)}"
 
 
 def _client_error(exc: aiohttp.ClientError, url: str, limits: Limits, progress: Progress) -> str:
@@ -210,10 +210,11 @@ def _client_error(exc: aiohttp.ClientError, url: str, limits: Limits, progress: 
         return f"cannot connect to {_host(url)}: {reason}"
     if isinstance(exc, aiohttp.ClientPayloadError):
         if progress.total is not None and progress.received < progress.total:
-            return f"the connection closed after {_size(progress.received)} of {_size(progress.total)}"
-        return f"the connection broke after {_size(progress.received)}: {exc}"
+            received, total = human_size(progress.received), human_size(progress.total)
+            return f"the connection closed after {received} of {total}"
+        return f"the connection broke after {human_size(progress.received)}: {exc}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return f"the server closed the connection after {_size(progress.received)}"
+        return f"the server closed the connection after {human_size(progress.received)}"
     return f"download from {url} failed: {type(exc).__name__}: {exc}"
 
 
@@ -222,7 +223,7 @@ def _host(url: str) -> str:
     return f"{parsed.host}:{parsed.port}"
 
 
-def _size(count: int) -> str:
+def human_size(count: int) -> str:
     if count < 10_000:
         return f"{count} bytes"
     if count < 10_000_000:

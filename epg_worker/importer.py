@@ -176,7 +176,10 @@ async def _copy(conn: asyncpg.Connection, handoff: Handoff, producer: asyncio.Fu
 
 async def _replace(conn: asyncpg.Connection, target: Target, stats: Stats) -> None:
     if stats.imported == 0:
-        raise ImportFailed(f"no programme could be imported ({describe(stats)}); the previous guide was kept")
+        raise ImportFailed(
+            f"no programme could be imported: {stats.found} found{describe(stats)}; "
+            "the previous guide was kept"
+        )
     if await conn.fetchval(_LOCK_SOURCE, target.source_id) is None:
         raise ImportFailed("the EPG source was deleted during the import")
     status = await conn.execute(_DELETE_OTHERS, target.source_id, target.fetch_id)
@@ -379,15 +382,16 @@ def _produce(stream: _Counted, rows: Rows, handoff: Handoff) -> None:
 
 
 def describe(stats: Stats) -> str:
-    """What was found and dropped, for the fetch record's message."""
-    parts = [f"{stats.found} programmes found"]
-    for reason, problem in stats.skipped.items():
-        parts.append(f"{problem.count} skipped {reason} (first at {problem.example})")
+    """What was dropped or corrected, for the fetch record's message ("" when nothing)."""
+    parts = [
+        f"skipped {problem.count} {reason} (first at {problem.example})"
+        for reason, problem in stats.skipped.items()
+    ]
     if stats.pruned:
-        parts.append(f"{stats.pruned} older than the archive depth not kept")
+        parts.append(f"{stats.pruned} ended before the archive depth (archiveDays) and were not kept")
     if stats.bad_stops.count:
         parts.append(
-            f"{stats.bad_stops.count} stop times ignored as invalid or not after the start "
+            f"ignored {stats.bad_stops.count} stop times that were invalid or not after the start "
             f"(first at {stats.bad_stops.example})"
         )
-    return "; ".join(parts)
+    return "".join(f"; {part}" for part in parts)

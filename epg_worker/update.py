@@ -44,6 +44,10 @@ FROM epg_sources s JOIN portals p ON p.id = s.portal_id
 WHERE s.id = $1 AND s.portal_id = $2
 """
 _TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
+_LINKED = """
+SELECT name, epg_channel_name FROM channels
+WHERE portal_id = $1 AND epg_source_name = $2 AND epg_channel_name IS NOT NULL
+"""
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,32 @@ async def load_source(pool: asyncpg.Pool, job: Job) -> Source | None:
         time_shift=row["time_shift"], archive_days=portals.load_settings(row["settings"]).archiveDays,
         previous=previous,
     )
+
+
+async def linked_channels(conn: asyncpg.Connection, portal_id: int, source_name: str) -> dict[str, str]:
+    """The portal's channels that take their guide from this source: XMLTV id → channel name."""
+    rows = await conn.fetch(_LINKED, portal_id, source_name)
+    return {row["epg_channel_name"]: row["name"] for row in rows}
+
+
+def describe_links(links: dict[str, str], stats: importer.Stats) -> str:
+    """The mismatches between the file's channels and the channels linked to the source.
+
+    Both are worth an operator's attention: a linked channel missing from the file
+    shows no guide; a channel of the file nobody links is usually a typo in a link.
+    """
+    if stats.channels_overflow:
+        return ""
+    text = ""
+    names = stats.channel_names
+    missing = sorted((name, xmltv_id) for xmltv_id, name in links.items() if xmltv_id not in names)
+    if missing:
+        examples = ", ".join(f"{name} ({xmltv_id!r})" for name, xmltv_id in missing[:5])
+        text += f"; {len(missing)} linked channels have no programmes in the file: {examples}"
+    unlinked = len(stats.channel_names) - (len(links) - len(missing))
+    if unlinked:
+        text += f"; {unlinked} channels of the file are not linked to a Catena channel"
+    return text
 
 
 def lock_key(source_id: int) -> int:
@@ -257,6 +287,8 @@ class Attempt:
 
         async def finish(conn: asyncpg.Connection, stats: importer.Stats) -> None:
             result = self._success(stats, download, fetch_duration, fetched_at)
+            links = await linked_channels(conn, self.source.portal_id, self.source.name)
+            result.message += describe_links(links, stats)
             await fetches.remember_file(conn, self.source.id, file)
             await self._finish(result, conn)
 
@@ -269,9 +301,9 @@ class Attempt:
         self, stats: importer.Stats, download: fetcher.Download, fetch_duration: float, fetched_at: float
     ) -> fetches.Result:
         message = (
-            f"imported {stats.imported} programmes of {stats.channels} channels "
-            f"from {download.size} bytes; {importer.describe(stats)}; "
-            f"{stats.deleted} programmes of the previous guide replaced"
+            f"imported {stats.imported} of {stats.found} programmes for {stats.channels} channels "
+            f"({fetcher.human_size(download.size)}), replacing {stats.deleted} programmes of the "
+            f"previous guide{importer.describe(stats)}"
         )
         return fetches.Result(
             "success", message, channels=stats.channels, found=stats.found, imported=stats.imported,

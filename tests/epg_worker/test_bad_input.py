@@ -149,7 +149,7 @@ async def test_guide_without_valid_programmes_keeps_the_old_one(
 ) -> None:
     bad = [Prog("one", "2024-13-45", None, "x"), Prog("one", stamp(NOW), None, None)]
     message = await _fails(guides, sources, worker, guides.put("/bad.xml", document(bad)))
-    assert message.startswith("no programme could be imported (2 programmes found;")
+    assert message.startswith("no programme could be imported: 2 found; skipped 1 with an invalid start")
     assert message.endswith("the previous guide was kept")
 
 
@@ -184,11 +184,11 @@ async def test_bad_programmes_are_skipped_and_counted(
     assert fetch["found_programs"] == 9
     assert fetch["imported_programs"] == 3
     message = fetch["message"]
-    assert "2 skipped with an invalid start time (first at line" in message
+    assert "; skipped 2 with an invalid start time (first at line" in message
     assert "'20241345000000 +0000'" in message
-    assert "1 skipped without a start time" in message
-    assert "1 skipped without a channel" in message
-    assert "2 skipped without a title" in message
+    assert "; skipped 1 without a start time (first at line" in message
+    assert "; skipped 1 without a channel (first at line" in message
+    assert "; skipped 2 without a title (first at line" in message
     titles = [r["title"] for r in await sources.programmes(source)]
     assert titles == ["Передача 0", "Передача 1", "Передача 2"]
 
@@ -205,7 +205,8 @@ async def test_stop_before_start_keeps_the_programme_without_an_end(
     fetch = await sources.update(worker, source)
     assert fetch["status"] == "success", fetch["message"]
     assert fetch["imported_programs"] == 2
-    assert "2 stop times ignored as invalid or not after the start" in fetch["message"]
+    message = fetch["message"]
+    assert "; ignored 2 stop times that were invalid or not after the start (first at line" in message
     rows = await sources.programmes(source)
     assert [(r["title"], r["start_at"], r["end_at"]) for r in rows] == [
         ("Backwards", start, None),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
+from catena import ids
 from epg_worker.scheduler import Worker
 from tests.epg_worker.conftest import (
     NOW,
@@ -97,7 +99,11 @@ async def test_second_import_of_a_changed_file_replaces_the_guide(
     assert len(rows) == 60
     assert all(r["title"].endswith("new") for r in rows)
     assert {r["fetch_id"] for r in rows} == {second["id"]}
-    assert "72 programmes of the previous guide replaced" in second["message"]
+    assert re.match(
+        r"imported 60 of 60 programmes for 2 channels \(\d+ kB\), "
+        r"replacing 72 programmes of the previous guide",
+        second["message"],
+    )
 
 
 async def test_fetch_record_has_durations_times_and_job(
@@ -200,7 +206,7 @@ async def test_programmes_past_the_archive_depth_are_not_kept(
     fetch = await sources.update(worker, source)
 
     assert fetch["found_programs"] == 5 and fetch["imported_programs"] == 3
-    assert "2 older than the archive depth not kept" in fetch["message"]
+    assert "; 2 ended before the archive depth (archiveDays) and were not kept" in fetch["message"]
     titles = {r["title"] for r in await sources.programmes(source)}
     assert titles == {"Передача 0 recent", "Передача 1 recent", "straddling"}
 
@@ -241,3 +247,21 @@ async def test_job_for_a_deleted_source_fails_cleanly(sources: Sources, worker: 
     await run_queued(worker)
     job = await sources.pool.fetchrow("SELECT state, error FROM jobs WHERE id = $1", job_id)
     assert (job["state"], job["error"]) == ("failed", "the EPG source no longer exists")
+
+
+async def test_message_points_out_channel_links_that_do_not_match(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    source = await sources.create(guides.put("/guide.xml", document(schedule(CHANNELS, 2))), name="main-epg")
+    for name, xmltv_id in (("first", "first.ru"), ("sport1", "sport-channel-1")):
+        await sources.pool.execute(
+            "INSERT INTO channels (id, portal_id, name, title, epg_source_name, epg_channel_name)"
+            " VALUES ($1, $2, $3, $3, 'main-epg', $4)",
+            ids.new_id(), sources.portal_id, name, xmltv_id,
+        )
+    fetch = await sources.update(worker, source)
+    assert fetch["status"] == "success"
+    assert fetch["message"].endswith(
+        "; 1 linked channels have no programmes in the file: sport1 ('sport-channel-1')"
+        "; 2 channels of the file are not linked to a Catena channel"
+    )
