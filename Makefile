@@ -29,3 +29,6 @@ check: test lint
 
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
+
+bench-epg: install
+	$(BIN)/python -m benchmarks.epg_import
