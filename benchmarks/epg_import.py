@@ -52,6 +52,9 @@ class Measure(msgspec.Struct):
     programmes: int
     max_rss_mb: float
     cpu_seconds: float
+    # CPU time of the import's PostgreSQL backend, when the server runs on this
+    # machine (read from /proc); None otherwise.
+    postgres_cpu_seconds: float | None = None
 
 
 @dataclass
@@ -114,11 +117,23 @@ async def child_import(path: Path, dsn: str, portal_id: int, source_id: int) -> 
         )
         await fetches.finish(conn, source_id, fetch_id, result)
 
-    started, cpu = time.perf_counter(), time.process_time()
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    started, cpu, pg_cpu = time.perf_counter(), time.process_time(), _process_cpu(backend)
     await importer.import_guide(conn, path, target, ids.IdGenerator(node), stats, finish, 1 << 40)
     measure = _measure("import", started, cpu, stats.imported)
+    if pg_cpu is not None:
+        measure.postgres_cpu_seconds = (_process_cpu(backend) or 0.0) - pg_cpu
     await conn.close()
     return measure
+
+
+def _process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a local process, or None when it is not ours to see."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _measure(kind: str, started: float, cpu: float, count: int) -> Measure:
@@ -184,9 +199,11 @@ def measure(name: str, path: Path, url: str, portal_id: int, source_id: int, rou
         result.bare.append(run_child(["bare", str(path)]))
         result.full.append(run_child(["import", str(path), url, str(portal_id), str(source_id)]))
         bare, full = result.bare[-1], result.full[-1]
+        pg = "" if full.postgres_cpu_seconds is None else f" + postgres {full.postgres_cpu_seconds:.2f}"
         print(f"  {name} round {number}: bare {bare.seconds:.2f} s, import {full.seconds:.2f} s "
-              f"(ratio {bare.seconds / full.seconds:.2f}), import peak RSS {full.max_rss_mb:.0f} MB",
-              flush=True)
+              f"(ratio {bare.seconds / full.seconds:.2f}), import peak RSS {full.max_rss_mb:.0f} MB; "
+              f"CPU s: bare {bare.cpu_seconds:.2f}, import {full.cpu_seconds:.2f}{pg}; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
     return result
 
 

@@ -2,7 +2,7 @@
 
 A thread reads the file (gunzipping it when it starts with gzip's magic bytes),
 parses it with :mod:`epg_worker.xmltv` and turns programmes into rows, in batches.
-The event loop writes each batch with ``COPY`` while the thread parses the next,
+The event loop streams the batches into one ``COPY`` while the thread parses on,
 so PostgreSQL and the parser work at the same time; a bounded hand-off keeps at
 most a few batches in memory whatever the size of the file.
 
@@ -22,7 +22,7 @@ import gzip
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -169,9 +169,16 @@ async def import_guide(
 
 
 async def _copy(conn: asyncpg.Connection, handoff: Handoff, producer: asyncio.Future[None]) -> None:
-    while (batch := await handoff.get()) is not None:
-        await conn.copy_records_to_table("epg_programs", records=batch, columns=COLUMNS)
+    # One COPY for the whole file, fed as batches arrive: PostgreSQL always has
+    # rows waiting in the socket instead of idling for a round trip per batch.
+    await conn.copy_records_to_table("epg_programs", records=_stream(handoff), columns=COLUMNS)
     await producer  # raises what stopped the parser, if anything did
+
+
+async def _stream(handoff: Handoff) -> AsyncIterator[tuple[Any, ...]]:
+    while (batch := await handoff.get()) is not None:
+        for row in batch:
+            yield row
 
 
 async def _replace(conn: asyncpg.Connection, target: Target, stats: Stats) -> None:
