@@ -20,7 +20,7 @@ from aiohttp import web
 from catena import db, ids
 from catena.settings import EpgSettings, var_path
 
-from . import update
+from . import fetcher, update
 from .scheduler import Worker
 
 log = logging.getLogger("epg_worker")
@@ -61,27 +61,30 @@ async def start_worker(settings: EpgSettings, pool: asyncpg.Pool, session: aioht
         await ids.claim_node(conn)
         nodes = [await conn.fetchval(_NEXT_NODE) for _ in range(settings.epg_concurrency)]
     download_dir = var_path(settings, "epg")
-    remove_leftovers(download_dir)
-    ctx = update.Context(settings, pool, session, worker_name(), download_dir)
+    remove_leftovers(download_dir, settings.epg_job_timeout)
+    limits = fetcher.Limits(
+        connect_timeout=settings.epg_connect_timeout,
+        read_timeout=settings.epg_read_timeout,
+        total_timeout=settings.epg_total_timeout,
+        max_bytes=settings.epg_max_bytes,
+        max_redirects=settings.epg_max_redirects,
+    )
+    downloader = fetcher.Downloader(session, limits)
+    ctx = update.Context(settings, pool, downloader, worker_name(), download_dir)
     return Worker(ctx, [ids.IdGenerator(node) for node in nodes])
 
 
-def remove_leftovers(directory: Path) -> None:
-    """Delete downloads left by worker processes that are no longer running."""
+def remove_leftovers(directory: Path, job_timeout: float) -> None:
+    """Delete downloads left by dead workers.
+
+    A download is written from start to end and read by one update, which is over
+    within the job timeout; a file untouched for twice that long has no owner.
+    """
+    cutoff = time.time() - 2 * job_timeout
     for path in directory.glob("fetch-*.download"):
-        pid = path.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
 
 
 async def _worker(app: web.Application) -> AsyncIterator[None]:

@@ -67,33 +67,59 @@ class Download:
     url: str  # after redirects
 
 
-async def download(
-    session: aiohttp.ClientSession,
-    url: str,
-    dest: Path,
-    limits: Limits,
-    validators: Validators,
-    progress: Progress,
-) -> Download:
-    """Fetch ``url`` into ``dest``; raise :class:`FetchFailed` on any failure."""
-    check_url(url)
-    try:
-        async with asyncio.timeout(limits.total_timeout):
-            return await _download(session, url, dest, limits, validators, progress)
-    except aiohttp.ConnectionTimeoutError:
-        raise FetchFailed(
-            "timeout", f"could not connect to {_host(url)} within {limits.connect_timeout:g} s"
-        ) from None
-    except aiohttp.SocketTimeoutError:
-        raise FetchFailed("timeout", _stalled(progress, limits)) from None
-    except TimeoutError:
-        raise FetchFailed(
-            "timeout",
-            f"the download did not finish within {limits.total_timeout:g} s "
-            f"({human_size(progress.received)} received)",
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise FetchFailed("error", _client_error(exc, url, limits, progress)) from None
+class Downloader:
+    """Downloads guides with one worker's HTTP session and limits."""
+
+    def __init__(self, session: aiohttp.ClientSession, limits: Limits) -> None:
+        self.session = session
+        self.limits = limits
+
+    async def download(self, url: str, dest: Path, validators: Validators, progress: Progress) -> Download:
+        """Fetch ``url`` into ``dest``; raise :class:`FetchFailed` on any failure."""
+        check_url(url)
+        limits = self.limits
+        try:
+            async with asyncio.timeout(limits.total_timeout):
+                return await self._get(url, dest, validators, progress)
+        except aiohttp.ConnectionTimeoutError:
+            raise FetchFailed(
+                "timeout", f"could not connect to {_host(url)} within {limits.connect_timeout:g} s"
+            ) from None
+        except aiohttp.SocketTimeoutError:
+            raise FetchFailed("timeout", _stalled(progress, limits)) from None
+        except TimeoutError:
+            raise FetchFailed(
+                "timeout",
+                f"the download did not finish within {limits.total_timeout:g} s "
+                f"({human_size(progress.received)} received)",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise FetchFailed("error", _client_error(exc, url, limits, progress)) from None
+
+    async def _get(self, url: str, dest: Path, validators: Validators, progress: Progress) -> Download:
+        limits = self.limits
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=limits.connect_timeout,
+            sock_connect=limits.connect_timeout,
+            sock_read=limits.read_timeout,
+        )
+        async with self.session.get(
+            url,
+            headers=_request_headers(validators),
+            timeout=timeout,
+            # aiohttp gives up on the max_redirects-th redirect; we follow that many.
+            allow_redirects=limits.max_redirects > 0,
+            max_redirects=limits.max_redirects + 1,
+            auto_decompress=False,
+        ) as response:
+            if response.status == 304 and (validators.etag or validators.last_modified):
+                return Download(True, 0, b"", validators, str(response.url))
+            _check_status(response)
+            progress.total = response.content_length
+            _check_announced_size(response.content_length, limits)
+            digest = await _save(response, dest, limits, progress)
+            return Download(False, progress.received, digest, _validators_of(response), str(response.url))
 
 
 def check_url(url: str) -> None:
@@ -105,44 +131,16 @@ def check_url(url: str) -> None:
         raise FetchFailed("error", f"the URL {url!r} is not an http:// or https:// URL")
 
 
-async def _download(
-    session: aiohttp.ClientSession,
-    url: str,
-    dest: Path,
-    limits: Limits,
-    validators: Validators,
-    progress: Progress,
-) -> Download:
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=limits.connect_timeout,
-        sock_connect=limits.connect_timeout,
-        sock_read=limits.read_timeout,
-    )
-    async with session.get(
-        url,
-        headers=_request_headers(validators),
-        timeout=timeout,
-        # aiohttp gives up on the max_redirects-th redirect; we follow that many.
-        allow_redirects=limits.max_redirects > 0,
-        max_redirects=limits.max_redirects + 1,
-        auto_decompress=False,
-    ) as response:
-        final = str(response.url)
-        if 300 <= response.status < 400 and response.status != 304:
-            raise FetchFailed(
-                "error",
-                f"HTTP {response.status} redirect from {final} not followed (CATENA_EPG_MAX_REDIRECTS=0)",
-            )
-        if response.status == 304 and (validators.etag or validators.last_modified):
-            return Download(True, 0, b"", validators, final)
-        if response.status != 200:
-            reason = f" {response.reason}" if response.reason else ""
-            raise FetchFailed("error", f"HTTP {response.status}{reason} from {final}")
-        progress.total = response.content_length
-        _check_announced_size(response.content_length, limits)
-        digest = await _save(response, dest, limits, progress)
-        return Download(False, progress.received, digest, _validators_of(response), final)
+def _check_status(response: aiohttp.ClientResponse) -> None:
+    final = str(response.url)
+    if 300 <= response.status < 400 and response.status != 304:
+        raise FetchFailed(
+            "error",
+            f"HTTP {response.status} redirect from {final} not followed (CATENA_EPG_MAX_REDIRECTS=0)",
+        )
+    if response.status != 200:
+        reason = f" {response.reason}" if response.reason else ""
+        raise FetchFailed("error", f"HTTP {response.status}{reason} from {final}")
 
 
 def _request_headers(validators: Validators) -> dict[str, str]:

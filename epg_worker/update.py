@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 
 from catena import db, jobs, portals
@@ -74,7 +73,7 @@ class Context:
 
     settings: EpgSettings
     pool: asyncpg.Pool
-    session: aiohttp.ClientSession
+    downloader: fetcher.Downloader
     worker: str
     download_dir: Path
 
@@ -186,8 +185,7 @@ class Attempt:
         self.ids = ids
         self.phase = Phase()
         self.fetch_id = 0
-        # The process id lets a restarted worker tell its dead predecessors' files
-        # from those of workers still running (app.remove_leftovers).
+        # Unique among the processes sharing the directory, and says whose it is.
         self.path = ctx.download_dir / f"fetch-{os.getpid()}-{job.id}.download"
         self.lost = False
 
@@ -238,17 +236,9 @@ class Attempt:
         await self._import(download, fetch_duration, fetched_at)
 
     async def _download(self) -> fetcher.Download:
-        settings = self.ctx.settings
-        limits = fetcher.Limits(
-            connect_timeout=settings.epg_connect_timeout,
-            read_timeout=settings.epg_read_timeout,
-            total_timeout=settings.epg_total_timeout,
-            max_bytes=settings.epg_max_bytes,
-            max_redirects=settings.epg_max_redirects,
-        )
         self.ctx.download_dir.mkdir(parents=True, exist_ok=True)
-        return await fetcher.download(
-            self.ctx.session, self.source.url, self.path, limits, self._validators(), self.phase.download
+        return await self.ctx.downloader.download(
+            self.source.url, self.path, self._validators(), self.phase.download
         )
 
     def _validators(self) -> fetcher.Validators:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,13 @@ async def test_the_running_process_picks_up_requested_updates(
 
 
 def test_leftover_downloads_of_dead_workers_are_removed(tmp_path: Path) -> None:
-    mine = tmp_path / f"fetch-{os.getpid()}-1.download"
-    dead = tmp_path / "fetch-999999999-2.download"
+    fresh = tmp_path / "fetch-123-1.download"
+    stale = tmp_path / "fetch-456-2.download"
     other = tmp_path / "notes.txt"
-    for path in (mine, dead, other):
+    for path in (fresh, stale, other):
         path.write_bytes(b"x")
-    worker_app.remove_leftovers(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
+    old = time.time() - 3 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    worker_app.remove_leftovers(tmp_path, job_timeout=3600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, other.name])

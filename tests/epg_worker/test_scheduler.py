@@ -145,10 +145,7 @@ async def test_the_whole_update_is_bounded_by_the_job_timeout(
 async def test_progress_of_a_running_update_is_visible(
     guides: GuideServer, sources: Sources, make_worker: Callable[..., Any]
 ) -> None:
-    worker = await make_worker(epg_read_timeout=30.0)
-    source = await sources.create(guides.url("/stall"))
-    await sources.request_update(source)
-    await worker.claim_all()
+    worker, _, _ = await _stalled_update(guides, sources, make_worker)
     progress = None
     for _ in range(100):
         progress = await sources.pool.fetchval("SELECT progress FROM epg_fetches WHERE status = 'pending'")
@@ -163,10 +160,7 @@ async def test_progress_of_a_running_update_is_visible(
 async def test_stopping_a_worker_requeues_its_updates(
     guides: GuideServer, sources: Sources, make_worker: Callable[..., Any]
 ) -> None:
-    worker = await make_worker(epg_read_timeout=30.0)
-    source = await sources.create(guides.url("/stall"))
-    job_id = await sources.request_update(source)
-    await worker.claim_all()
+    worker, source, job_id = await _stalled_update(guides, sources, make_worker)
     await asyncio.sleep(0.3)
     await worker.stop()
 
@@ -180,10 +174,7 @@ async def test_stopping_a_worker_requeues_its_updates(
 async def test_a_worker_that_lost_its_job_stops_its_update(
     guides: GuideServer, sources: Sources, make_worker: Callable[..., Any]
 ) -> None:
-    worker = await make_worker(epg_read_timeout=30.0)
-    source = await sources.create(guides.url("/stall"))
-    job_id = await sources.request_update(source)
-    await worker.claim_all()
+    worker, source, job_id = await _stalled_update(guides, sources, make_worker)
     await asyncio.sleep(0.2)
     # The job was reclaimed and claimed by someone else in the meantime.
     await sources.pool.execute("UPDATE jobs SET locked_by = 'someone-else' WHERE id = $1", job_id)
@@ -193,6 +184,17 @@ async def test_a_worker_that_lost_its_job_stops_its_update(
     assert (fetch["status"], fetch["message"]) == ("error", "another worker took this update over")
     job = await sources.pool.fetchrow("SELECT state, locked_by FROM jobs WHERE id = $1", job_id)
     assert (job["state"], job["locked_by"]) == ("running", "someone-else")
+
+
+async def _stalled_update(
+    guides: GuideServer, sources: Sources, make_worker: Callable[..., Any]
+) -> tuple[Worker, int, int]:
+    """A worker busy downloading from a server that stopped sending."""
+    worker = await make_worker(epg_read_timeout=30.0)
+    source = await sources.create(guides.url("/stall"))
+    job_id = await sources.request_update(source)
+    await worker.claim_all()
+    return worker, source, job_id
 
 
 def _ago(interval: str) -> Any:
