@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from catena import db, jobs, portals
+from catena import db, ids, jobs, portals
 from catena.ids import IdGenerator
 from catena.settings import EpgSettings
 
@@ -93,12 +93,11 @@ class LostJob(Exception):
     """Another worker took the job over (this one missed its heartbeats)."""
 
 
-async def run(ctx: Context, job: Job, ids: IdGenerator) -> None:
+async def run(ctx: Context, job: Job, generator: IdGenerator) -> None:
     """Carry out one claimed job, recording the attempt; never raises for bad input."""
     source = await load_source(ctx.pool, job)
     if source is None:
-        async with ctx.pool.acquire() as conn:
-            await jobs.finish(conn, job.id, ctx.worker, ok=False, error="the EPG source no longer exists")
+        await _gone(ctx, job)
         return
     conn = await db.connect(ctx.settings.database_url)
     try:
@@ -106,9 +105,25 @@ async def run(ctx: Context, job: Job, ids: IdGenerator) -> None:
         if not await conn.fetchval(_TRY_LOCK, LOCK_CLASS, lock_key(source.id)):
             await _busy(ctx, job)
             return
-        await Attempt(ctx, job, source, conn, ids).run()
+        await Attempt(ctx, job, source, conn, generator).run()
+    except asyncpg.ForeignKeyViolationError:
+        await _gone(ctx, job)  # the source was deleted before its fetch record was made
     finally:
-        await conn.close()
+        await _close(conn)
+
+
+async def _gone(ctx: Context, job: Job) -> None:
+    async with ctx.pool.acquire() as conn:
+        await jobs.finish(conn, job.id, ctx.worker, ok=False, error="the EPG source no longer exists")
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    # Closing politely also ends the session's advisory lock; a connection left in
+    # a bad state by a cancelled COPY is cut instead, which does the same.
+    try:
+        await conn.close(timeout=5)
+    except Exception:
+        conn.terminate()
 
 
 async def load_source(pool: asyncpg.Pool, job: Job) -> Source | None:
@@ -176,13 +191,13 @@ class Attempt:
     """One attempt: its fetch record, its temporary file, its watchdogs."""
 
     def __init__(
-        self, ctx: Context, job: Job, source: Source, conn: asyncpg.Connection, ids: IdGenerator
+        self, ctx: Context, job: Job, source: Source, conn: asyncpg.Connection, generator: IdGenerator
     ) -> None:
         self.ctx = ctx
         self.job = job
         self.source = source
         self.conn = conn
-        self.ids = ids
+        self.generator = generator  # programme ids, made in the parsing thread
         self.phase = Phase()
         self.fetch_id = 0
         # Unique among the processes sharing the directory, and says whose it is.
@@ -197,6 +212,9 @@ class Attempt:
         watchdogs = [asyncio.ensure_future(self._heartbeats(body)), asyncio.ensure_future(self._progress())]
         try:
             await body
+        except asyncio.CancelledError:
+            if not self.lost:
+                raise
         finally:
             metrics.ACTIVE.dec()
             for task in watchdogs:
@@ -232,6 +250,7 @@ class Attempt:
                 "success", unchanged, fetch_duration=fetch_duration, fetched_at=fetched_at
             )
             await self._finish(result)
+            self._finished(result)
             return
         await self._import(download, fetch_duration, fetched_at)
 
@@ -275,17 +294,23 @@ class Attempt:
             download.validators.last_modified, download.sha256,
         )
 
+        results = []
+
         async def finish(conn: asyncpg.Connection, stats: importer.Stats) -> None:
+            # Runs inside the import's transaction: the record commits with the guide.
             result = self._success(stats, download, fetch_duration, fetched_at)
             links = await linked_channels(conn, self.source.portal_id, self.source.name)
             result.message += describe_links(links, stats)
             await fetches.remember_file(conn, self.source.id, file)
             await self._finish(result, conn)
+            results.append(result)
 
         await importer.import_guide(
-            self.conn, self.path, target, self.ids, self.phase.stats, finish, self.ctx.settings.epg_max_bytes
+            self.conn, self.path, target, self.generator, self.phase.stats, finish,
+            self.ctx.settings.epg_max_bytes,
         )
         metrics.PROGRAMS.inc(self.phase.stats.imported)
+        self._finished(results[0])
 
     def _success(
         self, stats: importer.Stats, download: fetcher.Download, fetch_duration: float, fetched_at: float
@@ -309,22 +334,29 @@ class Attempt:
             result.import_duration = duration
         else:
             result.fetch_duration = duration
-        log.warning("update failed", extra={**self._log_fields(), "status": status, "result": message})
         async with self.ctx.pool.acquire() as conn:
             await self._finish(result, conn)
+        self._finished(result)
 
     async def _finish(self, result: fetches.Result, conn: asyncpg.Connection | None = None) -> None:
+        """Record the end of the attempt and of its job, in one transaction."""
         conn = conn or self.conn
         async with conn.transaction():
             await fetches.finish(conn, self.source.id, self.fetch_id, result)
             await jobs.finish(
                 conn, self.job.id, self.ctx.worker, ok=result.status == "success",
-                result={"epgFetchId": self.fetch_id, "status": result.status},
+                result={"epgFetchId": ids.encode(self.fetch_id), "status": result.status},
                 error=None if result.status == "success" else result.message,
             )
+
+    def _finished(self, result: fetches.Result) -> None:
+        """Count and log an attempt whose record is committed."""
         metrics.FETCHES.labels(result.status).inc()
+        fields = {**self._log_fields(), "status": result.status, "result": result.message}
         if result.status == "success":
-            log.info("update finished", extra={**self._log_fields(), "result": result.message})
+            log.info("update finished", extra=fields)
+        else:
+            log.warning("update failed", extra=fields)
 
     async def _interrupted(self) -> None:
         """The worker is stopping (or lost the job): record it, and let the job run again."""
