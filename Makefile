@@ -30,5 +30,13 @@ check: test lint
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
 
+# Paging 1,000,000 operations through the Management API (issue #4); needs a
+# PostgreSQL server (CATENA_TEST_DATABASE_URL or the local one) and port 8120.
+.PHONY: bench-operations
+bench-operations: install
+	$(BIN)/python benchmarks/bench_operations_paging.py
+
+# The EPG import against a bare lxml parse, ~58 MB and ~1 GB guides (issue #6);
+# needs a PostgreSQL server (CATENA_TEST_DATABASE_URL or the local one).
 bench-epg: install
 	$(BIN)/python -m benchmarks.epg_import

@@ -1,13 +1,12 @@
-"""``python -m admin_api``: serve the Management API."""
+"""``python -m admin_api``: serve the Management API and the client API."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
-import uvloop
-from aiohttp import web
-
 from catena import logs
+from catena.service import run_app
 from catena.settings import AdminSettings, SettingsError, load
 
 from .app import create_app
@@ -19,15 +18,10 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(f"admin_api: {exc}")
     logs.setup("admin_api", settings.log_level)
-    uvloop.install()
-    web.run_app(
-        create_app(settings),
-        host=settings.admin_host,
-        port=settings.admin_port,
-        access_log=None,
-        print=None,
-        reuse_port=True,
+    logging.getLogger("admin_api").info(
+        "listening", extra={"host": settings.admin_host, "port": settings.admin_port}
     )
+    run_app(create_app(settings), settings.admin_host, settings.admin_port)
 
 
 if __name__ == "__main__":

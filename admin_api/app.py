@@ -15,7 +15,24 @@ from catena import redis as catena_redis
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
-from . import health, keys, login, managers, openapi, portal
+from . import (
+    health,
+    keys,
+    login,
+    managers,
+    openapi,
+    operations_log,
+    play_sessions,
+    portal,
+    subscribers,
+    subscriptions,
+    webhook_delivery,
+    webhooks,
+)
+from .client import channels as client_channels
+from .client import login as client_login
+from .client import playlists as client_playlists
+from .client import portal as client_portal
 from .errors import error_middleware
 from .routing import Api
 
@@ -26,7 +43,8 @@ OPENAPI_PATH = BASE + "/openapi.json"
 
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
-MODULES = [portal, managers, login]
+MODULES = [portal, managers, login, client_portal, client_login, client_channels, client_playlists]
+MODULES += [subscribers, subscriptions, operations_log, play_sessions, webhooks]
 
 
 def apis() -> list[Api]:
@@ -43,6 +61,8 @@ def create_app(settings: AdminSettings) -> web.Application:
     app[keys.TOKENS] = TokenCodec(settings.token_secrets)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_partition_maintenance)
+    if settings.webhooks_enabled:
+        app.cleanup_ctx.append(webhook_delivery.background)
     health.add_routes(app)
     for api in apis():
         if not api.prefix:

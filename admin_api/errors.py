@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -45,6 +46,11 @@ async def error_middleware(
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         return render(exc.status, ErrorBody(code, message or exc.reason))
+    except asyncpg.DataError as exc:
+        # SQLSTATE class 22: a value the client sent that PostgreSQL cannot store
+        # (a NUL character in a string, say).  The transaction rolled back.
+        log.warning("value refused by PostgreSQL: %s", exc, extra={"path": request.path})
+        return render(400, ErrorBody("invalid_input", f"a value in the request cannot be stored: {exc}"))
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return render(500, ErrorBody("internal_error", "internal error; see the server log"))

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from catena import passwords
 from catena.errors import TooManyRequests, Unauthorized
-from catena.redis import Keys
+from catena.redis import Keys, count_in_window
 
 from . import keys
 from .auth import open_session
@@ -111,11 +111,8 @@ class LoginLimiter:
 
     async def failed(self, email: str) -> None:
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for name in self._names(email):
-                    pipe.incr(name)
-                    pipe.expire(name, self.window, nx=True)
-                await pipe.execute()
+            for name in self._names(email):
+                await count_in_window(self.redis, name, self.window)
         except (RedisError, OSError) as exc:
             log.warning("login throttling unavailable", extra={"error": str(exc)})
 

@@ -68,7 +68,7 @@ def _operation(endpoint: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         op["description"] = endpoint.description
     if endpoint.body is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": not endpoint.optional_body,
             "content": {"application/json": {"schema": refs[endpoint.body]}},
         }
     if endpoint.auth is None:

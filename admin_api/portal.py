@@ -14,6 +14,7 @@ from catena.errors import InvalidInput
 from catena.portals import Branding, PortalSettings, load_branding, load_settings, new_api_key
 
 from .auth import authenticate_manager
+from .client.sms import SmsGatewayConfig
 from .principal import Principal
 from .routing import Api, Call
 from .schema import Request, Response, TextId, Timestamp, iso, text_id
@@ -56,7 +57,7 @@ class SettingsPatch(Request):
     authDuration: Annotated[int, Meta(ge=10, le=86400)] | UnsetType = UNSET
     archiveDays: Annotated[int, Meta(ge=0, le=3650)] | UnsetType = UNSET
     playbackUrlTemplate: Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=500)] | UnsetType = UNSET
-    smsGateway: dict[str, Any] | UnsetType | None = UNSET
+    smsGateway: SmsGatewayConfig | UnsetType | None = UNSET
 
 
 class PortalUpdate(Request):
@@ -84,7 +85,11 @@ _RESET_KEY = "UPDATE portals SET api_key = $2, updated_at = now() WHERE id = $1"
 
 
 def portal_out(row: asyncpg.Record, caller: Principal) -> PortalOut:
-    """The portal object as ``caller`` may see it (the API key for admins only)."""
+    """The portal object as ``caller`` may see it (secrets for admins only)."""
+    settings = load_settings(row["settings"])
+    if settings.smsGateway and not caller.can("admin"):
+        # The provider's URL and headers carry its credentials: admins only.
+        settings.smsGateway = {"type": settings.smsGateway.get("type", "log")}
     return PortalOut(
         portalId=text_id(row["id"]),
         name=row["name"],
@@ -93,7 +98,7 @@ def portal_out(row: asyncpg.Record, caller: Principal) -> PortalOut:
         apiKey=row["api_key"] if caller.can("admin") else UNSET,
         branding=load_branding(row["branding"]),
         freePackages=[text_id(p) for p in row["free_packages"]],
-        settings=load_settings(row["settings"]),
+        settings=settings,
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
         flags=Flags(

@@ -100,6 +100,8 @@ class Endpoint:
     # Extra responses for the OpenAPI document: status → (description, media type).
     produces: dict[int, tuple[str, str]] = field(default_factory=dict)
     description: str = ""
+    # The body may be left out entirely; it then decodes as ``{}``.
+    optional_body: bool = False
 
 
 class Api:
@@ -155,7 +157,8 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         if endpoint.query is not None:
             call.query = decode_query(request, endpoint.query, query_lists)
         if body_decoder is not None:
-            call.body = body_decoder.decode(await read_json(request))
+            raw = await read_json(request, optional=endpoint.optional_body)
+            call.body = body_decoder.decode(raw or _EMPTY_OBJECT)
         result = await endpoint.handler(call)
         return respond(result, endpoint.status)
 
@@ -169,12 +172,14 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     return guarded
 
 
-async def read_json(request: web.Request) -> bytes:
-    """The raw body of a JSON request: 415 for another media type, 400 when empty."""
+async def read_json(request: web.Request, *, optional: bool = False) -> bytes:
+    """The raw body of a JSON request: 415 for another media type, 400 when empty (unless optional)."""
+    raw = await request.read()
+    if optional and not raw.strip():
+        return b""  # whatever Content-Type a client sends with no body at all
     media = request.content_type if request.headers.get("Content-Type") else "application/json"
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"expected Content-Type: application/json, got {media}")
-    raw = await request.read()
     if not raw.strip():
         raise InvalidInput("the request body must be a JSON object", code="malformed_json")
     return raw

@@ -35,7 +35,10 @@ class PageQuery(msgspec.Struct, kw_only=True):
 
 def iso(value: datetime) -> str:
     """A timestamp as the API writes it: ISO 8601 in UTC, whole seconds, ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    # isoformat is C code and about twice as fast as strftime; lists call this a lot.
+    return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def text_id(value: int) -> str:

@@ -6,6 +6,8 @@ Raise these anywhere; the HTTP layer renders them once as
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 
@@ -86,9 +88,13 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     """Turn msgspec's message (``... - at `$.name```) into a 400 naming the field."""
     text = str(exc)
     message, _, path = text.partition(" - at `")
-    field = None
-    if path:
-        field = path.rstrip("`").removeprefix("$").lstrip(".") or None
+    # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
+    path = path.rstrip("`").rpartition("` in `")[2] if path else ""
+    parts = [p for p in path.removeprefix("$").split(".") if p]
+    unknown = re.match(r"Object (?:contains unknown|missing required) field `([^`]*)`", message)
+    if unknown:
+        parts.append(unknown.group(1))
+    field = ".".join(parts) or None
     if isinstance(exc, msgspec.ValidationError):
         return InvalidInput(text, field=field)
     return InvalidInput(f"malformed JSON: {message}", field=field, code="malformed_json")

@@ -43,3 +43,5 @@ def setup(service: str, level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is one line per request: too much for a hot service.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pgserver narrates every pg_ctl call at INFO.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)

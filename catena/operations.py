@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -40,15 +41,19 @@ AUDIT_TYPES = (
     "deleteManager",
     "updatePortal",
     "resetApiKey",
+    "createWebhook",
+    "deleteWebhook",
 )
 TYPES: frozenset[str] = frozenset(BILLING_TYPES + AUDIT_TYPES)
 
 # Keys that must never reach the log, whatever a caller passes.
 _SECRET_KEYS = frozenset(("password", "apiKey", "api_key", "playback_token", "token", "secret"))
 
+# created_at is the id's own instant, so that date filters and id ranges (which
+# prune the monthly partitions) always agree about which side of a boundary a row is.
 _INSERT = """
 INSERT INTO operations (id, portal_id, type, subscriber_id, package_id, payload, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
 """
 
 
@@ -74,5 +79,6 @@ async def record(
     body = {k: v for k, v in (payload or {}).items() if k not in _SECRET_KEYS}
     body["managerEmail"] = actor
     op_id = ids.new_id()
-    await conn.execute(_INSERT, op_id, portal_id, type, subscriber_id, package_id, body)
+    at = datetime.fromtimestamp(ids.timestamp_ms(op_id) / 1000, UTC)
+    await conn.execute(_INSERT, op_id, portal_id, type, subscriber_id, package_id, body, at)
     return op_id

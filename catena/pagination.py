@@ -18,6 +18,8 @@ from .errors import InvalidInput
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# Keys are BIGINT columns; a forged cursor with a wider integer is a 400, not a 500.
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 T = TypeVar("T")
 Key = tuple[Any, ...]
@@ -54,7 +56,7 @@ def decode_cursor(tag: str, cursor: str | None, types: Sequence[type]) -> Key | 
         raise _bad_cursor()
     key = tuple(items[1:])
     for value, kind in zip(key, types, strict=True):
-        if type(value) is not kind:
+        if type(value) is not kind or (isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX):
             raise _bad_cursor()
     return key
 

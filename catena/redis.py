@@ -31,3 +31,18 @@ class Keys:
 
     def key(self, *parts: object) -> str:
         return ":".join((self.prefix, *map(str, parts)))
+
+
+async def count_in_window(client: aioredis.Redis, key: str, window: int) -> tuple[int, int]:
+    """Count one event under ``key`` in a fixed window of ``window`` seconds.
+
+    Returns the count so far (this event included) and the seconds left in the
+    window.  The window starts at the first event (``SET NX EX``), which works on
+    every Redis from 2.6.12 on, unlike ``EXPIRE ... NX`` (7.0).
+    """
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=window, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = await pipe.execute()
+    return int(count), int(ttl)

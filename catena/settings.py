@@ -58,6 +58,28 @@ class AdminSettings(BaseSettings, frozen=True, kw_only=True):
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     # Webhook delivery worker inside admin_api (several instances may run).
     webhooks_enabled: bool = True
+    # Subscriber sign-in by SMS (client API): code lifetime, wrong codes allowed
+    # per code, the wait before a new code for the same phone, and codes sent per
+    # phone / per client IP (failed verifications per IP) within client_sms_window.
+    client_code_ttl: Seconds = 300.0
+    client_code_attempts: PositiveInt = 5
+    client_code_cooldown: Seconds = 60.0
+    client_sms_per_phone: PositiveInt = 5
+    client_sms_per_ip: PositiveInt = 20
+    client_verify_fail_per_ip: PositiveInt = 30
+    client_sms_window: Seconds = 3600.0
+    # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For,
+    # X-Forwarded-Proto and X-Forwarded-Host the client API believes.
+    client_trusted_proxies: str = ""
+    # How often the worker looks for new operations; the receiver's answer timeout;
+    # the first retry delay, doubled per failure up to webhook_retry_max; how many
+    # webhooks one instance delivers to at once; operations per claim of a webhook.
+    webhook_poll_interval: Seconds = 1.0
+    webhook_timeout: Seconds = 10.0
+    webhook_retry_base: Seconds = 2.0
+    webhook_retry_max: Seconds = 600.0
+    webhook_concurrency: PositiveInt = 4
+    webhook_batch: PositiveInt = 100
 
 
 class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
@@ -119,15 +141,17 @@ def load(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: An
     try:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(_explain(str(exc))) from None
+        raise SettingsError(_explain(str(exc), raw)) from None
 
 
-def _explain(message: str) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.admin_port`"; name the variable.
+def _explain(message: str, raw: dict[str, Any]) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.admin_port`"; name the variable
+    # and show the value it was given.
     text, _, path = message.partition(" - at `$.")
     if not path:
         return message
-    return f"{PREFIX}{path.rstrip('`').upper()}: {text}"
+    name = path.rstrip("`")
+    return f"{PREFIX}{name.upper()}: {text.removesuffix(', got `str`')}, got {raw.get(name)!r}"
 
 
 def parse_token_secrets(value: str) -> list[tuple[str, bytes]]:
@@ -135,10 +159,10 @@ def parse_token_secrets(value: str) -> list[tuple[str, bytes]]:
     pairs = []
     for item in value.split(","):
         kid, sep, secret = item.strip().partition(":")
-        if not sep or not kid or len(secret) < 16:
+        if not sep or not kid or len(secret) < 32:
             raise SettingsError(
                 "CATENA_TOKEN_SECRETS: expected 'kid:secret[,kid:secret...]' with secrets "
-                f"of at least 16 characters, got an entry {kid or item!r}"
+                f"of at least 32 characters (HS256 wants 256 bits), got an entry {kid or item!r}"
             )
         pairs.append((kid, secret.encode()))
     return pairs

@@ -15,9 +15,11 @@ import aiohttp
 import asyncpg
 import msgspec
 import prometheus_client
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from catena import db, ids
+from catena import redis as catena_redis
 from catena.settings import EpgSettings, var_path
 
 from . import fetcher, update
@@ -27,12 +29,14 @@ log = logging.getLogger("epg_worker")
 
 SETTINGS = web.AppKey("settings", EpgSettings)
 WORKER = web.AppKey("worker", Worker)
+REDIS = web.AppKey("redis", aioredis.Redis)
 _NEXT_NODE = "SELECT nextval('snowflake_nodes')"
 
 
 class Health(msgspec.Struct):
     status: str
     postgres: str
+    redis: str
     scheduler: str
     runningUpdates: int
 
@@ -93,6 +97,8 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession()
     worker = await start_worker(settings, pool, session)
     app[WORKER] = worker
+    # The worker does not use Redis; /health reports it like every service does.
+    app[REDIS] = catena_redis.connect(settings.redis_url)
     loops = [asyncio.create_task(worker.run()), asyncio.create_task(worker.prune_forever())]
     log.info("EPG worker started", extra={"worker": worker.ctx.worker})
     yield
@@ -101,6 +107,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*loops, return_exceptions=True)
     await worker.stop()
     await session.close()
+    await app[REDIS].aclose()
     with contextlib.suppress(Exception):
         await pool.close()
 
@@ -108,12 +115,15 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
 async def health(request: web.Request) -> web.Response:
     worker = request.app[WORKER]
     pg_ok = await db.ping(worker.ctx.pool)
-    # The loop wakes at least every poll interval; much longer means it is stuck.
+    redis_ok = await catena_redis.ping(request.app[REDIS])
+    # Redis is reported but not required: no EPG work depends on it.  The loop wakes
+    # at least every poll interval; much longer means it is stuck.
     stale_after = 3 * worker.ctx.settings.epg_poll_interval + 30
     loop_ok = time.monotonic() - worker.last_loop < stale_after
     body = Health(
         status="ok" if pg_ok and loop_ok else "degraded",
         postgres="up" if pg_ok else "down",
+        redis="up" if redis_ok else "down",
         scheduler="running" if loop_ok else "stuck",
         runningUpdates=len(worker.running),
     )

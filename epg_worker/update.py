@@ -31,9 +31,9 @@ from .importer import ImportFailed
 
 log = logging.getLogger("epg_worker.update")
 
-# Advisory locks of the EPG worker live under this class id (two-key form), apart
-# from the single-key locks others take.
-LOCK_CLASS = 0x455047
+# Advisory lock class of "an EPG source being updated" (docs/contracts.md lists the
+# classes); the second key is hashint8(source id).
+LOCK_CLASS = 4001
 RELOCK_DELAY = 30.0
 
 _SOURCE = """
@@ -42,7 +42,7 @@ SELECT s.id, s.portal_id, s.name, s.url, s.time_shift, s.http_etag, s.http_last_
 FROM epg_sources s JOIN portals p ON p.id = s.portal_id
 WHERE s.id = $1 AND s.portal_id = $2
 """
-_TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
+_TRY_LOCK = "SELECT pg_try_advisory_lock($1, hashint8($2))"
 _LINKED = """
 SELECT name, epg_channel_name FROM channels
 WHERE portal_id = $1 AND epg_source_name = $2 AND epg_channel_name IS NOT NULL
@@ -102,7 +102,7 @@ async def run(ctx: Context, job: Job, generator: IdGenerator) -> None:
     conn = await db.connect(ctx.settings.database_url)
     try:
         await importer.prepare(conn)
-        if not await conn.fetchval(_TRY_LOCK, LOCK_CLASS, lock_key(source.id)):
+        if not await conn.fetchval(_TRY_LOCK, LOCK_CLASS, source.id):
             await _busy(ctx, job)
             return
         await Attempt(ctx, job, source, conn, generator).run()
@@ -170,11 +170,6 @@ def describe_links(links: dict[str, str], stats: importer.Stats) -> str:
     if unlinked:
         text += f"; {unlinked} channels of the file are not linked to a Catena channel"
     return text
-
-
-def lock_key(source_id: int) -> int:
-    """The source id folded into the 32-bit second key of the advisory lock."""
-    return ((source_id ^ (source_id >> 32)) & 0x7FFFFFFF)
 
 
 async def _busy(ctx: Context, job: Job) -> None:

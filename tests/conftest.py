@@ -3,7 +3,8 @@
 ``CATENA_TEST_DATABASE_URL`` / ``CATENA_TEST_REDIS_URL`` point the suite at
 existing servers; without them it starts the embedded ones under ``var/test/``.
 Each run creates its own database (dropped at the end) and its own Redis key
-prefix, so runs never see each other; each test starts with empty tables.
+prefix, so runs never see each other; a test that uses ``pool`` starts with empty
+tables, one that uses ``redis`` (or the admin API) with none of this run's keys.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def replace_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+async def session_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.create_pool(database_url, max_size=5)
     async with pool.acquire() as conn:
         await ids.claim_node(conn)
@@ -90,27 +91,28 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def session_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = catena_redis.connect(redis_url)
     yield client
     await client.aclose()
 
 
-@pytest.fixture(autouse=True)
-async def clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Empty every table and this run's Redis keys before each test that uses them."""
-    if "pool" in request.fixturenames or "database_url" in request.fixturenames:
-        pool: asyncpg.Pool = request.getfixturevalue("pool")
-        await truncate_all(pool)
-    if "redis" in request.fixturenames:
-        client: aioredis.Redis = request.getfixturevalue("redis")
-        prefix: str = request.getfixturevalue("redis_prefix")
-        await delete_prefixed(client, prefix)
-    yield
+@pytest.fixture
+async def pool(session_pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The test database, every table emptied before the test."""
+    await truncate_all(session_pool)
+    return session_pool
+
+
+@pytest.fixture
+async def redis(session_redis: aioredis.Redis, redis_prefix: str) -> aioredis.Redis:
+    """A Redis client; this run's keys deleted before the test."""
+    await delete_prefixed(session_redis, redis_prefix)
+    return session_redis
 
 
 _TABLES = """
-SELECT string_agg(format('%I', c.relname), ', ')
+SELECT array_agg(format('%I', c.relname))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND c.relname <> 'schema_migrations'
@@ -118,9 +120,12 @@ WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 
 
 async def truncate_all(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as conn:
+    """Empty every table.  DELETE with foreign-key triggers off is a hundred times
+    faster than TRUNCATE on tables this small (TRUNCATE rewrites files)."""
+    async with pool.acquire() as conn, conn.transaction():
         tables = await conn.fetchval(_TABLES)
-        await conn.execute(f"TRUNCATE {tables} CASCADE")
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute("; ".join(f"DELETE FROM {table}" for table in tables))
 
 
 async def delete_prefixed(client: aioredis.Redis, prefix: str) -> None:
@@ -129,7 +134,9 @@ async def delete_prefixed(client: aioredis.Redis, prefix: str) -> None:
 
 
 @pytest.fixture
-def admin_settings(database_url: str, redis_url: str, redis_prefix: str) -> AdminSettings:
+def admin_settings(
+    database_url: str, redis_url: str, redis_prefix: str, redis: aioredis.Redis
+) -> AdminSettings:
     # bcrypt cost 4 keeps the suite fast; the production default (12) has its own test.
     return load(
         AdminSettings,

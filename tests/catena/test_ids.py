@@ -33,8 +33,18 @@ def test_alphabet_substitutions() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "pK19SW3AAAE", "pK19SW3AAAE=", "pK19SW3AAAE..", "pK19SW3AAA+.", "pK19SW3A AAE.", "pK19SW3AAAF.",
-     "ÿK19SW3AAAE.", None, 42],
+    [
+        "",
+        "pK19SW3AAAE",
+        "pK19SW3AAAE=",
+        "pK19SW3AAAE..",
+        "pK19SW3AAA+.",
+        "pK19SW3A AAE.",
+        "pK19SW3AAAF.",
+        "ÿK19SW3AAAE.",
+        None,
+        42,
+    ],
 )
 def test_rejects_what_is_not_a_canonical_id(text: object) -> None:
     assert ids.decode(text) is None  # type: ignore[arg-type]

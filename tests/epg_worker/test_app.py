@@ -9,18 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from catena.settings import EpgSettings
 from epg_worker import app as worker_app
 from tests.epg_worker.conftest import GuideServer, Sources, document, schedule
 
 
-async def test_health_and_metrics(aiohttp_client: Any, epg_settings: EpgSettings, pool: asyncpg.Pool) -> None:
-    client = await aiohttp_client(worker_app.create_app(epg_settings))
+async def test_health_and_metrics(
+    aiohttp_client: Any, epg_settings: EpgSettings, pool: asyncpg.Pool, redis_url: str
+) -> None:
+    settings = msgspec.structs.replace(epg_settings, redis_url=redis_url)
+    client = await aiohttp_client(worker_app.create_app(settings))
     response = await client.get("/health")
     assert response.status == 200
     assert await response.json() == {
-        "status": "ok", "postgres": "up", "scheduler": "running", "runningUpdates": 0
+        "status": "ok", "postgres": "up", "redis": "up", "scheduler": "running", "runningUpdates": 0
     }
     response = await client.get("/metrics")
     assert response.status == 200

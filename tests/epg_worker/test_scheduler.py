@@ -94,7 +94,7 @@ async def test_a_source_being_updated_elsewhere_is_postponed(
     # it was still running).
     holder = await asyncpg.connect(database_url)
     try:
-        await holder.execute("SELECT pg_advisory_lock($1, $2)", update.LOCK_CLASS, update.lock_key(source))
+        await holder.execute("SELECT pg_advisory_lock($1, hashint8($2))", update.LOCK_CLASS, source)
         await run_queued(worker)
     finally:
         await holder.close()

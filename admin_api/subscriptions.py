@@ -1,0 +1,132 @@
+"""``/packages-subscribers``: explicit subscriptions of subscribers to packages (API.md §5)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+from msgspec import Meta
+
+from catena import entitlements, ids, operations
+from catena.errors import Conflict, NotFound
+
+from .auth import authenticate_manager
+from .routing import Api, Call
+from .schema import Request, Response, TextId, text_id
+from .subscribers import audit
+
+api = Api("Subscriptions", auth=authenticate_manager)
+
+# Not TextId: an id that does not decode names nothing, which is a 404, not a 400.
+AnyId = Annotated[str, Meta(max_length=100, examples=["pK19SW3AAAE."])]
+
+
+class SubscriptionRequest(Request):
+    subscriberId: AnyId
+    packageId: AnyId
+    portalId: AnyId | None = None
+
+
+class SubscriptionOut(Response):
+    subscriberId: TextId
+    packageId: TextId
+    portalId: TextId
+
+
+# Touching the subscriber locks its row, so changes to one subscriber queue up.
+_TOUCH_SUBSCRIBER = """
+UPDATE subscribers SET updated_at = now() WHERE portal_id = $1 AND id = $2
+RETURNING id, name, phone_country_code, phone
+"""
+# KEY SHARE keeps the package from being deleted until this subscription is committed.
+_PACKAGE = "SELECT name FROM packages WHERE portal_id = $1 AND id = $2 FOR KEY SHARE"
+_INSERT = """
+INSERT INTO subscriptions (subscriber_id, package_id, portal_id) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING RETURNING subscriber_id
+"""
+_DELETE = """
+DELETE FROM subscriptions WHERE portal_id = $1 AND subscriber_id = $2 AND package_id = $3
+RETURNING subscriber_id
+"""
+_IS_FREE = "SELECT EXISTS (SELECT 1 FROM portal_free_packages WHERE portal_id = $1 AND package_id = $2)"
+
+
+@api.post(
+    "/packages-subscribers", body=SubscriptionRequest, response=SubscriptionOut, permission="subscriber"
+)
+async def subscribe(call: Call) -> SubscriptionOut:
+    """Subscribe a subscriber to a package: its channels play at once. 409 when already subscribed."""
+    subscriber_id, package_id = _ids(call)
+    async with call.db.acquire() as conn, conn.transaction():
+        who, package_name = await _lock_both(conn, call.portal_id, subscriber_id, package_id)
+        if await conn.fetchval(_INSERT, subscriber_id, package_id, call.portal_id) is None:
+            raise Conflict(
+                "the subscriber is already subscribed to this package", field="packageId",
+                code="already_subscribed",
+            )
+        await _record(conn, call, "createPackageSubscriber", who, package_id, package_name)
+    return SubscriptionOut(
+        subscriberId=text_id(subscriber_id), packageId=text_id(package_id), portalId=text_id(call.portal_id)
+    )
+
+
+@api.delete("/packages-subscribers", body=SubscriptionRequest, permission="subscriber")
+async def unsubscribe(call: Call) -> None:
+    """End a subscription: the package's channels stop playing at once (unless free)."""
+    subscriber_id, package_id = _ids(call)
+    async with call.db.acquire() as conn, conn.transaction():
+        who, package_name = await _lock_both(conn, call.portal_id, subscriber_id, package_id)
+        if await conn.fetchval(_DELETE, call.portal_id, subscriber_id, package_id) is None:
+            raise await _not_subscribed(conn, call.portal_id, package_id, package_name)
+        await _record(conn, call, "deletePackageSubscriber", who, package_id, package_name)
+
+
+def _ids(call: Call) -> tuple[int, int]:
+    body: SubscriptionRequest = call.body
+    if body.portalId is not None and ids.decode(body.portalId) != call.portal_id:
+        raise NotFound("no such portal", field="portalId")
+    subscriber_id, package_id = ids.decode(body.subscriberId), ids.decode(body.packageId)
+    if subscriber_id is None:
+        raise NotFound("no such subscriber", field="subscriberId")
+    if package_id is None:
+        raise NotFound("no such package", field="packageId")
+    return subscriber_id, package_id
+
+
+async def _lock_both(
+    conn: asyncpg.Connection, portal_id: int, subscriber_id: int, package_id: int
+) -> tuple[asyncpg.Record, str]:
+    who = await conn.fetchrow(_TOUCH_SUBSCRIBER, portal_id, subscriber_id)
+    if who is None:
+        raise NotFound("no such subscriber", field="subscriberId")
+    package_name = await conn.fetchval(_PACKAGE, portal_id, package_id)
+    if package_name is None:
+        raise NotFound("no such package", field="packageId")
+    return who, package_name
+
+
+async def _not_subscribed(
+    conn: asyncpg.Connection, portal_id: int, package_id: int, package_name: str
+) -> NotFound:
+    if await conn.fetchval(_IS_FREE, portal_id, package_id):
+        return NotFound(
+            f"package {package_name!r} is one of the portal's free packages, not an explicit "
+            "subscription; every subscriber keeps it until it is removed with "
+            f"DELETE /portal/free-packages/{text_id(package_id)}",
+            field="packageId",
+            code="free_package",
+        )
+    return NotFound(
+        "the subscriber is not subscribed to this package", field="packageId", code="not_subscribed"
+    )
+
+
+async def _record(
+    conn: asyncpg.Connection, call: Call, kind: str, who: asyncpg.Record, package_id: int, package_name: str
+) -> None:
+    payload = {**audit(who), "packageId": text_id(package_id), "packageName": package_name}
+    await operations.record(
+        conn, call.portal_id, kind, call.caller.actor,
+        subscriber_id=who["id"], package_id=package_id, payload=payload,
+    )
+    await entitlements.changed(conn, call.portal_id, "subscriber", [who["id"]])
