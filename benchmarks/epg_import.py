@@ -105,7 +105,7 @@ async def child_import(path: Path, dsn: str, portal_id: int, source_id: int) -> 
 
     importer.tune_gc()  # as python -m epg_worker does
     conn = await db.connect(dsn)
-    node = await ids.claim_node(conn)
+    await ids.claim_node(conn)
     await importer.prepare(conn)
     fetch_id = await fetches.start(conn, portal_id, source_id, None)
     target = importer.Target(portal_id, source_id, fetch_id, 0, importer.archive_cutoff(7))
@@ -119,7 +119,7 @@ async def child_import(path: Path, dsn: str, portal_id: int, source_id: int) -> 
 
     backend = await conn.fetchval("SELECT pg_backend_pid()")
     started, cpu, pg_cpu = time.perf_counter(), time.process_time(), _process_cpu(backend)
-    await importer.import_guide(conn, path, target, ids.IdGenerator(node), stats, finish, 1 << 40)
+    await importer.import_guide(conn, path, target, stats, finish, 1 << 40)
     measure = _measure("import", started, cpu, stats.imported)
     if pg_cpu is not None:
         measure.postgres_cpu_seconds = (_process_cpu(backend) or 0.0) - pg_cpu

@@ -113,6 +113,11 @@ def new_id() -> int:
     return _generator.next()
 
 
+def reserve(count: int) -> range:
+    """Up to ``count`` consecutive new ids from this process's generator (bulk inserts)."""
+    return _generator.reserve(count)
+
+
 async def claim_node(conn: object) -> int:
     """Take a node number from PostgreSQL's ``snowflake_nodes`` sequence and use it.
 

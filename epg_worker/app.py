@@ -30,7 +30,6 @@ log = logging.getLogger("epg_worker")
 SETTINGS = web.AppKey("settings", EpgSettings)
 WORKER = web.AppKey("worker", Worker)
 REDIS = web.AppKey("redis", aioredis.Redis)
-_NEXT_NODE = "SELECT nextval('snowflake_nodes')"
 
 
 class Health(msgspec.Struct):
@@ -56,14 +55,9 @@ def worker_name() -> str:
 
 
 async def start_worker(settings: EpgSettings, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> Worker:
-    """A :class:`Worker` with its own id generators (one per concurrent update).
-
-    Each update's parsing thread makes programme ids with a generator of its own
-    (``IdGenerator`` is not thread-safe), on a node number claimed like a process's.
-    """
+    """The :class:`Worker` of this process (which makes ids on a node of its own)."""
     async with pool.acquire() as conn:
         await ids.claim_node(conn)
-        nodes = [await conn.fetchval(_NEXT_NODE) for _ in range(settings.epg_concurrency)]
     download_dir = var_path(settings, "epg")
     remove_leftovers(download_dir, settings.epg_job_timeout)
     limits = fetcher.Limits(
@@ -75,7 +69,7 @@ async def start_worker(settings: EpgSettings, pool: asyncpg.Pool, session: aioht
     )
     downloader = fetcher.Downloader(session, limits)
     ctx = update.Context(settings, pool, downloader, worker_name(), download_dir)
-    return Worker(ctx, [ids.IdGenerator(node) for node in nodes])
+    return Worker(ctx)
 
 
 def remove_leftovers(directory: Path, job_timeout: float) -> None:

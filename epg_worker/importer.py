@@ -1,10 +1,13 @@
 """Importing a downloaded guide into ``epg_programs``, all or nothing.
 
-A thread reads the file (gunzipping it when it starts with gzip's magic bytes),
-parses it with :mod:`epg_worker.xmltv` and turns programmes into rows, in batches.
-The event loop streams the batches into one ``COPY`` while the thread parses on,
-so PostgreSQL and the parser work at the same time; a bounded hand-off keeps at
-most a few batches in memory whatever the size of the file.
+The file is read (gunzipped when it starts with gzip's magic bytes), parsed with
+:mod:`epg_worker.xmltv` and turned into rows on demand, by the ``COPY`` that sends
+them: asyncpg pulls rows, fills a buffer and writes it to the socket, and PostgreSQL
+stores one buffer while the next is parsed.  Nothing but that buffer is held, so
+memory does not grow with the file; when PostgreSQL falls behind, the socket fills
+and parsing waits.  The parser gives the event loop a turn every few hundred
+programmes, so heartbeats, progress and ``/health`` go on during a long import (a
+thread would not parse any faster: parsing holds the GIL).
 
 Every row goes into ``epg_programs`` inside one transaction, tagged with the fetch
 id.  Just before committing, the source's rows of every other fetch are deleted.
@@ -19,17 +22,16 @@ import asyncio
 import contextlib
 import gc
 import gzip
-import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
 
-from catena.ids import IdGenerator
+from catena import ids
 
 from . import xmltv
 
@@ -37,8 +39,8 @@ COLUMNS = (
     "id", "portal_id", "epg_source_id", "fetch_id", "epg_channel_name", "start_at", "end_at",
     "title", "description", "genre", "rating", "language",
 )
-BATCH_ROWS = 5000
-BATCHES_IN_FLIGHT = 4
+ID_BLOCK = 4096  # ids taken at once (one millisecond's worth)
+SLICE = 250  # programmes parsed between two turns of the event loop
 # Past this many distinct channels the set of names stops growing (a hostile file
 # could name millions); the count then comes from the database.
 MAX_TRACKED_CHANNELS = 100_000
@@ -90,7 +92,7 @@ class Problem:
 
 @dataclass
 class Stats:
-    """Counts of one import; written by the parsing thread, read for progress."""
+    """Counts of one import, read for progress while it runs."""
 
     found: int = 0
     imported: int = 0
@@ -137,7 +139,6 @@ async def import_guide(
     conn: asyncpg.Connection,
     path: Path,
     target: Target,
-    ids: IdGenerator,
     stats: Stats,
     finish: Finish,
     max_xml_bytes: int,
@@ -149,33 +150,37 @@ async def import_guide(
     whatever ``conn`` raises; in both cases nothing changed.
     """
     check_head(path)
-    rows = Rows(target, ids, stats)
-    handoff = Handoff(asyncio.get_running_loop(), BATCHES_IN_FLIGHT)
-    producer = asyncio.ensure_future(
-        asyncio.to_thread(produce, path, rows, handoff, stats, max_xml_bytes)
-    )
+    records = _rows(path, Rows(target, stats), stats, max_xml_bytes)
     try:
         async with conn.transaction():
-            await _copy(conn, handoff, producer)
+            await conn.copy_records_to_table("epg_programs", records=records, columns=COLUMNS)
             await _replace(conn, target, stats)
             await finish(conn, stats)
     finally:
-        handoff.cancel()
-        with contextlib.suppress(BaseException):
-            await producer
+        await records.aclose()  # closes the file when COPY stopped early
 
 
-async def _copy(conn: asyncpg.Connection, handoff: Handoff, producer: asyncio.Future[None]) -> None:
-    # One COPY for the whole file, fed as batches arrive: PostgreSQL always has
-    # rows waiting in the socket instead of idling for a round trip per batch.
-    await conn.copy_records_to_table("epg_programs", records=_stream(handoff), columns=COLUMNS)
-    await producer  # raises what stopped the parser, if anything did
-
-
-async def _stream(handoff: Handoff) -> AsyncIterator[tuple[Any, ...]]:
-    while (batch := await handoff.get()) is not None:
-        for row in batch:
-            yield row
+async def _rows(
+    path: Path, rows: Rows, stats: Stats, max_xml_bytes: int
+) -> AsyncGenerator[tuple[Any, ...], None]:
+    try:
+        with open_guide(path) as stream:
+            turn = SLICE
+            for raw in xmltv.iter_programmes(_Counted(stream, stats, max_xml_bytes)):  # type: ignore[arg-type]
+                row = rows(raw)
+                if row is not None:
+                    yield row
+                turn -= 1
+                if not turn:
+                    turn = SLICE
+                    await asyncio.sleep(0)
+    except xmltv.XmltvError as exc:
+        after = f" (after {stats.found} programmes)" if stats.found else ""
+        raise ImportFailed(f"{exc}{after}") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ImportFailed(
+            f"the gzip data is truncated or corrupt after {stats.file_position} bytes: {exc}"
+        ) from None
 
 
 async def _replace(conn: asyncpg.Connection, target: Target, stats: Stats) -> None:
@@ -226,13 +231,12 @@ class Rows:
     unpacking, the time cache read directly, ids taken from reserved blocks.
     """
 
-    def __init__(self, target: Target, ids: IdGenerator, stats: Stats) -> None:
+    def __init__(self, target: Target, stats: Stats) -> None:
         self.target = target
         self.portal_id = target.portal_id
         self.source_id = target.source_id
         self.fetch_id = target.fetch_id
         self.times = xmltv.TimeParser(target.time_shift)
-        self.ids = ids
         self.stats = stats
         self.next_id = 0
         self.end_id = 0
@@ -269,7 +273,7 @@ class Rows:
         stats.imported += 1
         programme_id = self.next_id
         if programme_id == self.end_id:
-            block = self.ids.reserve(BATCH_ROWS)
+            block = ids.reserve(ID_BLOCK)
             programme_id, self.end_id = block.start, block.stop
         self.next_id = programme_id + 1
         return (
@@ -294,58 +298,16 @@ class Rows:
         stats.channel_names.add(channel)
 
 
-class Cancelled(Exception):
-    """The consumer went away; the parsing thread stops."""
-
-
-class Handoff:
-    """Batches from the parsing thread to the event loop, at most ``capacity`` at a time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
-        self._loop = loop
-        self._queue: asyncio.Queue[list[tuple[Any, ...]] | None] = asyncio.Queue()
-        self._slots = threading.Semaphore(capacity)
-        self.cancelled = threading.Event()
-
-    def put(self, batch: list[tuple[Any, ...]]) -> None:
-        """Thread side: wait for room, then pass ``batch`` on."""
-        while not self._slots.acquire(timeout=0.2):
-            if self.cancelled.is_set():
-                raise Cancelled
-        if self.cancelled.is_set():
-            raise Cancelled
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
-
-    def close(self) -> None:
-        """Thread side: no more batches."""
-        if not self.cancelled.is_set():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
-
-    async def get(self) -> list[tuple[Any, ...]] | None:
-        batch = await self._queue.get()
-        if batch is not None:
-            self._slots.release()
-        return batch
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-
 class _Counted:
     """A reader that tracks how far into the file and the XML the parser is."""
 
-    def __init__(self, stream: IO[bytes], stats: Stats, limit: int, cancelled: threading.Event) -> None:
+    def __init__(self, stream: IO[bytes], stats: Stats, limit: int) -> None:
         self.stream = stream
-        self.cancelled = cancelled
         self.raw = getattr(stream, "fileobj", None) or stream
         self.stats = stats
         self.limit = limit
 
     def read(self, size: int = -1) -> bytes:
-        # lxml pulls the file through here in small chunks, so this is also where
-        # the thread notices that the import was abandoned.
-        if self.cancelled.is_set():
-            raise Cancelled
         data = self.stream.read(size)
         self.stats.xml_bytes += len(data)
         self.stats.file_position = self.raw.tell()
@@ -354,35 +316,6 @@ class _Counted:
                 f"the XML is larger than the limit of {self.limit} bytes (CATENA_EPG_MAX_BYTES)"
             )
         return data
-
-
-def produce(path: Path, rows: Rows, handoff: Handoff, stats: Stats, max_xml_bytes: int) -> None:
-    """Thread body: parse the file and hand over rows in batches."""
-    try:
-        with open_guide(path) as stream:
-            _produce(_Counted(stream, stats, max_xml_bytes, handoff.cancelled), rows, handoff)
-    except xmltv.XmltvError as exc:
-        after = f" (after {stats.found} programmes)" if stats.found else ""
-        raise ImportFailed(f"{exc}{after}") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ImportFailed(
-            f"the gzip data is truncated or corrupt after {stats.file_position} bytes: {exc}"
-        ) from None
-    finally:
-        handoff.close()
-
-
-def _produce(stream: _Counted, rows: Rows, handoff: Handoff) -> None:
-    batch: list[tuple[Any, ...]] = []
-    for raw in xmltv.iter_programmes(stream):  # type: ignore[arg-type]
-        row = rows(raw)
-        if row is not None:
-            batch.append(row)
-            if len(batch) >= BATCH_ROWS:
-                handoff.put(batch)
-                batch = []
-    if batch:
-        handoff.put(batch)
 
 
 def describe(stats: Stats) -> str:

@@ -18,7 +18,6 @@ import time
 import asyncpg
 
 from catena import jobs, portals
-from catena.ids import IdGenerator
 
 from . import importer, metrics, update
 
@@ -50,11 +49,11 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutErro
 
 
 class Worker:
-    """Runs up to ``len(generators)`` updates at once; each update uses its own id generator."""
+    """Runs up to ``epg_concurrency`` updates at once."""
 
-    def __init__(self, ctx: update.Context, generators: list[IdGenerator]) -> None:
+    def __init__(self, ctx: update.Context) -> None:
         self.ctx = ctx
-        self.free = list(generators)
+        self.free_slots = ctx.settings.epg_concurrency
         self.running: set[asyncio.Task[None]] = set()
         self.last_loop = time.monotonic()
         self._wake = asyncio.Event()
@@ -90,32 +89,32 @@ class Worker:
 
     async def claim_all(self) -> None:
         """Start as many queued jobs as there are free slots."""
-        while self.free:
+        while self.free_slots:
             # The slot is taken before the claim so that concurrent calls never
             # claim more jobs than there are slots.
-            generator = self.free.pop()
+            self.free_slots -= 1
             row = None
             try:
                 async with self.ctx.pool.acquire() as conn:
                     row = await jobs.claim(conn, KIND, self.ctx.worker)
             finally:
                 if row is None:
-                    self.free.append(generator)
+                    self.free_slots += 1
             if row is None:
                 return
             job = update.Job(id=row["id"], portal_id=row["portal_id"], source_id=row["target_id"])
-            task = asyncio.create_task(self._run(job, generator))
+            task = asyncio.create_task(self._run(job))
             self.running.add(task)
             task.add_done_callback(self.running.discard)
 
-    async def _run(self, job: update.Job, generator: IdGenerator) -> None:
+    async def _run(self, job: update.Job) -> None:
         try:
-            await update.run(self.ctx, job, generator)
+            await update.run(self.ctx, job)
         except DB_ERRORS:
             # The job stays running without heartbeats and is reclaimed later.
             log.exception("update stopped by a database failure", extra={"job": job.id})
         finally:
-            self.free.append(generator)
+            self.free_slots += 1
             self._wake.set()
 
     async def stop(self) -> None:

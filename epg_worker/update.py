@@ -22,7 +22,6 @@ from typing import Any
 import asyncpg
 
 from catena import db, ids, jobs, portals
-from catena.ids import IdGenerator
 from catena.settings import EpgSettings
 
 from . import fetcher, fetches, importer, metrics
@@ -93,7 +92,7 @@ class LostJob(Exception):
     """Another worker took the job over (this one missed its heartbeats)."""
 
 
-async def run(ctx: Context, job: Job, generator: IdGenerator) -> None:
+async def run(ctx: Context, job: Job) -> None:
     """Carry out one claimed job, recording the attempt; never raises for bad input."""
     source = await load_source(ctx.pool, job)
     if source is None:
@@ -105,7 +104,7 @@ async def run(ctx: Context, job: Job, generator: IdGenerator) -> None:
         if not await conn.fetchval(_TRY_LOCK, LOCK_CLASS, source.id):
             await _busy(ctx, job)
             return
-        await Attempt(ctx, job, source, conn, generator).run()
+        await Attempt(ctx, job, source, conn).run()
     except asyncpg.ForeignKeyViolationError:
         await _gone(ctx, job)  # the source was deleted before its fetch record was made
     finally:
@@ -186,13 +185,12 @@ class Attempt:
     """One attempt: its fetch record, its temporary file, its watchdogs."""
 
     def __init__(
-        self, ctx: Context, job: Job, source: Source, conn: asyncpg.Connection, generator: IdGenerator
+        self, ctx: Context, job: Job, source: Source, conn: asyncpg.Connection
     ) -> None:
         self.ctx = ctx
         self.job = job
         self.source = source
         self.conn = conn
-        self.generator = generator  # programme ids, made in the parsing thread
         self.phase = Phase()
         self.fetch_id = 0
         # Unique among the processes sharing the directory, and says whose it is.
@@ -301,8 +299,7 @@ class Attempt:
             results.append(result)
 
         await importer.import_guide(
-            self.conn, self.path, target, self.generator, self.phase.stats, finish,
-            self.ctx.settings.epg_max_bytes,
+            self.conn, self.path, target, self.phase.stats, finish, self.ctx.settings.epg_max_bytes
         )
         metrics.PROGRAMS.inc(self.phase.stats.imported)
         self._finished(results[0])

@@ -81,3 +81,10 @@ def test_reserved_blocks_are_unique_ordered_and_of_this_node() -> None:
     seen.append(generator.next())
     assert seen == sorted(set(seen))
     assert {(value >> ids.SEQUENCE_BITS) & ids.MAX_NODE for value in seen} == {7}
+
+
+def test_process_reserve_continues_the_process_sequence() -> None:
+    before = ids.new_id()
+    block = ids.reserve(10)
+    after = ids.new_id()
+    assert before < block.start and block.stop - 1 < after and 1 <= len(block) <= 10

@@ -238,3 +238,26 @@ async def test_external_entities_are_not_resolved(
     fetch = await sources.update(worker, source)
     assert fetch["status"] == "success", fetch["message"]
     assert [r["title"] for r in await sources.programmes(source)] == ["T"]
+
+
+async def test_one_channel_with_a_very_long_schedule(
+    guides: GuideServer, sources: Sources, worker: Worker
+) -> None:
+    # A scaled-down "10 million programmes of one channel": nothing is kept per
+    # programme or per channel run, so only the row count grows.
+    minute = dt.timedelta(minutes=1)
+    body = "".join(
+        f'<programme start="{stamp(NOW + n * minute)}" stop="{stamp(NOW + (n + 1) * minute)}" '
+        f'channel="marathon"><title>Minute {n}</title></programme>\n'
+        for n in range(30_000)
+    )
+    url = guides.put("/guide.xml", f"<tv>\n{body}</tv>\n".encode())
+    source = await sources.create(url)
+    fetch = await sources.update(worker, source)
+    assert fetch["status"] == "success", fetch["message"]
+    assert (fetch["found_programs"], fetch["imported_programs"], fetch["channels"]) == (30_000, 30_000, 1)
+    last = await sources.pool.fetchrow(
+        "SELECT title, end_at FROM epg_programs WHERE epg_source_id = $1 ORDER BY start_at DESC LIMIT 1",
+        source,
+    )
+    assert (last["title"], last["end_at"]) == ("Minute 29999", NOW + 30_000 * minute)
