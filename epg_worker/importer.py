@@ -109,10 +109,6 @@ class Stats:
     def skip(self, reason: str, line: int, value: str | None = None) -> None:
         self.skipped.setdefault(reason, Problem()).add(line, value)
 
-    @property
-    def skipped_count(self) -> int:
-        return sum(p.count for p in self.skipped.values())
-
 
 Finish = Callable[[asyncpg.Connection, Stats], Awaitable[None]]
 
@@ -120,9 +116,9 @@ Finish = Callable[[asyncpg.Connection, Stats], Awaitable[None]]
 def tune_gc() -> None:
     """Run the cyclic garbage collector less often in an importing process.
 
-    An import keeps tens of thousands of row tuples alive at a time (the batches in
-    flight); none can be part of a cycle, but with the default threshold (700) each
-    batch would set off dozens of collections that walk all of them.
+    An import allocates several container objects per programme (row tuples, lxml
+    proxies), none of which can be part of a cycle; with the default threshold
+    (700) a collection would start every few hundred programmes, for nothing.
     """
     gc.set_threshold(50_000, 20, 100)
 
@@ -166,7 +162,8 @@ async def _rows(
     try:
         with open_guide(path) as stream:
             turn = SLICE
-            for raw in xmltv.iter_programmes(_Counted(stream, stats, max_xml_bytes)):  # type: ignore[arg-type]
+            counted: Any = _Counted(stream, stats, max_xml_bytes)  # file-like enough for lxml
+            for raw in xmltv.iter_programmes(counted):
                 row = rows(raw)
                 if row is not None:
                     yield row
