@@ -36,6 +36,29 @@ clean:
 bench-operations: install
 	$(BIN)/python benchmarks/bench_operations_paging.py
 
+# Latency of GET /channels?limit=100 with 100,000 channels (issue #3); makes and drops its own database.
+.PHONY: bench-content
+bench-content: install
+	$(BIN)/python benchmarks/bench_content_api.py
+
+# The gateway's side-by-side throughput harness (docs/bench-auth.md).  Installs
+# Debian's nginx-light and wrk when missing; RUNLEVEL=1 keeps the package from
+# starting a system nginx on port 80.  Options: make bench-auth BENCH_ARGS="--duration 30"
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NGINX := $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
+
+bench-auth: install
+	@if [ -z "$(NGINX)" ] || ! command -v wrk >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk; \
+	fi
+	$(BIN)/python -m benchmarks.auth_harness $(BENCH_ARGS)
+
+# Viewers zapping through two gateway processes (locust), then a check of
+# play_sessions against every subscriber's limit.  Options: LOADTEST_ARGS="--users 500"
+loadtest: install
+	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)
+
 # The EPG import against a bare lxml parse, ~58 MB and ~1 GB guides (issue #6);
 # needs a PostgreSQL server (CATENA_TEST_DATABASE_URL or the local one).
 bench-epg: install

@@ -16,12 +16,16 @@ from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
 from . import (
+    channels,
+    epg_sources,
+    free_packages,
     health,
     keys,
     login,
     managers,
     openapi,
     operations_log,
+    packages,
     play_sessions,
     portal,
     subscribers,
@@ -43,8 +47,12 @@ OPENAPI_PATH = BASE + "/openapi.json"
 
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
-MODULES = [portal, managers, login, client_portal, client_login, client_channels, client_playlists]
-MODULES += [subscribers, subscriptions, operations_log, play_sessions, webhooks]
+MODULES = [
+    portal, managers, login,
+    channels, packages, free_packages, epg_sources,
+    subscribers, subscriptions, operations_log, play_sessions, webhooks,
+    client_portal, client_login, client_channels, client_playlists,
+]
 
 
 def apis() -> list[Api]:

@@ -31,6 +31,18 @@ def render(status: int, body: ErrorBody, headers: dict[str, str] | None = None) 
     )
 
 
+def _data_error(exc: asyncpg.DataError) -> ErrorBody:
+    if isinstance(exc, _UNSTORABLE_TEXT):
+        return ErrorBody("invalid_text", "text cannot contain the character U+0000")
+    return ErrorBody("invalid_input", f"a value in the request cannot be stored: {exc}")
+
+
+_UNSTORABLE_TEXT = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,9 +60,9 @@ async def error_middleware(
         return render(exc.status, ErrorBody(code, message or exc.reason))
     except asyncpg.DataError as exc:
         # SQLSTATE class 22: a value the client sent that PostgreSQL cannot store
-        # (a NUL character in a string, say).  The transaction rolled back.
+        # and no declared type screened.  The transaction rolled back.
         log.warning("value refused by PostgreSQL: %s", exc, extra={"path": request.path})
-        return render(400, ErrorBody("invalid_input", f"a value in the request cannot be stored: {exc}"))
+        return render(400, _data_error(exc))
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return render(500, ErrorBody("internal_error", "internal error; see the server log"))

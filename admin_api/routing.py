@@ -40,7 +40,6 @@ Handler = Callable[["Call"], Awaitable[Any]]
 _EMPTY_OBJECT = b"{}"
 _UNIONS = (typing.Union, types.UnionType)
 
-
 class Call:
     """One request as a handler sees it: the caller, the decoded body and query."""
 
@@ -102,6 +101,10 @@ class Endpoint:
     description: str = ""
     # The body may be left out entirely; it then decodes as ``{}``.
     optional_body: bool = False
+    # Largest request body this endpoint reads, when it needs more than the
+    # application's client_max_size (e.g. inline images, so that an oversized one
+    # gets a 400 naming its field instead of a bare 413).
+    max_body: int | None = None
 
 
 class Api:
@@ -157,7 +160,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         if endpoint.query is not None:
             call.query = decode_query(request, endpoint.query, query_lists)
         if body_decoder is not None:
-            raw = await read_json(request, optional=endpoint.optional_body)
+            raw = await read_json(request, optional=endpoint.optional_body, max_body=endpoint.max_body)
             call.body = body_decoder.decode(raw or _EMPTY_OBJECT)
         result = await endpoint.handler(call)
         return respond(result, endpoint.status)
@@ -172,8 +175,12 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     return guarded
 
 
-async def read_json(request: web.Request, *, optional: bool = False) -> bytes:
+async def read_json(
+    request: web.Request, *, optional: bool = False, max_body: int | None = None
+) -> bytes:
     """The raw body of a JSON request: 415 for another media type, 400 when empty (unless optional)."""
+    if max_body is not None and max_body > request.client_max_size:
+        request = request.clone(client_max_size=max_body)
     raw = await request.read()
     if optional and not raw.strip():
         return b""  # whatever Content-Type a client sends with no body at all

@@ -10,10 +10,15 @@ from msgspec import Meta
 
 from catena import ids
 
-# Names of channels and packages (API.md §3, §4).
-Name = Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{2,20}$", description="2-20 of a-z A-Z 0-9 _ -")]
-Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$", max_length=254)]
-Text200 = Annotated[str, Meta(min_length=1, max_length=200)]
+# Names of channels and packages (API.md §3, §4).  msgspec matches with re.search,
+# where "$" also matches before a final newline; the lookahead refuses "sport1\n".
+Name = Annotated[
+    str, Meta(pattern=r"^[a-zA-Z0-9_-]{2,20}(?!\n)$", description="2-20 of a-z A-Z 0-9 _ -")
+]
+Email = Annotated[str, Meta(pattern=r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+(?!\n)$", max_length=254)]
+# PostgreSQL text cannot hold U+0000, which JSON can carry ("\u0000").
+NO_NUL = r"^[^\x00]*$"
+Text200 = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 TextId = Annotated[str, Meta(min_length=12, max_length=12, examples=["pK19SW3AAAE."])]
 Timestamp = Annotated[str, Meta(examples=["2024-10-16T14:30:00Z"])]
 

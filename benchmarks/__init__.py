@@ -1,0 +1,1 @@
+"""Benchmarks: the side-by-side throughput harness and pytest-benchmark micro-benchmarks."""

@@ -88,7 +88,7 @@ def records(portal_id: int, first: int, count: int, rows: int) -> list[tuple[obj
     """Operations ``first .. first+count`` of ``rows`` spread over the last 90 days, in id order."""
     start_ms = int((datetime.now(UTC) - timedelta(days=90)).timestamp() * 1000)
     step_ms = max(90 * 86_400_000 // rows, 1)
-    made = []
+    made: list[tuple[object, ...]] = []
     for n in range(first, min(first + count, rows)):
         op_id = ids.lowest_at(start_ms + n * step_ms) + (n & 0xFFF)
         at = datetime.fromtimestamp(ids.timestamp_ms(op_id) / 1000, UTC)

@@ -36,6 +36,8 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from benchmarks.bench_operations_paging import scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
 SIZES = {
@@ -157,25 +159,12 @@ def run_child(args: list[str]) -> Measure:
 # -- the run ---------------------------------------------------------------------
 
 
-async def make_database(server_url: str) -> tuple[str, str]:
+async def migrate(url: str) -> None:
     from catena import db, migrations
-    from tests.conftest import replace_database
 
-    name = "catena_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = replace_database(server_url, name)
     conn = await db.connect(url)
     await migrations.apply(conn)
     await conn.close()
-    return name, url
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 async def make_source(url: str, name: str) -> tuple[int, int]:
@@ -236,15 +225,13 @@ def report(results: list[Result]) -> dict[str, object]:
 async def main_async(args: argparse.Namespace) -> None:
     print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} CPUs", flush=True)
     paths = {name: ensure_guide(name) for name in args.sizes}
-    database, url = await make_database(args.database_url)
     results = []
-    try:
+    async with scratch_database(args.database_url, keep=False) as url:
+        await migrate(url)
         for name, path in paths.items():
             portal_id, source_id = await make_source(url, name)
             rounds = args.rounds if name == "small" else args.large_rounds
             results.append(await asyncio.to_thread(measure, name, path, url, portal_id, source_id, rounds))
-    finally:
-        await drop_database(args.database_url, database)
     summary = report(results)
     out = BENCH_DIR / "epg-results.json"
     out.write_bytes(msgspec.json.format(msgspec.json.encode(summary), indent=2))

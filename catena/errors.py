@@ -10,6 +10,8 @@ import re
 
 import msgspec
 
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`$")
+
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
     error: str
@@ -91,9 +93,11 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
     path = path.rstrip("`").rpartition("` in `")[2] if path else ""
     parts = [p for p in path.removeprefix("$").split(".") if p]
-    unknown = re.match(r"Object (?:contains unknown|missing required) field `([^`]*)`", message)
-    if unknown:
-        parts.append(unknown.group(1))
+    # "Object missing required field `x`" / "... unknown field `x`" are reported at
+    # the enclosing object; name the field itself.
+    named = _NAMED_FIELD.match(message)
+    if named:
+        parts.append(named.group(1))
     field = ".".join(parts) or None
     if isinstance(exc, msgspec.ValidationError):
         return InvalidInput(text, field=field)

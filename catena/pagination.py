@@ -21,6 +21,9 @@ MAX_LIMIT = 1000
 # Keys are BIGINT columns; a forged cursor with a wider integer is a 400, not a 500.
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
+# Keys are compared with BIGINT columns; a forged key outside their range is a 400, not a 500.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 T = TypeVar("T")
 Key = tuple[Any, ...]
 

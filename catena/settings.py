@@ -126,6 +126,16 @@ class EpgSettings(BaseSettings, frozen=True, kw_only=True):
     epg_prune_interval: Seconds = 3600.0
 
 
+class BenchSettings(BaseSettings, frozen=True, kw_only=True):
+    """The throughput harness and the load test (``benchmarks/``, ``loadtests/``)."""
+
+    # The servers on which each run makes its own database and Redis key prefix;
+    # embedded ones (under var/bench) when these do not answer or bench_embedded is set.
+    bench_database_url: str = DEFAULT_DATABASE_URL
+    bench_redis_url: str = "redis://127.0.0.1:6379/9"
+    bench_embedded: bool = False
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 

@@ -37,19 +37,12 @@ HEALTH_TIMEOUT = 90.0
 RESTART_DELAY_MAX = 30.0
 
 
-class UpInfo(msgspec.Struct, kw_only=True):
-    """What ``var/up.json`` holds: where things listen and how to get in."""
+class UpInfo(demo.Access, kw_only=True):
+    """What ``var/up.json`` holds: where things listen, and the demo portal's access."""
 
     adminUrl: str
     authUrl: str
     epgWorkerUrl: str
-    portalId: str
-    apiKey: str
-    ownerEmail: str
-    ownerPassword: str
-    demoSubscriberId: str
-    demoSubscriberPhone: str
-    demoPlaybackToken: str
     databaseUrl: str
     redisUrl: str
 

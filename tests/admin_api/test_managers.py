@@ -119,6 +119,8 @@ async def test_weak_passwords_and_bad_fields(api: Api, pool: asyncpg.Pool) -> No
         (manager("w@b.co") | {"password": "NoSpecial123"}, "password"),
         (manager("w@b.co") | {"password": "Password123!"}, "password"),
         (manager("not-an-email"), "email"),
+        (manager("a@b.co\n"), "email"),
+        (manager("a\u0000@b.co"), "email"),
         (manager("w@b.co") | {"name": ""}, "name"),
         (manager("w@b.co") | {"name": "x" * 201}, "name"),
         (manager("w@b.co") | {"isAdmin": "yes"}, "isAdmin"),

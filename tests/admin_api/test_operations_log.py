@@ -199,8 +199,6 @@ async def test_values_postgresql_cannot_store_are_400(api: Api, pool: asyncpg.Po
         status, answer = await api.call(method, path, body)
         assert (status, answer.get("field")) == (400, field), (path, answer)
     # Modules without a field rule still answer 400, never 500 (the middleware's safety net).
-    status, answer = await api.post(
-        "/managers", {"email": "a@b.co", "name": "x\u0000", "password": "Secure-Pass-123"}
-    )
-    assert status == 400 and "cannot be stored" in answer["message"]
+    status, answer = await api.put("/portal", {"branding": {"description": "x\u0000"}})
+    assert status == 400 and answer["error"] == "invalid_text" and "U+0000" in answer["message"]
     assert await pool.fetchval("SELECT count(*) FROM operations") == 1

@@ -1,0 +1,1 @@
+"""Load tests (locust): ``python -m loadtests.run`` or ``make loadtest``."""
