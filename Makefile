@@ -63,3 +63,8 @@ loadtest: install
 .PHONY: bench-decision
 bench-decision: install
 	$(BIN)/pytest benchmarks/bench_authgate_decision.py -o python_files='bench_*.py' --benchmark-only -p no:cacheprovider
+
+# The EPG import against a bare lxml parse, ~58 MB and ~1 GB guides (issue #6);
+# needs a PostgreSQL server (CATENA_TEST_DATABASE_URL or the local one).
+bench-epg: install
+	$(BIN)/python -m benchmarks.epg_import

@@ -87,6 +87,17 @@ class IdGenerator:
         self._last_ms = now
         return (now << (NODE_BITS + SEQUENCE_BITS)) | (self._node << SEQUENCE_BITS) | self._sequence
 
+    def reserve(self, count: int) -> range:
+        """Up to ``count`` (≥ 1) new ids at once, for bulk inserts.
+
+        The ids of one millisecond and node are consecutive integers, so a block
+        is a ``range``; it ends early when the millisecond's sequence runs out.
+        """
+        first = self.next()
+        extra = min(count - 1, _SEQUENCE_MASK - self._sequence)
+        self._sequence += extra
+        return range(first, first + extra + 1)
+
 
 _generator = IdGenerator(int.from_bytes(os.urandom(2), "big") & MAX_NODE)
 
@@ -100,6 +111,11 @@ def configure(node: int) -> None:
 def new_id() -> int:
     """Return a new id from this process's generator."""
     return _generator.next()
+
+
+def reserve(count: int) -> range:
+    """Up to ``count`` consecutive new ids from this process's generator (bulk inserts)."""
+    return _generator.reserve(count)
 
 
 async def claim_node(conn: object) -> int:

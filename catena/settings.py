@@ -129,6 +129,17 @@ class EpgSettings(BaseSettings, frozen=True, kw_only=True):
     epg_max_bytes: PositiveInt = 4 * 1024 * 1024 * 1024
     epg_max_redirects: Annotated[int, Meta(ge=0, le=20)] = 5
     epg_job_timeout: Seconds = 3600.0
+    # A download that receives nothing for this long has stalled (status timeout).
+    epg_read_timeout: Seconds = 60.0
+    # A running job whose worker sent no heartbeat for epg_stale_after is queued again.
+    epg_heartbeat_interval: Seconds = 10.0
+    epg_stale_after: Seconds = 60.0
+    # How often due sources are looked for, and how soon a failed source is retried.
+    epg_schedule_interval: Seconds = 30.0
+    epg_retry_after: Seconds = 3600.0
+    # How often a running update writes its progress; how often old programmes are pruned.
+    epg_progress_interval: Seconds = 5.0
+    epg_prune_interval: Seconds = 3600.0
 
 
 class BenchSettings(BaseSettings, frozen=True, kw_only=True):

@@ -69,3 +69,22 @@ def test_text_form_sorts_like_time_for_positive_ids() -> None:
 def test_node_out_of_range() -> None:
     with pytest.raises(ValueError):
         ids.IdGenerator(1024)
+
+
+def test_reserved_blocks_are_unique_ordered_and_of_this_node() -> None:
+    generator = ids.IdGenerator(7)
+    seen: list[int] = []
+    while len(seen) < 20_000:
+        block = generator.reserve(3000)
+        assert 1 <= len(block) <= 3000
+        seen.extend(block)
+    seen.append(generator.next())
+    assert seen == sorted(set(seen))
+    assert {(value >> ids.SEQUENCE_BITS) & ids.MAX_NODE for value in seen} == {7}
+
+
+def test_process_reserve_continues_the_process_sequence() -> None:
+    before = ids.new_id()
+    block = ids.reserve(10)
+    after = ids.new_id()
+    assert before < block.start and block.stop - 1 < after and 1 <= len(block) <= 10
