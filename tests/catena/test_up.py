@@ -42,13 +42,17 @@ def start(var: Path) -> subprocess.Popen[bytes]:
         "CATENA_EPG_PORT": str(free_port()),
         "CATENA_AUTH_WORKERS": "1",
     }
+    var.mkdir(parents=True, exist_ok=True)
     (var / "up.json").unlink(missing_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "catena", "up", "--var-dir", str(var)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    # A file, not a pipe: nobody reads a pipe while the test waits, and a full
+    # pipe would block the supervisor.
+    with (var.parent / "up.out").open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "catena", "up", "--var-dir", str(var)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_for_up(var: Path, process: subprocess.Popen[bytes], timeout: float = 150) -> dict[str, Any]:
