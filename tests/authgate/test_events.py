@@ -78,7 +78,11 @@ async def test_another_portals_session_id_is_not_taken_over(
     await world.channel(intruder_portal, "sport", ["basic"])
     intruder = await world.subscriber(intruder_portal, ["basic"])
     assert (await gateways[0].auth(sub, "sport", session="shared-id")).status == 200
-    await eventually(lambda: pool.fetchval("SELECT count(*) FROM play_sessions"))
+    # Wait for this session's own row: the module's gateways may still be writing
+    # rows of earlier tests' sessions.
+    await eventually(
+        lambda: pool.fetchval("SELECT count(*) FROM play_sessions WHERE flussonic_id = 'shared-id'")
+    )
     await gateways[1].events({"event": "play_closed", "id": "shared-id", "token": intruder.token, "bytes": 5})
     await gateways[1].events({"event": "play_updated", "id": "other", "token": intruder.token})
     await eventually(lambda: pool.fetchval("SELECT count(*) FROM play_sessions WHERE flussonic_id = 'other'"))
