@@ -32,6 +32,7 @@ from catena.errors import InvalidInput, NotFound, UnsupportedMediaType, from_val
 from catena.settings import AdminSettings
 
 from . import keys
+from ._patterns import described_patterns, explain
 from .principal import Permission, Principal
 
 Authenticator = Callable[["Call"], Awaitable[None]]
@@ -150,6 +151,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         msgspec.json.Decoder(endpoint.body) if endpoint.body is not None else None
     )
     query_lists = _list_fields(endpoint.query) if endpoint.query is not None else frozenset()
+    patterns = described_patterns(endpoint.body, endpoint.query)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         call = Call(request)
@@ -169,7 +171,9 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         try:
             return await handle(request)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise from_validation(exc) from None
+            error = from_validation(exc)
+            error.message = explain(error.message, patterns)
+            raise error from None
 
     guarded.__name__ = endpoint.handler.__name__
     return guarded

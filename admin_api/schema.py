@@ -13,12 +13,24 @@ from catena import ids
 # Names of channels and packages (API.md §3, §4).  msgspec matches with re.search,
 # where "$" also matches before a final newline; the lookahead refuses "sport1\n".
 Name = Annotated[
-    str, Meta(pattern=r"^[a-zA-Z0-9_-]{2,20}(?!\n)$", description="2-20 of a-z A-Z 0-9 _ -")
+    str,
+    Meta(
+        pattern=r"^[a-zA-Z0-9_-]{2,20}(?!\n)$",
+        description="a name of 2-20 characters from a-z, A-Z, 0-9, '_' and '-'",
+    ),
 ]
-Email = Annotated[str, Meta(pattern=r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+(?!\n)$", max_length=254)]
+Email = Annotated[
+    str,
+    Meta(
+        pattern=r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]+(?!\n)$",
+        max_length=254,
+        description="an email address",
+    ),
+]
 # PostgreSQL text cannot hold U+0000, which JSON can carry ("\u0000").
 NO_NUL = r"^[^\x00]*$"
-Text200 = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+NO_NUL_TEXT = "text without the NUL character (U+0000)"
+Text200 = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL, description=NO_NUL_TEXT)]
 TextId = Annotated[str, Meta(min_length=12, max_length=12, examples=["pK19SW3AAAE."])]
 Timestamp = Annotated[str, Meta(examples=["2024-10-16T14:30:00Z"])]
 
