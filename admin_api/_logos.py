@@ -73,8 +73,10 @@ def _too_large(size: int, field: str) -> InvalidInput:
     )
 
 
-def serve(request: web.Request, content_type: str, data: bytes, etag: str) -> web.StreamResponse:
+def serve(
+    request: web.Request, content_type: str, data: bytes, etag: str, cache_control: str = CACHE_CONTROL
+) -> web.StreamResponse:
     """The image, or ``304`` when the client's ``If-None-Match`` names this version."""
     if caching.not_modified(request, etag):
-        return caching.respond_not_modified(etag, CACHE_CONTROL)
-    return caching.prepare(web.Response(body=data, content_type=content_type), etag, CACHE_CONTROL)
+        return caching.respond_not_modified(etag, cache_control)
+    return caching.prepare(web.Response(body=data, content_type=content_type), etag, cache_control)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from catena.errors import InvalidInput, NotFound
 
+from .. import _logos
 from ..routing import Api, Call
 from ..schema import Response, TextId, Timestamp, iso, text_id
 from . import PREFIX, TAG, caching, catalog, urls
@@ -191,10 +192,7 @@ async def client_channel_logo(call: Call) -> web.StreamResponse:
     if row is None:
         raise NotFound(f"channel {name!r} has no logo", field="name")
     etag = caching.fingerprint([row["etag"]])
-    if caching.not_modified(call.request, etag):
-        return caching.respond_not_modified(etag, LOGO_CACHE)
-    response = web.Response(body=row["data"], content_type=row["content_type"])
-    return caching.prepare(response, etag, LOGO_CACHE)
+    return _logos.serve(call.request, row["content_type"], row["data"], etag, LOGO_CACHE)
 
 
 _LOGO = """
