@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
 
-from catena import db, ids
+from catena import db, ids, tasks
 from catena import redis as catena_redis
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
@@ -117,6 +116,4 @@ async def _partition_maintenance(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(loop())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await tasks.cancel_all([task])

@@ -13,7 +13,6 @@ attempt, ``webhook_retry_base`` doubled per consecutive failure up to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -25,7 +24,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from catena import __version__, ids
+from catena import __version__, ids, tasks
 from catena.settings import AdminSettings
 
 from . import keys
@@ -196,7 +195,5 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession()
     task = asyncio.create_task(Deliverer(app[keys.DB], settings, session).run())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await tasks.cancel_all([task])
     await session.close()

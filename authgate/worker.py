@@ -22,7 +22,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from catena import db, entitlement_map, ids
+from catena import db, entitlement_map, ids, tasks
 from catena.entitlement_map import EntitlementMap
 from catena.settings import AuthgateSettings
 from catena.tokens import TokenCodec
@@ -171,10 +171,7 @@ class Worker:
             self._listening.close()
         self.server.close_idle()
         await self._connections_closed()
-        background = [*self._tasks, *([self._rebuilding] if self._rebuilding else [])]
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await tasks.cancel_all([*self._tasks, *([self._rebuilding] if self._rebuilding else [])])
         with contextlib.suppress(RedisError, OSError):
             await self.limiter.flush()
         for session in self.sessions.unwritten():

@@ -18,7 +18,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from catena import db, ids
+from catena import db, ids, tasks
 from catena import redis as catena_redis
 from catena.settings import EpgSettings, var_path
 
@@ -96,9 +96,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     loops = [asyncio.create_task(worker.run()), asyncio.create_task(worker.prune_forever())]
     log.info("EPG worker started", extra={"worker": worker.ctx.worker})
     yield
-    for task in loops:
-        task.cancel()
-    await asyncio.gather(*loops, return_exceptions=True)
+    await tasks.cancel_all(loops)
     await worker.stop()
     await session.close()
     await app[REDIS].aclose()
