@@ -31,6 +31,8 @@ from .sessions import KnownSession, SessionTable
 
 MAX_TOKEN = 4096
 MAX_BYTES_DIGITS = 19
+# Seconds a session refused for the limit is refused again from memory.
+LIMIT_MEMO = 1.0
 
 
 class Grant:
@@ -189,6 +191,8 @@ class Decider:
             session is None or not session.counted or session.subscriber_id != sub.id
             or session.closed_ms is not None or entry.evict or session.expires_ms <= now_ms
         ):
+            if session is not None and session.refused_by is sub and session.refused_until > now:
+                return self.refuse("session_limit", entry)
             return Admission(fields, name, key, info, sub, entry, now)
         self.keep(session, fields, now_ms)
         session.grant = Grant(fields, info, sub, entry)
@@ -252,8 +256,34 @@ class Decider:
                 session.grant = None
                 self.recorder.touch(session)
             if session is not None or fields.get(b"request_type") == b"update_session":
-                self.releases.append((sub.id, key))
+                self.release(sub.id, key)
         return self.refuse(reason, entry)
+
+    def refused_for_limit(
+        self, session: KnownSession, sub: SubscriberEntry, entry: PortalEntry, now: float
+    ) -> bytes:
+        """Refuse ``session`` (Redis found the limit reached) and remember it for a moment.
+
+        Players retry a refused session at once and often; for ``LIMIT_MEMO``
+        seconds a repeat is refused from memory instead of asking Redis again,
+        unless this process gives back a slot of the subscriber or its entry
+        changes.  A slot freed at another process is seen when the moment ends —
+        within the second every other change is held to.
+        """
+        # A slot this process gave back may not have reached Redis yet: ask again then.
+        if not any(subscriber_id == sub.id for subscriber_id, _ in self.releases):
+            session.refused_until = now + LIMIT_MEMO
+            session.refused_by = sub
+        return self.refuse("session_limit", entry)
+
+    def release(self, subscriber_id: int, key: bytes) -> None:
+        """Give a slot back in Redis (with the next flush); the subscriber's refusals are forgotten."""
+        self.releases.append((subscriber_id, key))
+        by_key = self.sessions.by_key
+        for other in self.sessions.by_subscriber.get(subscriber_id, ()):
+            refused = by_key.get(other)
+            if refused is not None:
+                refused.refused_until = 0.0
 
     # ------------------------------------------------------------ helpers
 

@@ -18,7 +18,7 @@ from .decision import Admission, Decider, Fields, Grant
 from .loader import Loader, Unavailable
 from .metrics import Metrics
 from .recorder import Recorder
-from .session_limiter import OK, SessionLimiter
+from .session_limiter import FULL, OK, SessionLimiter
 from .sessions import KnownSession, SessionTable
 
 
@@ -70,7 +70,12 @@ class Gate:
             self.metrics.unavailable += 1
             answer.set_result(responses.UNAVAILABLE)
             return
-        if counted.result() != OK:
+        code = counted.result()
+        if code == FULL:
+            refusal = self.decider.refused_for_limit(session, admission.sub, admission.entry, admission.now)
+            answer.set_result(refusal)
+            return
+        if code != OK:
             answer.set_result(self.decider.refuse("session_limit", admission.entry))
             return
         self.decider.touch(session, admission.fields, int(time.time() * 1000))

@@ -374,7 +374,7 @@ class SessionLimiter:
         """Give the session's slot back (it closed)."""
         if session.subscriber_id is not None:
             session.counted = False
-            self.decider.releases.append((session.subscriber_id, session.key))
+            self.decider.release(session.subscriber_id, session.key)
 
     # ------------------------------------------------------------ recovery
 

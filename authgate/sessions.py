@@ -36,6 +36,8 @@ class KnownSession:
         "opening",
         "portal_id",
         "proto",
+        "refused_by",
+        "refused_until",
         "row_id",
         "server",
         "subscriber_id",
@@ -76,6 +78,10 @@ class KnownSession:
         # The last allowed check, for answering its repeats (decision.Grant).
         self.grant: Any = None
         self.expires_ms = 0
+        # Refused for the limit: until when a repeat is refused from memory, and the
+        # subscriber entry that refusal read (a new entry may carry a new limit).
+        self.refused_until = 0.0
+        self.refused_by: Any = None
         self.auth_ms = 0
 
     def has_unwritten_progress(self) -> bool:

@@ -95,6 +95,47 @@ async def test_closing_a_session_frees_its_slot(
     assert await eventually(admitted, timeout=3.0)
 
 
+async def test_a_refused_session_retried_at_once_is_admitted_soon_after_a_slot_frees(
+    world: World, gateways: list[Gateway], portal: Portal,
+) -> None:
+    # Players retry a refused session at once and often; the gateway answers those
+    # retries from memory for a moment, which must not keep a freed slot from them.
+    sub = await world.subscriber(portal, ["basic"], max_sessions=1)
+    gw0, gw1 = gateways
+    assert (await gw0.auth(sub, "sport", session="retry-first")).status == 200
+    for _ in range(3):
+        assert (await gw1.auth(sub, "news", session="retry-second")).reason == "session_limit"
+    closed = await gw0.events([{"event": "play_closed", "id": "retry-first", "media": "sport",
+                                "token": sub.token, "event_id": "retry-e1"}])
+    assert closed.json["accepted"] == 1
+    started = time.monotonic()
+
+    async def admitted() -> bool:
+        return (await gw1.auth(sub, "news", session="retry-second")).status == 200
+
+    assert await eventually(admitted, timeout=3.0)
+    assert time.monotonic() - started < 1.5  # the slot went back on another gateway
+
+
+async def test_a_slot_freed_at_the_same_gateway_ends_its_refusals_at_once(
+    world: World, gateways: list[Gateway], portal: Portal,
+) -> None:
+    sub = await world.subscriber(portal, ["basic"], max_sessions=1)
+    gw = gateways[0]
+    assert (await gw.auth(sub, "sport", session="own-first")).status == 200
+    assert (await gw.auth(sub, "news", session="own-second")).reason == "session_limit"
+    await gw.events([{"event": "play_closed", "id": "own-first", "media": "sport", "token": sub.token,
+                      "event_id": "own-e1"}])
+    started = time.monotonic()
+
+    async def admitted() -> bool:
+        return (await gw.auth(sub, "news", session="own-second")).status == 200
+
+    assert await eventually(admitted, timeout=3.0, step=0.02)
+    # The release reaches Redis with the limiter's next flush (every 0.2 s).
+    assert time.monotonic() - started < 0.6
+
+
 async def test_redis_counts_each_session_once(
     world: World, gateways: list[Gateway], portal: Portal, redis: aioredis.Redis, redis_prefix: str
 ) -> None:
