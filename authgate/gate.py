@@ -55,22 +55,18 @@ class Gate:
         """The answer once the session is counted (or refused) in Redis."""
         session = self._session(admission)
         entry = admission.entry
-        counted = self.limiter.enqueue(session, admission.sub.limit, entry.evict, entry.auth_duration * 1000)
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        counted.add_done_callback(partial(self._admitted, admission, session, answer))
+        self.limiter.enqueue(
+            session, admission.sub.limit, entry.evict, entry.auth_duration * 1000,
+            partial(self._admitted, admission, session, answer),
+        )
         return answer
 
     def _admitted(
-        self, admission: Admission, session: KnownSession, answer: asyncio.Future[bytes],
-        counted: asyncio.Future[int],
+        self, admission: Admission, session: KnownSession, answer: asyncio.Future[bytes], code: int,
     ) -> None:
         if answer.done():
             return
-        if counted.cancelled() or counted.exception() is not None:
-            self.metrics.unavailable += 1
-            answer.set_result(responses.UNAVAILABLE)
-            return
-        code = counted.result()
         if code == FULL:
             refusal = self.decider.refused_for_limit(session, admission.sub, admission.entry, admission.now)
             answer.set_result(refusal)

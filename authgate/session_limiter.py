@@ -13,7 +13,8 @@ and releases any number of sessions atomically:
 * a session whose expiry passed no longer counts.
 
 Admissions wait for Redis (batched: every admission queued during one turn of the
-event loop goes in one script call).  Sessions this process has already counted
+event loop goes in one script call, over a connection of the limiter's own whose
+replies are handled as they arrive, :mod:`authgate.redis_pipe`).  Sessions this process has already counted
 are answered from memory and refreshed lazily, in one script call per
 ``refresh_interval``, once less than ``X-AuthDuration`` plus half the grace is left
 (:class:`authgate.decision.Decider`).  Portals with ``evict_oldest`` admit on every
@@ -30,29 +31,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from catena.portals import PortalSettings, load_settings
 from catena.redis import Keys
 
-from .batching import Batcher
 from .decision import Decider
 from .health import Health
 from .metrics import Metrics
+from .redis_pipe import RedisPipe, Reply
 from .sessions import KnownSession, SessionTable
 
 log = logging.getLogger("authgate.session_limiter")
 
 NOT_READY, OK, FULL, EVICTED = 0, 1, 2, 3
 ITEMS_PER_CALL = 2000
+# Admission calls out at once; past that, admissions gather for the next call.
+IN_FLIGHT = 2
 RECOVERY_WAIT = 5.0
 LOCK_TTL_MS = 60_000
 
@@ -148,10 +153,17 @@ WHERE active AND subscriber_id IS NOT NULL AND updated_at > now() - make_interva
 ADMIT, REFRESH, RELEASE = "a", "f", "r"
 
 
+Done = Callable[[int], None]
+
+
+def _ignore(code: int) -> None:
+    pass
+
+
 class _Item:
     """One session to send to the script: admit, refresh (both 'count it') or release."""
 
-    __slots__ = ("auth_ms", "code", "evict", "expiry", "limit", "op", "session")
+    __slots__ = ("auth_ms", "code", "done", "evict", "expiry", "limit", "op", "session")
 
     def __init__(self, session: KnownSession, limit: int, evict: bool, auth_ms: int, op: str) -> None:
         self.session = session
@@ -161,6 +173,8 @@ class _Item:
         self.op = op
         self.expiry = 0
         self.code = OK
+        # What to tell once the code is known (admissions: the gate's answer).
+        self.done: Done = _ignore
 
 
 class SessionLimiter:
@@ -169,6 +183,7 @@ class SessionLimiter:
     def __init__(
         self,
         client: aioredis.Redis,
+        pipe: RedisPipe,
         prefix: str,
         sessions: SessionTable,
         decider: Decider,
@@ -192,8 +207,12 @@ class SessionLimiter:
         self.health = health
         self.metrics = metrics
         self.grace_ms = int(grace * 1000)
-        self._script = client.register_script(_ADMIT)
-        self._admissions: Batcher[_Item, int] = Batcher(self._admit_batch, ITEMS_PER_CALL)
+        self.pipe = pipe
+        self._sha = hashlib.sha1(_ADMIT.encode()).hexdigest()
+        self._pending: list[_Item] = []
+        self._scheduled = False
+        self._in_flight = 0
+        self._retries: set[asyncio.Future[None]] = set()
         self._recovery: asyncio.Future[bool] | None = None
         self._ready_seen: bytes | None = None
         self._on_evicted = on_evicted
@@ -206,35 +225,87 @@ class SessionLimiter:
 
     # ------------------------------------------------------------ admission
 
+    async def connect(self) -> bool:
+        """Open the script's connection (when it fails, the next call tries again)."""
+        self.pipe.ensure_connected()
+        return await self.pipe.wait_connected()
+
     async def admit(self, session: KnownSession, limit: int, evict: bool, auth_ms: int) -> int:
         """Count ``session`` against ``limit``: ``OK``, ``FULL`` or ``EVICTED``."""
-        return await self.enqueue(session, limit, evict, auth_ms)
+        counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.enqueue(session, limit, evict, auth_ms, counted.set_result)
+        return await counted
 
-    def enqueue(self, session: KnownSession, limit: int, evict: bool, auth_ms: int) -> asyncio.Future[int]:
-        """:meth:`admit` as a future (no task per admission on the request path)."""
+    def enqueue(self, session: KnownSession, limit: int, evict: bool, auth_ms: int, done: Done) -> None:
+        """:meth:`admit` for the request path: ``done(code)`` is called when it is known."""
         assert session.subscriber_id is not None
         self.limits[session.subscriber_id] = (limit, evict)
-        if self.health.redis_up:
-            return self._admissions.enqueue(_Item(session, limit, evict, auth_ms, ADMIT))
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        done.set_result(self.admit_locally(session, limit, evict, auth_ms))
-        return done
+        if not self.health.redis_up:
+            done(self.admit_locally(session, limit, evict, auth_ms))
+            return
+        item = _Item(session, limit, evict, auth_ms, ADMIT)
+        item.done = done
+        self._pending.append(item)
+        self._schedule()
 
-    async def _admit_batch(self, batch: list[_Item]) -> list[int]:
+    def _schedule(self) -> None:
+        # At the end of this turn of the loop, everything queued during it goes at once.
+        if not self._scheduled and self._pending and self._in_flight < IN_FLIGHT:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._scheduled = False
+        chunk, self._pending = self._pending[:ITEMS_PER_CALL], self._pending[ITEMS_PER_CALL:]
+        if not chunk:
+            return
+        if not self.health.redis_up:
+            self._finish(chunk, None)
+            return
+        self._in_flight += 1
         self.metrics.admission_batches += 1
-        await self._run(batch, retry=True)
-        return [item.code for item in batch]
+        self._send(chunk, partial(self._admitted, chunk))
+
+    def _admitted(self, chunk: list[_Item], reply: Reply) -> None:
+        self._in_flight -= 1
+        if reply == NOT_READY:
+            retry = asyncio.ensure_future(self._after_recovery(chunk))
+            self._retries.add(retry)
+            retry.add_done_callback(self._retries.discard)
+        else:
+            self._finish(chunk, reply)
+        self._schedule()
+
+    async def _after_recovery(self, chunk: list[_Item]) -> None:
+        reply: Reply = NOT_READY
+        if await self.recover():
+            reply = await self._call(chunk)
+        self._finish(chunk, reply)
+
+    def _finish(self, chunk: list[_Item], reply: Reply) -> None:
+        self._settle(chunk, self._results(reply))
+        for item in chunk:
+            try:
+                item.done(item.code)
+            except Exception:
+                log.exception("admission callback failed")
 
     async def _run(self, batch: list[_Item], retry: bool) -> None:
         for start in range(0, len(batch), ITEMS_PER_CALL):
             chunk = batch[start:start + ITEMS_PER_CALL]
-            results = await self._call(chunk)
+            results = self._results(await self._call(chunk))
             if results == NOT_READY and retry and await self.recover():
-                results = await self._call(chunk)
+                results = self._results(await self._call(chunk))
             self._settle(chunk, results)
 
-    async def _call(self, chunk: list[_Item]) -> Any:
-        """The script's results for ``chunk``; ``None`` when Redis failed."""
+    async def _call(self, chunk: list[_Item]) -> Reply:
+        """The script's reply for ``chunk`` (an exception when Redis failed)."""
+        replied: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._send(chunk, replied.set_result)
+        return await replied
+
+    def _send(self, chunk: list[_Item], callback: Callable[[Reply], None]) -> None:
+        """Send the script for ``chunk``; ``callback`` gets its reply."""
         now_ms = int(self.clock() * 1000)
         words = []
         for item in chunk:
@@ -247,13 +318,24 @@ class SessionLimiter:
             ))
         self.metrics.redis_round_trips += 1
         self.metrics.admissions += len(chunk)
-        try:
-            args: list[Any] = [now_ms, self.key_prefix, b" ".join(words)]
-            return await self._script(keys=[self.ready_key], args=args)
-        except (RedisError, OSError) as exc:
-            log.warning("session limiter: Redis failed", extra={"error": str(exc)})
+        tail = (1, self.ready_key, now_ms, self.key_prefix, b" ".join(words))
+
+        def replied(reply: Reply) -> None:
+            # A Redis that restarted (or flushed its scripts) has forgotten the script.
+            if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+                self.pipe.call(("EVAL", _ADMIT, *tail), callback)
+            else:
+                callback(reply)
+
+        self.pipe.call(("EVALSHA", self._sha, *tail), replied)
+
+    def _results(self, reply: Reply) -> Any:
+        """The script's results, or ``None`` when Redis failed (it is then marked down)."""
+        if isinstance(reply, Exception):
+            log.warning("session limiter: Redis failed", extra={"error": str(reply)})
             self.health.set_redis(False)
             return None
+        return reply
 
     def _settle(self, chunk: list[_Item], results: Any) -> None:
         now_ms = int(self.clock() * 1000)
@@ -340,6 +422,7 @@ class SessionLimiter:
         """Send due refreshes and releases every ``interval`` until cancelled."""
         while True:
             await asyncio.sleep(interval)
+            self.pipe.expire()
             try:
                 await self.flush()
             except Exception:

@@ -37,6 +37,7 @@ from .listener import Listener
 from .loader import Loader
 from .metrics import Metrics, SnapshotFiles, render
 from .recorder import Recorder
+from .redis_pipe import RedisPipe
 from .server import Limits, Server
 from .session_limiter import SessionLimiter
 from .sessions import SessionTable
@@ -97,7 +98,8 @@ class Worker:
             deny_duration=s.auth_deny_duration, usable=self.decider.usable,
         )
         self.limiter = SessionLimiter(
-            self.redis, s.redis_prefix, self.sessions, self.decider, self.status, self.metrics,
+            self.redis, RedisPipe(s.redis_url), s.redis_prefix, self.sessions, self.decider, self.status,
+            self.metrics,
             grace=s.auth_session_grace, on_evicted=self.recorder.touch, recover=self.recover_redis,
         )
         self.gate = Gate(self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics)
@@ -145,6 +147,7 @@ class Worker:
         self.pool = await db.create_pool(
             s.database_url, min_size=0, max_size=4, timeout=2.0, command_timeout=10.0
         )
+        await self.limiter.connect()
         await self._probe_redis()
         await self._probe_pg()
         self._listening = await asyncio.get_running_loop().create_server(
@@ -177,6 +180,7 @@ class Worker:
         for session in self.sessions.unwritten():
             self.recorder.touch(session)
         await self.recorder.close()
+        self.limiter.pipe.close()
         self.snapshots.write(self._snapshot())
         if self.pool is not None:
             try:
@@ -214,6 +218,9 @@ class Worker:
 
     async def _probe_redis(self) -> None:
         ready = await self.limiter.ready()
+        # Admissions need the limiter's own connection too.
+        if ready is not None and not self.limiter.pipe.connected and not await self.limiter.connect():
+            ready = None
         if ready is None:
             if self.status.redis_up:
                 log.warning("Redis unreachable")

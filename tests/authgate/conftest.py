@@ -348,23 +348,30 @@ async def eventually(check: Any, timeout: float = 5.0, step: float = 0.05) -> An
 class PrivateRedis:
     """A ``redis-server`` of our own on a free port, which tests may stop and flush."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         self.directory = directory
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        credentials = f":{password}@" if password else ""
+        self.url = f"redis://{credentials}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        extra = ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             "--appendonly", "no", "--dir", str(self.directory), *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
+        hello = f"AUTH {self.password}\r\nPING\r\n" if self.password else "PING\r\n"
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                s.sendall(hello.encode())
+                answer = s.recv(64)
+                if self.password and answer == b"+OK\r\n":
+                    answer += s.recv(64)
+                if answer.endswith(b"+PONG\r\n"):
                     return
             time.sleep(0.05)
         raise AssertionError("private redis-server did not start")

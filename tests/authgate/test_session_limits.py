@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -13,6 +14,7 @@ from authgate.decision import Decider
 from authgate.health import Health
 from authgate.metrics import Metrics
 from authgate.recorder import Recorder
+from authgate.redis_pipe import RedisPipe
 from authgate.session_limiter import EVICTED, FULL, OK, SessionLimiter
 from authgate.sessions import KnownSession, SessionTable
 from authgate.spool import Spool
@@ -160,7 +162,9 @@ class Clocked(SessionLimiter):
 
 
 @pytest.fixture
-async def limiter(redis: aioredis.Redis, redis_prefix: str, tmp_path: object) -> Clocked:
+async def limiter(
+    redis: aioredis.Redis, redis_url: str, redis_prefix: str, tmp_path: object
+) -> AsyncIterator[Clocked]:
     metrics, sessions = Metrics(), SessionTable()
     health = Health(lambda trusting: None)
     health.set_redis(True)
@@ -177,10 +181,12 @@ async def limiter(redis: aioredis.Redis, redis_prefix: str, tmp_path: object) ->
         await redis.set(f"{redis_prefix}:lim:ready", "1")
         return True
 
-    limiter = Clocked(redis, redis_prefix, sessions, decider, health, metrics, grace=60.0,
-                      on_evicted=recorder.touch, recover=recover)
+    limiter = Clocked(redis, RedisPipe(redis_url), redis_prefix, sessions, decider, health, metrics,
+                      grace=60.0, on_evicted=recorder.touch, recover=recover)
+    assert await limiter.connect()
     limiter.now = time.time()
-    return limiter
+    yield limiter
+    limiter.pipe.close()
 
 
 def session(limiter: Clocked, key: str, subscriber: int = 7) -> KnownSession:
@@ -218,3 +224,13 @@ async def test_evicted_session_is_refused_until_it_would_have_expired(limiter: C
     assert await limiter.admit(session(limiter, "old"), 1, True, 180_000) == EVICTED
     limiter.now += 180 + 61
     assert await limiter.admit(session(limiter, "old"), 1, True, 180_000) == OK
+
+
+async def test_admissions_go_on_after_redis_forgets_the_script(
+    limiter: Clocked, redis: aioredis.Redis
+) -> None:
+    assert await limiter.admit(session(limiter, "before"), 2, False, 180_000) == OK
+    await redis.script_flush()  # what a restarted Redis has forgotten
+    assert await limiter.admit(session(limiter, "after"), 2, False, 180_000) == OK
+    assert await limiter.admit(session(limiter, "third"), 2, False, 180_000) == FULL
+    assert limiter.health.redis_up
