@@ -13,7 +13,7 @@ from catena.errors import Conflict, InvalidInput, NotFound
 from catena.pagination import decode_cursor, page
 
 from .routing import Call
-from .schema import NO_NUL, PageQuery
+from .schema import NO_NUL, NO_NUL_TEXT, PageQuery
 
 # The first key of a list sorted by id, for keyset paging without an
 # "IS NULL OR" in the SQL (which would stop PostgreSQL from using the index).
@@ -95,7 +95,7 @@ async def id_page(
 class NamedPageQuery(PageQuery):
     """A list that can also be filtered by exact names (``?name=a&name=b``)."""
 
-    name: list[Annotated[str, Meta(max_length=200, pattern=NO_NUL)]] | None = None
+    name: list[Annotated[str, Meta(max_length=200, pattern=NO_NUL, description=NO_NUL_TEXT)]] | None = None
 
 
 async def named_page(

@@ -42,6 +42,7 @@ def _walk(info: Any, description: str | None, found: dict[str, str], seen: set[i
     elif isinstance(info, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
         _walk(info.item_type, None, found, seen)
     elif isinstance(info, mi.DictType):
+        _walk(info.key_type, None, found, seen)
         _walk(info.value_type, None, found, seen)
 
 

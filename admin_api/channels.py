@@ -15,11 +15,11 @@ from . import _logos
 from ._content import NamedPageQuery, check_echo, fetch_owned, name_taken, named_page
 from .auth import authenticate_manager
 from .routing import Api, Call
-from .schema import NO_NUL, Name, Request, Response, Text200, TextId, Timestamp, iso, text_id
+from .schema import NO_NUL, NO_NUL_TEXT, Name, Request, Response, Text200, TextId, Timestamp, iso, text_id
 
 api = Api("Channels", auth=authenticate_manager)
 
-EpgChannelName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+EpgChannelName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL, description=NO_NUL_TEXT)]
 LogoUri = Annotated[str, Meta(description="data:image/png;base64,... or data:image/jpeg;base64,...")]
 # Mounted under the API base by admin_api.app; the logo lives beside the channel.
 LOGO_URL = "/tv-management/api/v1/channels/{}/logo"

@@ -30,7 +30,13 @@ api = Api("EPG", auth=authenticate_manager)
 
 Url = Annotated[
     str,
-    Meta(min_length=1, max_length=2000, pattern=r"^[^\s\x00]+$", examples=["https://epg.example.com/xmltv.xml"]),
+    Meta(
+        min_length=1,
+        max_length=2000,
+        pattern=r"^[^\s\x00]+$",
+        description="an http:// or https:// URL without spaces",
+        examples=["https://epg.example.com/xmltv.xml"],
+    ),
 ]
 Period = Annotated[int, Meta(ge=1, le=365, description="days between automatic updates")]
 FetchStatus = Literal["pending", "success", "error", "timeout"]

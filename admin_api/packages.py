@@ -24,11 +24,11 @@ from ._content import (
 )
 from .auth import authenticate_manager
 from .routing import Api, Call
-from .schema import NO_NUL, Name, Request, Response, TextId, Timestamp, iso, text_id
+from .schema import NO_NUL, NO_NUL_TEXT, Name, Request, Response, TextId, Timestamp, iso, text_id
 
 api = Api("Packages", auth=authenticate_manager)
 
-Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
+Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL, description=NO_NUL_TEXT)]
 
 
 class Package(Response):

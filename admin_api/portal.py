@@ -14,7 +14,7 @@ from catena.errors import InvalidInput
 from catena.portals import Branding, PortalSettings, load_branding, load_settings, new_api_key
 
 from .auth import authenticate_manager
-from .client.sms import SmsGatewayConfig
+from .client.sms import HTTP_URL, SmsGatewayConfig
 from .principal import Principal
 from .routing import Api, Call
 from .schema import Request, Response, TextId, Timestamp, iso, text_id
@@ -56,7 +56,9 @@ class SettingsPatch(Request):
     sessionLimitPolicy: Literal["deny_new", "evict_oldest"] | UnsetType = UNSET
     authDuration: Annotated[int, Meta(ge=10, le=86400)] | UnsetType = UNSET
     archiveDays: Annotated[int, Meta(ge=0, le=3650)] | UnsetType = UNSET
-    playbackUrlTemplate: Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=500)] | UnsetType = UNSET
+    playbackUrlTemplate: (
+        Annotated[str, Meta(pattern=r"^https?://\S+$", max_length=500, description=HTTP_URL)] | UnsetType
+    ) = UNSET
     smsGateway: SmsGatewayConfig | UnsetType | None = UNSET
 
 

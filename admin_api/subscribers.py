@@ -16,7 +16,7 @@ from . import keys
 from ._filters import Where, decode_ids, fetch_page
 from .auth import authenticate_manager
 from .routing import Api, Call
-from .schema import Request, Response, TextId, Timestamp, iso, text_id
+from .schema import NO_NUL_TEXT, Request, Response, TextId, Timestamp, iso, text_id
 
 api = Api("Subscribers", auth=authenticate_manager)
 
@@ -31,12 +31,21 @@ Phone = Annotated[
 ]
 # Something besides spaces, and no NUL (PostgreSQL text cannot hold one).
 Name = Annotated[
-    str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$", examples=["Иван Петров"])
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]*[^\x00\s][^\x00]*$",
+        description="a name that is not only spaces, without the NUL character (U+0000)",
+        examples=["Иван Петров"],
+    ),
 ]
 MaxSessions = Annotated[
     int, Meta(ge=1, le=1000, description="concurrent sessions; null means the portal's maxSessions")
 ]
-Reason = Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$", examples=["неоплата"])]
+Reason = Annotated[
+    str, Meta(max_length=500, pattern=r"^[^\x00]*$", description=NO_NUL_TEXT, examples=["неоплата"])
+]
 
 
 class SubscriberOut(Response):

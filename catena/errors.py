@@ -92,6 +92,8 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> Inval
     message, _, path = text.partition(" - at `")
     # A bad mapping key reads "... - at `key` in `$.path`": name the mapping.
     path = path.rstrip("`").rpartition("` in `")[2] if path else ""
+    # A bad mapping value reads "... - at `$.path[...]`": name the mapping too.
+    path = path.replace("[...]", "")
     parts = [p for p in path.removeprefix("$").split(".") if p]
     # "Object missing required field `x`" / "... unknown field `x`" are reported at
     # the enclosing object; name the field itself.

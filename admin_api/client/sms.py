@@ -25,8 +25,15 @@ from msgspec import Meta
 
 log = logging.getLogger("admin_api.client.sms")
 
-HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")]
-HeaderValue = Annotated[str, Meta(pattern=r"^[^\r\n]*$", max_length=4000)]
+HTTP_URL = "an http:// or https:// URL without spaces"
+HeaderName = Annotated[
+    str,
+    Meta(
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$",
+        description="an HTTP header name (1-100 letters, digits or !#$%&'*+.^_`|~-)",
+    ),
+]
+HeaderValue = Annotated[str, Meta(pattern=r"^[^\r\n]*$", max_length=4000, description="one line of text")]
 
 
 class LogGatewayConfig(msgspec.Struct, tag="log", tag_field="type", kw_only=True, forbid_unknown_fields=True):
@@ -38,11 +45,13 @@ class HttpGatewayConfig(
 ):
     """One HTTP request per code; ``{phone}`` and ``{code}`` are replaced in url and body."""
 
-    url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]
+    url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2000, description=HTTP_URL)]
     method: Literal["GET", "POST", "PUT"] = "POST"
     headers: dict[HeaderName, HeaderValue] = msgspec.field(default_factory=dict)
     body: Annotated[str, Meta(max_length=10000)] = ""
-    contentType: Annotated[str, Meta(pattern=r"^[^\r\n]{1,200}$")] = "application/json"
+    contentType: Annotated[
+        str, Meta(pattern=r"^[^\r\n]{1,200}$", description="a content type of 1-200 characters on one line")
+    ] = "application/json"
     # Seconds for one attempt, connection included.
     timeout: Annotated[float, Meta(gt=0, le=60)] = 5.0
     # Further attempts after a network error, a timeout, a 429 or a 5xx answer.
