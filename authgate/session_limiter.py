@@ -80,13 +80,15 @@ for i = 1, #words / 7 do
   local sid, expiry, limit = words[w + 2], tonumber(words[w + 3]), tonumber(words[w + 4])
   local evict, op = words[w + 5] == '1', words[w + 7]
   local gone = redis.call('ZRANGEBYSCORE', counted, '-inf', below)
-  if #gone > 0 then
+  local changed = #gone > 0
+  if changed then
     redis.call('ZREMRANGEBYSCORE', counted, '-inf', below)
     redis.call('HDEL', opened, unpack(gone))
   end
   redis.call('ZREMRANGEBYSCORE', evicted, '-inf', below)
   local result
   if op == 'r' then
+    changed = true
     redis.call('ZREM', counted, sid)
     redis.call('HDEL', opened, sid)
     result = {1}
@@ -94,12 +96,14 @@ for i = 1, #words / 7 do
     result = {3}
   elseif redis.call('ZSCORE', counted, sid) then
     redis.call('ZADD', counted, expiry, sid)
+    changed = true
     result = {1}
   else
     local n = redis.call('ZCARD', counted)
     if limit < 1 or (n >= limit and not evict) then
       result = {2}
     else
+      changed = true
       result = {1}
       if n >= limit then
         local all = redis.call('HGETALL', opened)
@@ -127,15 +131,18 @@ for i = 1, #words / 7 do
       redis.call('HSET', opened, sid, words[w + 6])
     end
   end
-  local top = redis.call('ZRANGE', counted, -1, -1, 'WITHSCORES')
-  if top[2] then
-    redis.call('PEXPIREAT', counted, top[2])
-    redis.call('PEXPIREAT', opened, top[2])
-  else
-    redis.call('DEL', opened)
+  -- The keys live as long as their latest expiry (a refusal changes nothing).
+  if changed then
+    local top = redis.call('ZRANGE', counted, -1, -1, 'WITHSCORES')
+    if top[2] then
+      redis.call('PEXPIREAT', counted, top[2])
+      redis.call('PEXPIREAT', opened, top[2])
+    else
+      redis.call('DEL', opened)
+    end
+    top = redis.call('ZRANGE', evicted, -1, -1, 'WITHSCORES')
+    if top[2] then redis.call('PEXPIREAT', evicted, top[2]) end
   end
-  top = redis.call('ZRANGE', evicted, -1, -1, 'WITHSCORES')
-  if top[2] then redis.call('PEXPIREAT', evicted, top[2]) end
   out[i] = result
 end
 return out
