@@ -107,6 +107,8 @@ class Decider:
         self.refresh: dict[bytes, KnownSession] = {}
         # (subscriber id, session key) pairs whose slot should be given back.
         self.releases: list[tuple[int, bytes]] = []
+        # When this process last gave back a slot of a subscriber (pruned after LIMIT_MEMO).
+        self.released_at: dict[int, float] = {}
 
     # ------------------------------------------------------------ the check
 
@@ -270,15 +272,22 @@ class Decider:
         changes.  A slot freed at another process is seen when the moment ends —
         within the second every other change is held to.
         """
-        # A slot this process gave back may not have reached Redis yet: ask again then.
-        if not any(subscriber_id == sub.id for subscriber_id, _ in self.releases):
+        # A slot this process gave back may not have reached Redis yet (queued, or in
+        # a flush under way): keep asking Redis until the release has surely landed.
+        if time.monotonic() - self.released_at.get(sub.id, -LIMIT_MEMO) >= LIMIT_MEMO:
             session.refused_until = now + LIMIT_MEMO
             session.refused_by = sub
         return self.refuse("session_limit", entry)
 
+    def forget_old_releases(self) -> None:
+        horizon = time.monotonic() - LIMIT_MEMO
+        for subscriber_id in [i for i, at in self.released_at.items() if at < horizon]:
+            del self.released_at[subscriber_id]
+
     def release(self, subscriber_id: int, key: bytes) -> None:
         """Give a slot back in Redis (with the next flush); the subscriber's refusals are forgotten."""
         self.releases.append((subscriber_id, key))
+        self.released_at[subscriber_id] = time.monotonic()
         by_key = self.sessions.by_key
         for other in self.sessions.by_subscriber.get(subscriber_id, ()):
             refused = by_key.get(other)

@@ -437,6 +437,7 @@ class SessionLimiter:
 
     async def flush(self) -> None:
         decider = self.decider
+        decider.forget_old_releases()
         if not self.health.redis_up or not (decider.refresh or decider.releases):
             return
         refresh, decider.refresh = decider.refresh, {}

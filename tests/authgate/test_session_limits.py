@@ -135,7 +135,7 @@ async def test_a_slot_freed_at_the_same_gateway_ends_its_refusals_at_once(
 
     assert await eventually(admitted, timeout=3.0, step=0.02)
     # The release reaches Redis with the limiter's next flush (every 0.2 s).
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 0.9  # a refusal remembered would hold it a full second
 
 
 async def test_redis_counts_each_session_once(
