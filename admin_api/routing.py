@@ -29,6 +29,7 @@ from aiohttp import web
 
 from catena import ids
 from catena.errors import InvalidInput, NotFound, UnsupportedMediaType, from_validation
+from catena.pagination import Cursors
 from catena.settings import AdminSettings
 
 from . import keys
@@ -65,6 +66,11 @@ class Call:
     @property
     def settings(self) -> AdminSettings:
         return self.request.app[keys.SETTINGS]
+
+    @property
+    def cursors(self) -> Cursors:
+        """Makes and checks list cursors (``catena.pagination``)."""
+        return self.request.app[keys.CURSORS]
 
     @property
     def caller(self) -> Principal:

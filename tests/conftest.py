@@ -25,11 +25,15 @@ from aiohttp.web import BaseRunner
 from catena import db, ids, migrations, portals
 from catena import redis as catena_redis
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis
+from catena.pagination import Cursors
 from catena.service import AppRunner
 from catena.settings import AdminSettings, load
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "/tv-management/api/v1"
+# Cursors signed as the test admin API signs them (admin_settings keeps the default
+# CATENA_TOKEN_SECRETS); for tests that build a cursor by hand.
+CURSORS = Cursors(AdminSettings().token_secrets)
 
 
 @pytest.fixture(scope="session")
