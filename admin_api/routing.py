@@ -16,6 +16,7 @@ encodes what it returns with the declared status.  Because the same Structs feed
 
 from __future__ import annotations
 
+import contextlib
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -169,7 +170,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             call.query = decode_query(request, endpoint.query, query_lists)
         if body_decoder is not None:
             raw = await read_json(request, optional=endpoint.optional_body, max_body=endpoint.max_body)
-            call.body = body_decoder.decode(raw or _EMPTY_OBJECT)
+            call.body = decode_body(body_decoder, raw or _EMPTY_OBJECT)
         result = await endpoint.handler(call)
         return respond(result, endpoint.status)
 
@@ -200,6 +201,20 @@ async def read_json(
     if not raw.strip():
         raise InvalidInput("the request body must be a JSON object", code="malformed_json")
     return raw
+
+
+def decode_body(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    """The body as the endpoint's Struct; malformed JSON is reported as such, whatever it holds."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        # msgspec checks each value as it parses it, so a bad value ahead of a syntax
+        # error (a truncated body, bytes after the object) would be reported instead
+        # of the syntax error.  Parsing without a type raises DecodeError for those.
+        # Nesting too deep to parse untyped leaves the value's error standing.
+        with contextlib.suppress(RecursionError):
+            msgspec.json.decode(raw)
+        raise exc
 
 
 def respond(result: Any, status: int) -> web.StreamResponse:

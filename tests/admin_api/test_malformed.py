@@ -93,6 +93,30 @@ async def test_bodies(client: Any, portal: Any, pool: asyncpg.Pool) -> None:
             await send(client, endpoint.method, url, token, data=body, headers=headers)
 
 
+# JSON cut short or followed by more bytes, after a value that is wrong for any endpoint.
+BROKEN_JSON = [
+    b'{"name": "x",',
+    b'{"unknownField": 1, "name": "x',
+    b'{"name": 5, "email": [',
+    b'{"name": ["x"]} trailing',
+]
+
+
+async def test_broken_json_is_malformed_json_whatever_it_holds(
+    client: Any, portal: Any, pool: asyncpg.Pool
+) -> None:
+    for endpoint in every_endpoint():
+        if endpoint.body is None:
+            continue
+        url = fill(endpoint.path, "AAAAAAAAAAA.")
+        for body in BROKEN_JSON:
+            headers = {"Content-Type": "application/json", "X-Auth-Token": await current_key(pool, portal)}
+            async with client.request(endpoint.method, url, data=body, headers=headers) as resp:
+                error = await resp.json()
+            label = f"{endpoint.method} {url} {body!r} → {resp.status} {error}"
+            assert (resp.status, error["error"], error.get("field")) == (400, "malformed_json", None), label
+
+
 async def test_wrong_media_type_and_oversized_bodies(client: Any, portal: Any, pool: asyncpg.Pool) -> None:
     for endpoint in every_endpoint():
         if endpoint.body is None:
