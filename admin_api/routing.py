@@ -165,7 +165,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         if endpoint.auth is not None:
             await endpoint.auth(call)
         if endpoint.permission is not None:
-            call.caller.require(endpoint.permission)
+            call.caller.require(endpoint.permission, reading=endpoint.method == "GET")
         if endpoint.query is not None:
             call.query = decode_query(request, endpoint.query, query_lists)
         if body_decoder is not None:
