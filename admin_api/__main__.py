@@ -10,6 +10,7 @@ from catena.service import run_app
 from catena.settings import AdminSettings, SettingsError, load
 
 from .app import create_app
+from .errors import JsonErrorRequestHandler
 
 
 def main() -> None:
@@ -21,7 +22,9 @@ def main() -> None:
     logging.getLogger("admin_api").info(
         "listening", extra={"host": settings.admin_host, "port": settings.admin_port}
     )
-    run_app(create_app(settings), settings.admin_host, settings.admin_port)
+    run_app(
+        create_app(settings), settings.admin_host, settings.admin_port, JsonErrorRequestHandler
+    )
 
 
 if __name__ == "__main__":

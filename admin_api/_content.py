@@ -10,7 +10,6 @@ from msgspec import UNSET, Meta
 
 from catena import ids
 from catena.errors import Conflict, InvalidInput, NotFound
-from catena.pagination import decode_cursor, page
 
 from .routing import Call
 from .schema import NO_NUL, NO_NUL_TEXT, PageQuery
@@ -86,10 +85,10 @@ async def id_page(
     call: Call, tag: str, sql: str, query: PageQuery, *args: Any
 ) -> tuple[Sequence[asyncpg.Record], str | None]:
     """One page of a list in id order: ``sql`` takes ($1 portal, $2 after id, $3 limit, ...)."""
-    after = decode_cursor(tag, query.cursor, (int,))
+    after = call.cursors.decode(tag, query.cursor, (int,))
     async with call.db.acquire() as conn:
         rows = await conn.fetch(sql, call.portal_id, after[0] if after else FIRST_ID, query.limit + 1, *args)
-    return page(rows, query.limit, tag, lambda r: (r["id"],))
+    return call.cursors.page(rows, query.limit, tag, lambda r: (r["id"],))
 
 
 class NamedPageQuery(PageQuery):

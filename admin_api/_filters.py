@@ -13,7 +13,6 @@ import asyncpg
 
 from catena import ids
 from catena.errors import InvalidInput
-from catena.pagination import decode_cursor, page
 
 from .routing import Call
 
@@ -76,9 +75,9 @@ async def fetch_page(
 
     ``where_after`` builds the filters given the id the cursor continues after.
     """
-    after = decode_cursor(tag, query.cursor, (int,))
+    after = call.cursors.decode(tag, query.cursor, (int,))
     where = where_after(after[0] if after else None)
     sql = template.format(where=where.sql, limit=where.next_param())
     async with call.db.acquire() as conn:
         rows = await conn.fetch(sql, *where.args, query.limit + 1)
-    return page(rows, query.limit, tag, lambda r: (r["id"],))
+    return call.cursors.page(rows, query.limit, tag, lambda r: (r["id"],))

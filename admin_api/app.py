@@ -11,6 +11,7 @@ from aiohttp import web
 
 from catena import db, ids, tasks
 from catena import redis as catena_redis
+from catena.pagination import Cursors
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
@@ -66,6 +67,7 @@ def create_app(settings: AdminSettings) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.TOKENS] = TokenCodec(settings.token_secrets)
+    app[keys.CURSORS] = Cursors(settings.token_secrets)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_partition_maintenance)
     if settings.webhooks_enabled:

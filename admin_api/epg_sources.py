@@ -18,7 +18,6 @@ from msgspec import UNSET, Meta, UnsetType
 
 from catena import ids, jobs, operations
 from catena.errors import InvalidInput
-from catena.pagination import decode_cursor, page
 
 from ._content import FIRST_ID, LAST_ID, BodyId, check_echo, decode_id, fetch_owned, id_page, name_taken
 from .auth import authenticate_manager
@@ -309,13 +308,13 @@ async def update_now(call: Call) -> EpgJob:
 async def list_fetches(call: Call) -> EpgFetchPage:
     """Fetch history, newest first, pending fetches included; filter by source or status."""
     query: EpgFetchQuery = call.query
-    after = decode_cursor("epgFetches", query.cursor, (int,))
+    after = call.cursors.decode("epgFetches", query.cursor, (int,))
     async with call.db.acquire() as conn:
         sources = await _owned_sources(conn, call.portal_id, query.epgSourceId)
         rows = await conn.fetch(
             _FETCHES, call.portal_id, after[0] if after else LAST_ID, sources, query.status, query.limit + 1
         )
-    rows, cursor = page(rows, query.limit, "epgFetches", lambda r: (r["f_id"],))
+    rows, cursor = call.cursors.page(rows, query.limit, "epgFetches", lambda r: (r["f_id"],))
     return EpgFetchPage(epgFetches=[f for f in map(fetch_out, rows) if f is not None], next=cursor)
 
 
@@ -325,7 +324,7 @@ async def list_programs(call: Call) -> EpgProgramPage:
     query: EpgProgramQuery = call.query
     source_id = call.path_id()
     low, high = _day(query.date)
-    start, last_id = _program_cursor(query.cursor, low)
+    start, last_id = _program_cursor(call.cursors.decode("programs", query.cursor, (int, int)), low)
     args: list[Any] = [source_id, call.portal_id, start, last_id, low, high, query.limit + 1]
     async with call.db.acquire() as conn:
         await fetch_owned(conn, _EXISTS, call.portal_id, source_id, "id")
@@ -333,7 +332,7 @@ async def list_programs(call: Call) -> EpgProgramPage:
             rows = await conn.fetch(_PROGRAMS, *args)
         else:
             rows = await conn.fetch(_CHANNEL_PROGRAMS, *args, query.epgChannelName)
-    rows, cursor = page(rows, query.limit, "programs", lambda r: (_micros(r["start_at"]), r["id"]))
+    rows, cursor = call.cursors.page(rows, query.limit, "programs", _program_key)
     return EpgProgramPage(programs=[program_out(r) for r in rows], next=cursor)
 
 
@@ -391,15 +390,19 @@ def _day(text: str | None) -> tuple[datetime, datetime]:
         raise InvalidInput(f"date must be a day written YYYY-MM-DD, got {text!r}", field="date") from None
 
 
-def _program_cursor(cursor: str | None, low: datetime) -> tuple[datetime, int]:
+def _program_cursor(after: tuple[Any, ...] | None, low: datetime) -> tuple[datetime, int]:
     """Where a page of programmes starts: after the cursor's (start, id), else at ``low``."""
-    after = decode_cursor("programs", cursor, (int, int))
     if after is None:
         return low, FIRST_ID
     try:
         return _EPOCH + timedelta(microseconds=after[0]), after[1]
     except OverflowError:
         raise InvalidInput("cursor is not a cursor this list issued", field="cursor") from None
+
+
+def _program_key(row: asyncpg.Record) -> tuple[int, int]:
+    """A programme's place in the list: its start (microseconds since 1970) and id."""
+    return _micros(row["start_at"]), row["id"]
 
 
 def _micros(value: datetime) -> int:

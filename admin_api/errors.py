@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 import asyncpg
 import msgspec
@@ -66,3 +67,37 @@ async def error_middleware(
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return render(500, ErrorBody("internal_error", "internal error; see the server log"))
+
+
+class JsonErrorRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering requests it cannot parse in our JSON.
+
+    aiohttp refuses a request it cannot parse (two Content-Type or Content-Length
+    headers, a header too long, bytes that are not HTTP) before any middleware runs,
+    with plain text and an error-level traceback.  It offers no hook for that answer
+    (aio-libs/aiohttp#3287), so this overrides the method that builds it; the
+    service serves through ``catena.service.AppRunner`` to use it.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # Part of a response went out already; aiohttp drops the connection.
+            return super().handle_error(request, status, exc, message)
+        if status >= 500:
+            # Only a fault of ours gets here (the error middleware answers the rest).
+            log.error("error outside the middleware", exc_info=exc)
+            body = ErrorBody("internal_error", "internal error; see the server log")
+        else:
+            # The client's mistake, answered in full: one line, no traceback.
+            text = message or HTTPStatus(status).phrase
+            log.info("malformed HTTP request refused: %s", text, extra={"remote": request.remote})
+            body = ErrorBody(_HTTP_CODES.get(status, "http_error"), f"malformed HTTP request: {text}")
+        response = render(status, body)
+        response.force_close()
+        return response

@@ -6,6 +6,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from catena.pagination import Cursors
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", AdminSettings)
 DB = web.AppKey("db", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 TOKENS = web.AppKey("tokens", TokenCodec)
+CURSORS = web.AppKey("cursors", Cursors)

@@ -9,7 +9,6 @@ from msgspec import UNSET, Meta, UnsetType
 
 from catena import ids, operations, passwords
 from catena.errors import Conflict, Forbidden, NotFound
-from catena.pagination import decode_cursor, page
 
 from .auth import authenticate_manager, end_sessions
 from .routing import Api, Call
@@ -104,10 +103,10 @@ def manager_out(row: asyncpg.Record) -> ManagerOut:
 async def list_managers(call: Call) -> ManagerList:
     """The portal's managers, the owner included, oldest first."""
     query: PageQuery = call.query
-    after = decode_cursor("managers", query.cursor, (int,))
+    after = call.cursors.decode("managers", query.cursor, (int,))
     async with call.db.acquire() as conn:
         rows = await conn.fetch(_LIST, call.portal_id, after[0] if after else None, query.limit + 1)
-    rows, cursor = page(rows, query.limit, "managers", lambda r: (r["id"],))
+    rows, cursor = call.cursors.page(rows, query.limit, "managers", lambda r: (r["id"],))
     return ManagerList(managers=[manager_out(r) for r in rows], next=cursor)
 
 

@@ -45,9 +45,11 @@ class Principal:
             "subscriber": self.is_subscriber_admin,
         }[permission]
 
-    def require(self, permission: Permission) -> None:
+    def require(self, permission: Permission, *, reading: bool = False) -> None:
+        """403 unless this caller holds ``permission``; ``reading`` words it for a read."""
         if not self.can(permission):
+            what = "reading this" if reading else "this change"
             raise Forbidden(
-                f"this change needs the {_FLAG_NAMES[permission]} permission",
+                f"{what} needs the {_FLAG_NAMES[permission]} permission",
                 code="permission_denied",
             )

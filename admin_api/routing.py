@@ -16,6 +16,7 @@ encodes what it returns with the declared status.  Because the same Structs feed
 
 from __future__ import annotations
 
+import contextlib
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from catena import ids
 from catena.errors import InvalidInput, NotFound, UnsupportedMediaType, from_validation
+from catena.pagination import Cursors
 from catena.settings import AdminSettings
 
 from . import keys
@@ -65,6 +67,11 @@ class Call:
     @property
     def settings(self) -> AdminSettings:
         return self.request.app[keys.SETTINGS]
+
+    @property
+    def cursors(self) -> Cursors:
+        """Makes and checks list cursors (``catena.pagination``)."""
+        return self.request.app[keys.CURSORS]
 
     @property
     def caller(self) -> Principal:
@@ -158,12 +165,12 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         if endpoint.auth is not None:
             await endpoint.auth(call)
         if endpoint.permission is not None:
-            call.caller.require(endpoint.permission)
+            call.caller.require(endpoint.permission, reading=endpoint.method == "GET")
         if endpoint.query is not None:
             call.query = decode_query(request, endpoint.query, query_lists)
         if body_decoder is not None:
             raw = await read_json(request, optional=endpoint.optional_body, max_body=endpoint.max_body)
-            call.body = body_decoder.decode(raw or _EMPTY_OBJECT)
+            call.body = decode_body(body_decoder, raw or _EMPTY_OBJECT)
         result = await endpoint.handler(call)
         return respond(result, endpoint.status)
 
@@ -194,6 +201,20 @@ async def read_json(
     if not raw.strip():
         raise InvalidInput("the request body must be a JSON object", code="malformed_json")
     return raw
+
+
+def decode_body(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    """The body as the endpoint's Struct; malformed JSON is reported as such, whatever it holds."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        # msgspec checks each value as it parses it, so a bad value ahead of a syntax
+        # error (a truncated body, bytes after the object) would be reported instead
+        # of the syntax error.  Parsing without a type raises DecodeError for those.
+        # Nesting too deep to parse untyped leaves the value's error standing.
+        with contextlib.suppress(RecursionError):
+            msgspec.json.decode(raw)
+        raise exc
 
 
 def respond(result: Any, status: int) -> web.StreamResponse:

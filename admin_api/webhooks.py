@@ -16,7 +16,6 @@ from yarl import URL
 
 from catena import ids, operations
 from catena.errors import Conflict, InvalidInput, NotFound
-from catena.pagination import decode_cursor, page
 
 from .auth import authenticate_manager
 from .routing import Api, Call
@@ -107,10 +106,10 @@ def _opt_iso(value: object) -> str | None:
 async def list_webhooks(call: Call) -> WebhookList:
     """The portal's webhooks and their delivery state (needs isAdmin)."""
     query: PageQuery = call.query
-    after = decode_cursor("webhooks", query.cursor, (int,))
+    after = call.cursors.decode("webhooks", query.cursor, (int,))
     async with call.db.acquire() as conn:
         rows = await conn.fetch(_LIST, call.portal_id, after[0] if after else None, query.limit + 1)
-    rows, cursor = page(rows, query.limit, "webhooks", lambda r: (r["id"],))
+    rows, cursor = call.cursors.page(rows, query.limit, "webhooks", lambda r: (r["id"],))
     return WebhookList(webhooks=[webhook_out(r) for r in rows], next=cursor)
 
 

@@ -41,10 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 from admin_api import channels  # noqa: E402
 from catena import db, ids, migrations, portals  # noqa: E402
-from catena.pagination import encode_cursor  # noqa: E402
+from catena.pagination import Cursors  # noqa: E402
+from catena.settings import AdminSettings, load  # noqa: E402
 
 BASE = "/tv-management/api/v1"
 PACKAGES = 50
+CURSORS = Cursors(load(AdminSettings).token_secrets)
 # The smallest PNG signature plus a few bytes: the list only asks whether a logo exists.
 LOGO = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
@@ -165,7 +167,8 @@ async def get_ok(session: aiohttp.ClientSession, url: str, headers: dict[str, st
 
 
 def random_page_url(origin: str, channel_ids: list[int]) -> str:
-    cursor = encode_cursor("channels", (random.choice(channel_ids),))
+    # Signed with the secrets the server reads from the same environment.
+    cursor = CURSORS.encode("channels", (random.choice(channel_ids),))
     return f"{origin}{BASE}/channels?limit=100&cursor={cursor}"
 
 

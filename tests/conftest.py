@@ -19,15 +19,21 @@ import asyncpg
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web import BaseRunner
 
 from catena import db, ids, migrations, portals
 from catena import redis as catena_redis
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis
+from catena.pagination import Cursors
+from catena.service import AppRunner
 from catena.settings import AdminSettings, load
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "/tv-management/api/v1"
+# Cursors signed as the test admin API signs them (admin_settings keeps the default
+# CATENA_TOKEN_SECRETS); for tests that build a cursor by hand.
+CURSORS = Cursors(AdminSettings().token_secrets)
 
 
 @pytest.fixture(scope="session")
@@ -186,12 +192,22 @@ class Api:
         return await self.call("DELETE", path, json, **kwargs)
 
 
+class AdminTestServer(TestServer):
+    """A test server running the admin API as ``python -m admin_api`` does (its runner
+    and connection handler, so requests aiohttp cannot parse get our JSON errors)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        from admin_api.errors import JsonErrorRequestHandler
+
+        return AppRunner(self.app, handler_class=JsonErrorRequestHandler, **kwargs)
+
+
 @pytest.fixture
 async def client(aiohttp_client: Any, admin_settings: AdminSettings, pool: asyncpg.Pool) -> TestClient:
     """An admin API served in-process against the test database."""
     from admin_api.app import create_app
 
-    return await aiohttp_client(create_app(admin_settings))
+    return await aiohttp_client(AdminTestServer(create_app(admin_settings)))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from catena import ids
-from catena.pagination import encode_cursor
 from tests.admin_api.content_support import (
     GIF,
     JPEG,
@@ -24,7 +23,7 @@ from tests.admin_api.content_support import (
     png,
     portal_id,
 )
-from tests.conftest import Api
+from tests.conftest import CURSORS, Api
 
 LOGO = png(3, 3)
 
@@ -322,11 +321,17 @@ async def test_bad_limit(api: Api, query: str) -> None:
     "cursor",
     [
         "garbage",
-        encode_cursor("packages", (1,)),
-        encode_cursor("channels", ("1",)),
-        encode_cursor("channels", (2**70,)),
-        encode_cursor("channels", (1, 2)),
+        CURSORS.encode("packages", (1,)),
+        CURSORS.encode("channels", ("1",)),
+        CURSORS.encode("channels", (2**70,)),
+        CURSORS.encode("channels", (1, 2)),
+        CURSORS.encode("channels", (1,))[:-2],
         base64.urlsafe_b64encode(b"[not json").decode(),
+        base64.urlsafe_b64encode(b'["channels",1]').decode().rstrip("="),
+    ],
+    ids=[
+        "garbage", "other list", "wrong type", "beyond bigint",
+        "wrong arity", "truncated", "not json", "unsigned",
     ],
 )
 async def test_forged_cursor(api: Api, cursor: str) -> None:
@@ -472,10 +477,11 @@ async def test_odd_name_filters(api: Api, query: str, status: int) -> None:
 
 
 async def test_malformed_json_and_wrong_media_type(api: Api, pool: asyncpg.Pool) -> None:
-    status, body = await api.call(
-        "POST", "/channels", data=b'{"name": "sport1",', headers={"Content-Type": "application/json"}
-    )
-    assert status == 400 and body["error"] == "malformed_json"
+    json_type = {"Content-Type": "application/json"}
+    for data in (b'{"name": "sport1",', b'{"name": "x",', b'{"name": "x"} {"name": "y"}'):
+        # "x" is not a valid name, but the body is not JSON at all: that is the error.
+        status, body = await api.call("POST", "/channels", data=data, headers=json_type)
+        assert status == 400 and body["error"] == "malformed_json" and "field" not in body, (data, body)
     status, body = await api.call(
         "POST",
         "/channels",

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from catena.pagination import encode_cursor
-from tests.conftest import Api
+from tests.conftest import CURSORS, Api
 
 CONTENT_ENDPOINTS = {
     ("get", "/channels"),
@@ -63,7 +62,7 @@ async def test_a_missing_field_is_named(api: Api) -> None:
         ("limit=0", "limit"),
         ("limit=5000", "limit"),
         ("cursor=forged", "cursor"),
-        (f"cursor={encode_cursor('managers', (1,))}", "cursor"),
+        (f"cursor={CURSORS.encode('managers', (1,))}", "cursor"),
     ],
 )
 async def test_every_content_list_refuses_bad_paging(api: Api, path: str, query: str, field: str) -> None:

@@ -7,9 +7,8 @@ import asyncpg
 import pytest
 
 from catena import ids, jobs
-from catena.pagination import encode_cursor
 from tests.admin_api.content_support import login_staff, op_types, operations_of, portal_id
-from tests.conftest import Api
+from tests.conftest import CURSORS, Api
 
 URL = "https://epg.example.com/xmltv.xml"
 
@@ -329,8 +328,8 @@ async def test_programs_page_in_start_order(api: Api, pool: asyncpg.Pool) -> Non
         ("date=20241016", "date"),
         ("date=9999-12-31", "date"),
         ("cursor=garbage", "cursor"),
-        (f"cursor={encode_cursor('programs', (10**18, 1))}", "cursor"),
-        (f"cursor={encode_cursor('channels', (1,))}", "cursor"),
+        (f"cursor={CURSORS.encode('programs', (10**18, 1))}", "cursor"),
+        (f"cursor={CURSORS.encode('channels', (1,))}", "cursor"),
         ("limit=0", "limit"),
         ("limit=5000", "limit"),
     ],

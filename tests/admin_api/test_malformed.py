@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import re
 from typing import Any
 
 import asyncpg
+import msgspec
+import pytest
 
 from admin_api.app import apis
 from admin_api.auth import authenticate_manager
@@ -89,6 +93,30 @@ async def test_bodies(client: Any, portal: Any, pool: asyncpg.Pool) -> None:
             await send(client, endpoint.method, url, token, data=body, headers=headers)
 
 
+# JSON cut short or followed by more bytes, after a value that is wrong for any endpoint.
+BROKEN_JSON = [
+    b'{"name": "x",',
+    b'{"unknownField": 1, "name": "x',
+    b'{"name": 5, "email": [',
+    b'{"name": ["x"]} trailing',
+]
+
+
+async def test_broken_json_is_malformed_json_whatever_it_holds(
+    client: Any, portal: Any, pool: asyncpg.Pool
+) -> None:
+    for endpoint in every_endpoint():
+        if endpoint.body is None:
+            continue
+        url = fill(endpoint.path, "AAAAAAAAAAA.")
+        for body in BROKEN_JSON:
+            headers = {"Content-Type": "application/json", "X-Auth-Token": await current_key(pool, portal)}
+            async with client.request(endpoint.method, url, data=body, headers=headers) as resp:
+                error = await resp.json()
+            label = f"{endpoint.method} {url} {body!r} → {resp.status} {error}"
+            assert (resp.status, error["error"], error.get("field")) == (400, "malformed_json", None), label
+
+
 async def test_wrong_media_type_and_oversized_bodies(client: Any, portal: Any, pool: asyncpg.Pool) -> None:
     for endpoint in every_endpoint():
         if endpoint.body is None:
@@ -125,7 +153,57 @@ async def test_tokens_and_unknown_routes(client: Any) -> None:
     await send(client, "PATCH", BASE + "/portal", None)
 
 
-async def test_oversized_header_is_refused_by_the_server(client: Any) -> None:
-    # Refused by aiohttp's HTTP parser before any handler runs: a plain-text 400.
-    async with client.get(BASE + "/portal", headers={"X-Auth-Token": "x" * 10_000}) as resp:
-        assert resp.status == 400
+# Requests aiohttp's HTTP parser refuses before any handler or middleware runs.
+UNPARSABLE = {
+    "two Content-Type headers": (
+        b"POST /tv-management/api/v1/channels HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    ),
+    "two Content-Length headers": (
+        b"POST /tv-management/api/v1/channels HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    ),
+    "a control byte in a header name": (
+        b"GET /tv-management/api/v1/portal HTTP/1.1\r\nHost: x\r\nX-A\x01b: 1\r\n\r\n"
+    ),
+    "a header line too long": (
+        b"GET /tv-management/api/v1/portal HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
+        + b"x" * 10_000 + b"\r\n\r\n"
+    ),
+    "bytes that are not HTTP": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+}
+
+
+async def raw_exchange(client: Any, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` over a plain socket; the status, headers and body of the answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request)
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)  # the server closes the connection
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes", UNPARSABLE.values(), ids=UNPARSABLE.keys())
+async def test_unparsable_requests_get_a_json_400_and_a_quiet_log(
+    client: Any, request_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    status, headers, body = await raw_exchange(client, request_bytes)
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    error = msgspec.json.decode(body)
+    assert error["error"] == "bad_request"
+    assert error["message"].startswith("malformed HTTP request: ")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert any("malformed HTTP request refused" in r.getMessage() for r in caplog.records)
+
+
+async def test_duplicate_content_type_names_the_header(client: Any) -> None:
+    status, _, body = await raw_exchange(client, UNPARSABLE["two Content-Type headers"])
+    assert status == 400
+    assert "Duplicate 'Content-Type' header" in msgspec.json.decode(body)["message"]

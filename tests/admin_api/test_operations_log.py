@@ -9,7 +9,7 @@ import asyncpg
 from admin_api import operations_log
 from catena import ids
 from tests.admin_api._subscribers_support import create_subscriber, insert_operations, make_package
-from tests.conftest import Api
+from tests.conftest import CURSORS, Api
 
 
 def at(text: str) -> datetime:
@@ -178,14 +178,25 @@ async def test_date_filters_prune_partitions(portal: Any, pool: asyncpg.Pool) ->
 async def test_forged_cursors_are_400_on_every_list(api: Api) -> None:
     for path in ("/operations", "/subscribers", "/play-sessions", "/webhooks"):
         tag = path.strip("/")
-        for value in ("99999999999999999999", "9223372036854775807", "-9223372036854775809", '"x"', "1.5"):
-            raw = f'["{tag}",{value}]'.encode()
-            cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-            status, body = await api.get(f"{path}?cursor={cursor}")
-            if value == "9223372036854775807":  # the largest id: a valid, empty continuation
+        for value in (99999999999999999999, 9223372036854775807, -9223372036854775809, "x", 1.5):
+            status, body = await api.get(f"{path}?cursor={CURSORS.encode(tag, (value,))}")
+            if value == 9223372036854775807:  # the largest id: a valid, empty continuation
                 assert status == 200, (path, body)
             else:
                 assert (status, body.get("field")) == (400, "cursor"), (path, value, body)
+
+
+async def test_hand_made_cursors_are_400_on_every_list(api: Api) -> None:
+    """A well-formed position without this deployment's signature is refused (API.md §0)."""
+    for path in ("/operations", "/subscribers", "/play-sessions", "/webhooks"):
+        tag = path.strip("/")
+        unsigned = base64.urlsafe_b64encode(f'["{tag}",1]'.encode()).decode().rstrip("=")
+        signed = CURSORS.encode(tag, (1,))
+        tampered = ("B" if signed[0] == "A" else "A") + signed[1:]
+        for cursor in (unsigned, signed[:-3], signed[:10], tampered):
+            status, body = await api.get(f"{path}?cursor={cursor}")
+            assert (status, body.get("field")) == (400, "cursor"), (path, cursor, body)
+        assert (await api.get(f"{path}?cursor={signed}"))[0] == 200
 
 
 async def test_values_postgresql_cannot_store_are_400(api: Api, pool: asyncpg.Pool) -> None:

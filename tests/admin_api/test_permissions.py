@@ -24,6 +24,7 @@ FLAGS = {
     "isContentAdmin": "content",
     "isSubscriberAdmin": "subscriber",
 }
+FLAG_OF = {permission: flag for flag, permission in FLAGS.items()}
 
 
 def manager_endpoints() -> list[Endpoint]:
@@ -71,6 +72,9 @@ async def test_matrix_covers_every_manager_endpoint(api: Api, portal: Any, pool:
             if endpoint.permission is not None and endpoint.permission not in held:
                 assert status == 403, label
                 assert answer["error"] == "permission_denied", label
+                what = "reading this" if endpoint.method == "GET" else "this change"
+                flag = FLAG_OF[endpoint.permission]
+                assert answer["message"] == f"{what} needs the {flag} permission", label
                 assert await pool.fetchval("SELECT count(*) FROM operations") == before, label
             else:
                 assert status not in (401, 403) and status < 500, label

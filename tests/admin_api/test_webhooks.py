@@ -160,7 +160,10 @@ async def test_needs_admin(api: Api) -> None:
     made = await register(api, "https://billing.example.com/hook")
     for flags in ({}, {"isSubscriberAdmin": True, "isContentAdmin": True}):
         manager = await manager_session(api, f"m{len(flags)}@b.co", **flags)
-        assert (await manager.get("/webhooks"))[0] == 403
+        assert (await manager.get("/webhooks")) == (
+            403,
+            {"error": "permission_denied", "message": "reading this needs the isAdmin permission"},
+        )
         assert (await manager.post("/webhooks", {"url": "https://x.example.com/"}))[0] == 403
         assert (await manager.delete(f"/webhooks/{made['webhookId']}"))[0] == 403
     admin = await manager_session(api, "admin@b.co", isAdmin=True)
