@@ -114,7 +114,7 @@ class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
     auth_sweep_interval: Seconds = 30.0
     # A playing session's progress (updatedAt, bytes) is written at most this often;
     # opens and closes go out with the next flush.
-    auth_progress_interval: Annotated[float, Meta(ge=0)] = 10.0
+    auth_progress_interval: Annotated[float, Meta(ge=0)] = 30.0
 
 
 class EpgSettings(BaseSettings, frozen=True, kw_only=True):
