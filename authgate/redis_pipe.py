@@ -130,14 +130,23 @@ class RedisPipe(asyncio.Protocol):
                 self.close()
                 return
             callback, _ = waiting.popleft()
-            callback(reply)
+            _deliver(callback, reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         lost = RedisConnectionError(f"the session connection to Redis was lost: {exc or 'closed'}")
         waiting, self._waiting = self._waiting, deque()
         for callback, _ in waiting:
-            callback(lost)
+            _deliver(callback, lost)
+
+
+def _deliver(callback: Callback, reply: Reply) -> None:
+    # One failing callback (say, a future cancelled at shutdown) must not cost the
+    # replies behind it their callbacks, nor the connection its state.
+    try:
+        callback(reply)
+    except Exception:
+        log.exception("a Redis reply's callback failed")
 
 
 def _tls(options: dict[str, Any]) -> ssl.SSLContext | None:

@@ -146,3 +146,14 @@ async def test_an_overdue_reply_closes_the_connection(redis_url: str) -> None:
     (reply,) = await replies.wait(1)
     assert isinstance(reply, RedisConnectionError)
     pipe.close()
+
+
+async def test_a_failing_callback_does_not_cost_the_replies_behind_it(pipe: RedisPipe) -> None:
+    def broken(reply: Any) -> None:
+        raise RuntimeError("a callback that fails")
+
+    replies = Replies()
+    pipe.call(("PING",), broken)
+    pipe.call(("ECHO", "after"), replies)
+    assert await replies.wait(1) == [b"after"]
+    assert pipe.connected
