@@ -144,8 +144,7 @@ class Worker:
         self.pool = await db.create_pool(
             s.database_url, min_size=0, max_size=4, timeout=2.0, command_timeout=10.0
         )
-        await self.limiter.connect()
-        await self._probe_redis()
+        await self._probe_redis()  # also opens the limiter's own connection
         await self._probe_pg()
         self._listening = await asyncio.get_running_loop().create_server(
             self.server.protocol, s.auth_host, s.auth_port, reuse_port=True, backlog=2048
