@@ -22,9 +22,7 @@ def main() -> None:
     logging.getLogger("admin_api").info(
         "listening", extra={"host": settings.admin_host, "port": settings.admin_port}
     )
-    run_app(
-        create_app(settings), settings.admin_host, settings.admin_port, JsonErrorRequestHandler
-    )
+    run_app(create_app(settings), settings.admin_host, settings.admin_port, JsonErrorRequestHandler)
 
 
 if __name__ == "__main__":

@@ -68,9 +68,7 @@ def _sniff(data: bytes, field: str) -> str:
 
 
 def _too_large(size: int, field: str) -> InvalidInput:
-    return InvalidInput(
-        f"logo must be at most 1 MiB decoded, got {size / MAX_BYTES:.1f} MiB", field=field
-    )
+    return InvalidInput(f"logo must be at most 1 MiB decoded, got {size / MAX_BYTES:.1f} MiB", field=field)
 
 
 def serve(

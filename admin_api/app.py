@@ -48,10 +48,22 @@ OPENAPI_PATH = BASE + "/openapi.json"
 # Every module that declares endpoints.  Each one's `api` is mounted under BASE
 # unless it carries its own prefix.
 MODULES = [
-    portal, managers, login,
-    channels, packages, free_packages, epg_sources,
-    subscribers, subscriptions, operations_log, play_sessions, webhooks,
-    client_portal, client_login, client_channels, client_playlists,
+    portal,
+    managers,
+    login,
+    channels,
+    packages,
+    free_packages,
+    epg_sources,
+    subscribers,
+    subscriptions,
+    operations_log,
+    play_sessions,
+    webhooks,
+    client_portal,
+    client_login,
+    client_channels,
+    client_playlists,
 ]
 
 

@@ -159,7 +159,10 @@ async def get_logo(call: Call) -> web.StreamResponse:
 
 
 @api.post(
-    "/channels", body=ChannelCreate, response=Channel, permission="content",
+    "/channels",
+    body=ChannelCreate,
+    response=Channel,
+    permission="content",
     max_body=_logos.MAX_REQUEST_BYTES,
 )
 async def create_channel(call: Call) -> Channel:
@@ -171,8 +174,13 @@ async def create_channel(call: Call) -> Channel:
         await _require_epg_source(conn, call.portal_id, body.epgSourceName)
         try:
             await conn.execute(
-                _INSERT, channel_id, call.portal_id, body.name, body.title,
-                body.epgSourceName, body.epgChannelName,
+                _INSERT,
+                channel_id,
+                call.portal_id,
+                body.name,
+                body.title,
+                body.epgSourceName,
+                body.epgChannelName,
             )
         except asyncpg.UniqueViolationError:
             raise name_taken() from None
@@ -184,7 +192,10 @@ async def create_channel(call: Call) -> Channel:
 
 
 @api.put(
-    "/channels/{id}", body=ChannelUpdate, response=Channel, permission="content",
+    "/channels/{id}",
+    body=ChannelUpdate,
+    response=Channel,
+    permission="content",
     max_body=_logos.MAX_REQUEST_BYTES,
 )
 async def update_channel(call: Call) -> Channel:
@@ -240,10 +251,14 @@ def _check_read_only(body: ChannelUpdate, current: Channel) -> None:
         "portalId": current.portalId,
         "packages": current.packages,
     }
-    check_echo(body, present, {
-        "name": "name cannot be changed after creation; create a new channel and delete this one",
-        "packages": "packages is read-only; link channels with POST /channels-packages",
-    })
+    check_echo(
+        body,
+        present,
+        {
+            "name": "name cannot be changed after creation; create a new channel and delete this one",
+            "packages": "packages is read-only; link channels with POST /channels-packages",
+        },
+    )
 
 
 def _merged(body: ChannelUpdate, current: Channel) -> tuple[str, str | None, str | None]:

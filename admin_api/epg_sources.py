@@ -141,9 +141,20 @@ class EpgProgramQuery(PageQuery):
 
 
 _FETCH_COLUMNS = (
-    "id", "epg_source_id", "job_id", "status", "message", "channels", "found_programs",
-    "imported_programs", "deleted_programs", "fetch_duration", "import_duration", "progress",
-    "created_at", "fetched_at",
+    "id",
+    "epg_source_id",
+    "job_id",
+    "status",
+    "message",
+    "channels",
+    "found_programs",
+    "imported_programs",
+    "deleted_programs",
+    "fetch_duration",
+    "import_duration",
+    "progress",
+    "created_at",
+    "fetched_at",
 )
 _SOURCE = f"""
 SELECT s.id, s.portal_id, s.name, s.url, s.period, s.created_at, s.updated_at,
@@ -251,7 +262,10 @@ async def create_source(call: Call) -> EpgSource:
         except asyncpg.UniqueViolationError:
             raise name_taken() from None
         payload = {
-            "epgSourceId": text_id(source_id), "name": body.name, "url": body.url, "period": body.period
+            "epgSourceId": text_id(source_id),
+            "name": body.name,
+            "url": body.url,
+            "period": body.period,
         }
         await operations.record(conn, call.portal_id, "createEpgSource", call.caller.actor, payload=payload)
         return await load_source(conn, call.portal_id, source_id)
@@ -275,8 +289,13 @@ async def update_source(call: Call) -> EpgSource:
             raise name_taken() from None
         if name != row["name"]:
             await conn.execute(_RENAME_LINKS, call.portal_id, row["name"], name)
-        payload = {"epgSourceId": text_id(source_id), "name": name, "previousName": row["name"],
-                   "url": url, "period": period}
+        payload = {
+            "epgSourceId": text_id(source_id),
+            "name": name,
+            "previousName": row["name"],
+            "url": url,
+            "period": period,
+        }
         await operations.record(conn, call.portal_id, "updateEpgSource", call.caller.actor, payload=payload)
         return await load_source(conn, call.portal_id, source_id)
 
@@ -289,8 +308,11 @@ async def delete_source(call: Call) -> None:
         row = await fetch_owned(conn, _LOCK, call.portal_id, source_id, "id")
         await conn.execute(_DELETE, call.portal_id, source_id)
         unlinked = await conn.execute(_CLEAR_LINKS, call.portal_id, row["name"])
-        payload = {"epgSourceId": text_id(source_id), "name": row["name"],
-                   "unlinkedChannels": int(unlinked.split()[-1])}
+        payload = {
+            "epgSourceId": text_id(source_id),
+            "name": row["name"],
+            "unlinkedChannels": int(unlinked.split()[-1]),
+        }
         await operations.record(conn, call.portal_id, "deleteEpgSource", call.caller.actor, payload=payload)
 
 

@@ -49,7 +49,11 @@ async def _package(conn: asyncpg.Connection, call: Call) -> asyncpg.Record:
 
 async def _record(conn: asyncpg.Connection, call: Call, kind: str, package: asyncpg.Record) -> None:
     await operations.record(
-        conn, call.portal_id, kind, call.caller.actor, package_id=package["id"],
+        conn,
+        call.portal_id,
+        kind,
+        call.caller.actor,
+        package_id=package["id"],
         payload={"packageName": package["name"]},
     )
     await entitlements.changed(conn, call.portal_id, "portal")

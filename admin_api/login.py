@@ -66,9 +66,11 @@ async def login(call: Call) -> LoginResponse:
         async with conn.transaction():
             for row in matches:
                 token = await open_session(conn, row["id"], row["portal_id"])
-                sessions.append(PortalSession(
-                    portalId=text_id(row["portal_id"]), portalName=row["portal_name"], sessionId=token
-                ))
+                sessions.append(
+                    PortalSession(
+                        portalId=text_id(row["portal_id"]), portalName=row["portal_name"], sessionId=token
+                    )
+                )
     await limiter.succeeded(email)
     return LoginResponse(portals=sessions)
 

@@ -127,8 +127,15 @@ async def create_manager(call: Call) -> ManagerOut:
     async with call.db.acquire() as conn, conn.transaction():
         try:
             row = await conn.fetchrow(
-                _INSERT, ids.new_id(), call.portal_id, email, body.name, password_hash,
-                body.isAdmin, body.isContentAdmin, body.isSubscriberAdmin,
+                _INSERT,
+                ids.new_id(),
+                call.portal_id,
+                email,
+                body.name,
+                password_hash,
+                body.isAdmin,
+                body.isContentAdmin,
+                body.isSubscriberAdmin,
             )
         except asyncpg.UniqueViolationError:
             raise _email_taken() from None
@@ -157,9 +164,7 @@ async def update_manager(call: Call) -> ManagerOut:
         email = body.email.lower() if isinstance(body.email, str) else current["email"]
         name = body.name if isinstance(body.name, str) else current["name"]
         try:
-            row = await conn.fetchrow(
-                _UPDATE, call.portal_id, target, email, name, password_hash, *flags
-            )
+            row = await conn.fetchrow(_UPDATE, call.portal_id, target, email, name, password_hash, *flags)
         except asyncpg.UniqueViolationError:
             raise _email_taken() from None
         if isinstance(body.password, str):

@@ -64,9 +64,7 @@ COLUMNS = "id, portal_id, type, subscriber_id, package_id, payload::text AS payl
 _GET = f"SELECT {COLUMNS} FROM operations WHERE portal_id = $1 AND id = $2"
 _LIST = f"SELECT {COLUMNS} FROM operations WHERE {{where}} ORDER BY id LIMIT {{limit}}"
 
-_INSTANT_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
-)
+_INSTANT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 # Scripts that build URLs by hand send the '+' of an offset unencoded; it arrives as a space.
 _BARE_OFFSET_RE = re.compile(r" (\d{2}:?\d{2})$")
 _MS = timedelta(milliseconds=1)

@@ -152,7 +152,11 @@ async def create_package(call: Call) -> Package:
         except asyncpg.UniqueViolationError:
             raise name_taken() from None
         await operations.record(
-            conn, call.portal_id, "createPackage", call.caller.actor, package_id=package_id,
+            conn,
+            call.portal_id,
+            "createPackage",
+            call.caller.actor,
+            package_id=package_id,
             payload={"packageName": body.name, "description": body.description},
         )
         return await load_package(conn, call.portal_id, package_id)
@@ -223,12 +227,20 @@ async def _end_subscriptions(conn: asyncpg.Connection, call: Call, package: asyn
     ended = await conn.fetch(_END_SUBSCRIPTIONS, package["id"])
     for sub in ended:
         payload = {
-            "packageName": package["name"], "name": sub["name"], "phone": sub["phone"],
-            "phoneCountryCode": sub["phone_country_code"], "reason": "package deleted",
+            "packageName": package["name"],
+            "name": sub["name"],
+            "phone": sub["phone"],
+            "phoneCountryCode": sub["phone_country_code"],
+            "reason": "package deleted",
         }
         await operations.record(
-            conn, call.portal_id, "deletePackageSubscriber", call.caller.actor,
-            subscriber_id=sub["id"], package_id=package["id"], payload=payload,
+            conn,
+            call.portal_id,
+            "deletePackageSubscriber",
+            call.caller.actor,
+            subscriber_id=sub["id"],
+            package_id=package["id"],
+            payload=payload,
         )
     return [sub["id"] for sub in ended]
 
@@ -236,7 +248,11 @@ async def _end_subscriptions(conn: asyncpg.Connection, call: Call, package: asyn
 async def _unfree(conn: asyncpg.Connection, call: Call, package: asyncpg.Record) -> None:
     await conn.execute(_UNFREE, call.portal_id, package["id"])
     await operations.record(
-        conn, call.portal_id, "removeFreePackage", call.caller.actor, package_id=package["id"],
+        conn,
+        call.portal_id,
+        "removeFreePackage",
+        call.caller.actor,
+        package_id=package["id"],
         payload={"packageName": package["name"], "reason": "package deleted"},
     )
     await entitlements.changed(conn, call.portal_id, "portal")
@@ -244,9 +260,13 @@ async def _unfree(conn: asyncpg.Connection, call: Call, package: asyncpg.Record)
 
 def _check_read_only(body: PackageUpdate, current: Package) -> None:
     present = {"packageId": current.packageId, "portalId": current.portalId, "channels": current.channels}
-    check_echo(body, present, {
-        "channels": "channels is read-only; link channels with POST /channels-packages",
-    })
+    check_echo(
+        body,
+        present,
+        {
+            "channels": "channels is read-only; link channels with POST /channels-packages",
+        },
+    )
 
 
 @api.post("/channels-packages", body=ChannelPackageLink, response=ChannelPackage, permission="content")
@@ -292,7 +312,9 @@ async def _record_link(
     conn: asyncpg.Connection, call: Call, kind: str, channel: asyncpg.Record, package: asyncpg.Record
 ) -> None:
     payload = {
-        "channelId": text_id(channel["id"]), "channelName": channel["name"], "packageName": package["name"]
+        "channelId": text_id(channel["id"]),
+        "channelName": channel["name"],
+        "packageName": package["name"],
     }
     await operations.record(
         conn, call.portal_id, kind, call.caller.actor, package_id=package["id"], payload=payload

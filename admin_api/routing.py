@@ -43,6 +43,7 @@ Handler = Callable[["Call"], Awaitable[Any]]
 _EMPTY_OBJECT = b"{}"
 _UNIONS = (typing.Union, types.UnionType)
 
+
 class Call:
     """One request as a handler sees it: the caller, the decoded body and query."""
 
@@ -128,9 +129,7 @@ class Api:
         def register(handler: Handler) -> Handler:
             options.setdefault("auth", self.auth)
             options.setdefault("summary", (handler.__doc__ or handler.__name__).strip().split("\n")[0])
-            self.endpoints.append(
-                Endpoint(method, self.prefix + path, handler, tag=self.tag, **options)
-            )
+            self.endpoints.append(Endpoint(method, self.prefix + path, handler, tag=self.tag, **options))
             return handler
 
         return register
@@ -186,9 +185,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     return guarded
 
 
-async def read_json(
-    request: web.Request, *, optional: bool = False, max_body: int | None = None
-) -> bytes:
+async def read_json(request: web.Request, *, optional: bool = False, max_body: int | None = None) -> bytes:
     """The raw body of a JSON request: 415 for another media type, 400 when empty (unless optional)."""
     if max_body is not None and max_body > request.client_max_size:
         request = request.clone(client_max_size=max_body)

@@ -64,4 +64,3 @@ def text_id(value: int) -> str:
 
 def opt_text_id(value: int | None) -> str | None:
     return None if value is None else ids.encode(value)
-

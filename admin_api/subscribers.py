@@ -210,7 +210,12 @@ async def create_subscriber(call: Call) -> SubscriberOut:
     async with call.db.acquire() as conn, conn.transaction():
         try:
             row = await conn.fetchrow(
-                _INSERT, ids.new_id(), call.portal_id, body.name, body.phoneCountryCode, body.phone,
+                _INSERT,
+                ids.new_id(),
+                call.portal_id,
+                body.name,
+                body.phoneCountryCode,
+                body.phone,
                 body.maxSessions,
             )
         except asyncpg.UniqueViolationError:
@@ -242,8 +247,14 @@ async def update_subscriber(call: Call) -> SubscriberOut:
         rekey = "phone" in changed or "phoneCountryCode" in changed
         try:
             row = await conn.fetchrow(
-                _UPDATE, call.portal_id, current["id"], new["name"], new["phoneCountryCode"],
-                new["phone"], new["maxSessions"], int(rekey),
+                _UPDATE,
+                call.portal_id,
+                current["id"],
+                new["name"],
+                new["phoneCountryCode"],
+                new["phone"],
+                new["maxSessions"],
+                int(rekey),
             )
         except asyncpg.UniqueViolationError:
             raise _phone_taken() from None
@@ -271,10 +282,18 @@ async def delete_subscriber(call: Call) -> None:
         ended = await conn.fetch(_END_SUBSCRIPTIONS, call.portal_id, row["id"])
         for package in ended:
             await operations.record(
-                conn, call.portal_id, "deletePackageSubscriber", call.caller.actor,
-                subscriber_id=row["id"], package_id=package["package_id"],
-                payload={**audit(row), "packageId": text_id(package["package_id"]),
-                         "packageName": package["name"], "reason": "subscriber deleted"},
+                conn,
+                call.portal_id,
+                "deletePackageSubscriber",
+                call.caller.actor,
+                subscriber_id=row["id"],
+                package_id=package["package_id"],
+                payload={
+                    **audit(row),
+                    "packageId": text_id(package["package_id"]),
+                    "packageName": package["name"],
+                    "reason": "subscriber deleted",
+                },
             )
         await conn.execute(_DELETE, call.portal_id, row["id"])
         await _record(conn, call, "deleteSubscriber", row, audit(row))
@@ -282,7 +301,10 @@ async def delete_subscriber(call: Call) -> None:
 
 
 @api.post(
-    "/subscribers/{id}/disable", body=DisableRequest, optional_body=True, response=SubscriberOut,
+    "/subscribers/{id}/disable",
+    body=DisableRequest,
+    optional_body=True,
+    response=SubscriberOut,
     permission="subscriber",
 )
 async def disable_subscriber(call: Call) -> SubscriberOut:

@@ -61,7 +61,8 @@ async def subscribe(call: Call) -> SubscriptionOut:
         who, package_name = await _lock_both(conn, call.portal_id, subscriber_id, package_id)
         if await conn.fetchval(_INSERT, subscriber_id, package_id, call.portal_id) is None:
             raise Conflict(
-                "the subscriber is already subscribed to this package", field="packageId",
+                "the subscriber is already subscribed to this package",
+                field="packageId",
                 code="already_subscribed",
             )
         await _record(conn, call, "createPackageSubscriber", who, package_id, package_name)
@@ -126,7 +127,12 @@ async def _record(
 ) -> None:
     payload = {**audit(who), "packageId": text_id(package_id), "packageName": package_name}
     await operations.record(
-        conn, call.portal_id, kind, call.caller.actor,
-        subscriber_id=who["id"], package_id=package_id, payload=payload,
+        conn,
+        call.portal_id,
+        kind,
+        call.caller.actor,
+        subscriber_id=who["id"],
+        package_id=package_id,
+        payload=payload,
     )
     await entitlements.changed(conn, call.portal_id, "subscriber", [who["id"]])

@@ -34,8 +34,12 @@ RESTART_DELAY_MAX = 10.0
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="authgate", description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes on one port (default CATENA_AUTH_WORKERS, 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on one port (default CATENA_AUTH_WORKERS, 1)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load(AuthgateSettings)
@@ -106,7 +110,7 @@ def supervise(settings: AuthgateSettings, count: int) -> int:
             stop(signal.SIGTERM, None)
             return 1
         failures = failures + 1 if time.monotonic() - started < 30 else 0
-        delay = min(RESTART_DELAY_MAX, 0.25 * 2 ** failures)
+        delay = min(RESTART_DELAY_MAX, 0.25 * 2**failures)
         log.error("worker exited; restarting", extra={"worker": index, "code": code, "delay": delay})
         time.sleep(delay)
         if not stopping:

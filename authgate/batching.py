@@ -47,7 +47,7 @@ class Batcher(Generic[T, R]):
         self._scheduled = False
         if not self._pending:
             return
-        batch, self._pending = self._pending[: self._max], self._pending[self._max:]
+        batch, self._pending = self._pending[: self._max], self._pending[self._max :]
         task = asyncio.ensure_future(self._one(batch))
         self._running.add(task)
         task.add_done_callback(self._finished)

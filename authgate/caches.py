@@ -78,8 +78,16 @@ class PortalEntry:
     """A portal as the decision reads it: settings, free packages, channels by stream name."""
 
     __slots__ = (
-        "archive_days", "auth_duration", "channels", "checked_at", "deny", "evict", "exists",
-        "free", "max_sessions", "version",
+        "archive_days",
+        "auth_duration",
+        "channels",
+        "checked_at",
+        "deny",
+        "evict",
+        "exists",
+        "free",
+        "max_sessions",
+        "version",
     )
 
     def __init__(
@@ -94,9 +102,7 @@ class PortalEntry:
         self.max_sessions = record.max_sessions
         self.evict = record.policy == "evict_oldest"
         self.free = frozenset(record.free_packages)
-        self.channels = {
-            c.name.encode(): ChannelEntry(c.id, c.name, c.packages) for c in record.channels
-        }
+        self.channels = {c.name.encode(): ChannelEntry(c.id, c.name, c.packages) for c in record.channels}
         # Denials are cached by Flussonic for their X-AuthDuration: never longer than
         # an allow of this portal would be.
         self.deny = responses.denials(min(deny_duration, record.auth_duration))
@@ -123,12 +129,28 @@ class SubscriberEntry:
     """A subscriber as the decision reads it, with its allow answer pre-encoded."""
 
     __slots__ = (
-        "allow", "allow_for", "checked_at", "dead", "disabled", "exists", "generation", "id",
-        "limit", "max_sessions", "packages", "portal_id", "token_version", "version",
+        "allow",
+        "allow_for",
+        "checked_at",
+        "dead",
+        "disabled",
+        "exists",
+        "generation",
+        "id",
+        "limit",
+        "max_sessions",
+        "packages",
+        "portal_id",
+        "token_version",
+        "version",
     )
 
     def __init__(
-        self, subscriber_id: int, version: int, record: SubscriberRecord | None, checked_at: float,
+        self,
+        subscriber_id: int,
+        version: int,
+        record: SubscriberRecord | None,
+        checked_at: float,
         generation: int = 0,
     ) -> None:
         self.id = subscriber_id
@@ -159,8 +181,13 @@ class TokenInfo:
     __slots__ = ("expires_at", "portal_id", "reason", "state", "sub", "subscriber_id", "version")
 
     def __init__(
-        self, subscriber_id: int, portal_id: int, version: int, expires_at: int | None,
-        reason: str | None, state: PortalState | None = None,
+        self,
+        subscriber_id: int,
+        portal_id: int,
+        version: int,
+        expires_at: int | None,
+        reason: str | None,
+        state: PortalState | None = None,
     ) -> None:
         self.subscriber_id = subscriber_id
         self.portal_id = portal_id

@@ -56,8 +56,14 @@ class Admission:
     __slots__ = ("entry", "fields", "info", "key", "name", "now", "sub")
 
     def __init__(
-        self, fields: Fields, name: bytes, key: bytes, info: TokenInfo, sub: SubscriberEntry,
-        entry: PortalEntry, now: float,
+        self,
+        fields: Fields,
+        name: bytes,
+        key: bytes,
+        info: TokenInfo,
+        sub: SubscriberEntry,
+        entry: PortalEntry,
+        now: float,
     ) -> None:
         self.fields = fields
         self.name = name
@@ -168,8 +174,14 @@ class Decider:
         return name, key, info
 
     def evaluate(
-        self, fields: Fields, name: bytes, key: bytes, info: TokenInfo,
-        sub: SubscriberEntry, entry: PortalEntry, now: float,
+        self,
+        fields: Fields,
+        name: bytes,
+        key: bytes,
+        info: TokenInfo,
+        sub: SubscriberEntry,
+        entry: PortalEntry,
+        now: float,
     ) -> bytes | Admission:
         """The decision once the entries are at hand, or what to admit."""
         if not sub.exists:
@@ -190,8 +202,12 @@ class Decider:
         session = self.sessions.by_key.get(key)
         now_ms = int(now * 1000)
         if (
-            session is None or not session.counted or session.subscriber_id != sub.id
-            or session.closed_ms is not None or entry.evict or session.expires_ms <= now_ms
+            session is None
+            or not session.counted
+            or session.subscriber_id != sub.id
+            or session.closed_ms is not None
+            or entry.evict
+            or session.expires_ms <= now_ms
         ):
             if session is not None and session.refused_by is sub and session.refused_until > now:
                 return self.refuse("session_limit", entry)
@@ -209,10 +225,15 @@ class Decider:
         """
         sub = grant.sub
         if (
-            fields.get(b"token") != grant.token or fields.get(b"name") != grant.name
-            or fields.get(b"portal") != grant.hint or sub.dead or not self.trusting
-            or sub.generation != grant.state.generation or grant.state.entry is not grant.entry
-            or not session.counted or session.closed_ms is not None
+            fields.get(b"token") != grant.token
+            or fields.get(b"name") != grant.name
+            or fields.get(b"portal") != grant.hint
+            or sub.dead
+            or not self.trusting
+            or sub.generation != grant.state.generation
+            or grant.state.entry is not grant.entry
+            or not session.counted
+            or session.closed_ms is not None
             or (grant.expires_at is not None and grant.expires_at < now)
         ):
             return None

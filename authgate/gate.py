@@ -24,8 +24,13 @@ from .sessions import KnownSession, SessionTable
 
 class Gate:
     def __init__(
-        self, decider: Decider, loader: Loader, limiter: SessionLimiter, recorder: Recorder,
-        sessions: SessionTable, metrics: Metrics,
+        self,
+        decider: Decider,
+        loader: Loader,
+        limiter: SessionLimiter,
+        recorder: Recorder,
+        sessions: SessionTable,
+        metrics: Metrics,
     ) -> None:
         self.decider = decider
         self.loader = loader
@@ -57,13 +62,20 @@ class Gate:
         entry = admission.entry
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.limiter.enqueue(
-            session, admission.sub.limit, entry.evict, entry.auth_duration * 1000,
+            session,
+            admission.sub.limit,
+            entry.evict,
+            entry.auth_duration * 1000,
             partial(self._admitted, admission, session, answer),
         )
         return answer
 
     def _admitted(
-        self, admission: Admission, session: KnownSession, answer: asyncio.Future[bytes], code: int,
+        self,
+        admission: Admission,
+        session: KnownSession,
+        answer: asyncio.Future[bytes],
+        code: int,
     ) -> None:
         if answer.done():
             return

@@ -39,7 +39,12 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 class Listener:
     def __init__(
-        self, connect: Connect, caches: Caches, emap: EntitlementMap, health: Health, metrics: Metrics,
+        self,
+        connect: Connect,
+        caches: Caches,
+        emap: EntitlementMap,
+        health: Health,
+        metrics: Metrics,
         pool: Callable[[], asyncpg.Pool | None],
     ) -> None:
         self._connect = connect

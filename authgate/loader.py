@@ -157,13 +157,19 @@ class Loader:
                     sub = SubscriberEntry(
                         info.subscriber_id, version, record, time.monotonic(), state.generation
                     )
-                    writes.append((self.emap.keys.subscriber(info.subscriber_id), version,
-                                   emap_module.encode(version, record)))
+                    writes.append(
+                        (
+                            self.emap.keys.subscriber(info.subscriber_id),
+                            version,
+                            emap_module.encode(version, record),
+                        )
+                    )
                 if entry is None:
                     version, portal = await emap_module.load_portal(conn, info.portal_id)
                     entry = PortalEntry(version, portal, time.monotonic(), self.deny_duration)
-                    writes.append((self.emap.keys.portal(info.portal_id), version,
-                                   emap_module.encode(version, portal)))
+                    writes.append(
+                        (self.emap.keys.portal(info.portal_id), version, emap_module.encode(version, portal))
+                    )
         except _PG_ERRORS as exc:
             log.warning("PostgreSQL load failed", extra={"error": str(exc)})
             self.health.set_pg(False)

@@ -20,7 +20,19 @@ import msgspec
 
 # Upper bounds of the latency buckets, in seconds.
 LATENCY_BOUNDS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
 SNAPSHOT_MAX_AGE = 10.0
 
@@ -91,8 +103,11 @@ _COUNTERS: list[tuple[str, str, str]] = [
     # (attribute, metric name, help)
     ("checks", "authgate_checks_total", "Playback checks decided (allowed + denied + unavailable)"),
     ("token_misses", "authgate_token_cache_misses_total", "Checks whose token was not in the process cache"),
-    ("subscriber_misses", "authgate_subscriber_cache_misses_total",
-     "Subscriber lookups that missed the process cache"),
+    (
+        "subscriber_misses",
+        "authgate_subscriber_cache_misses_total",
+        "Subscriber lookups that missed the process cache",
+    ),
     ("portal_misses", "authgate_portal_cache_misses_total", "Portal lookups that missed the process cache"),
     ("redis_hits", "authgate_redis_cache_hits_total", "Entries found valid in Redis after a process miss"),
     ("redis_misses", "authgate_redis_cache_misses_total", "Entries missing or stale in Redis"),
@@ -100,8 +115,11 @@ _COUNTERS: list[tuple[str, str, str]] = [
     ("redis_round_trips", "authgate_redis_round_trips_total", "Commands and scripts sent to Redis"),
     ("admissions", "authgate_session_admissions_total", "Session admissions and refreshes sent to Redis"),
     ("admission_batches", "authgate_session_admission_batches_total", "Script calls carrying admissions"),
-    ("local_admissions", "authgate_session_local_admissions_total",
-     "Admissions decided in-process while Redis was away"),
+    (
+        "local_admissions",
+        "authgate_session_local_admissions_total",
+        "Admissions decided in-process while Redis was away",
+    ),
     ("evictions", "authgate_session_evictions_total", "Sessions evicted by evict_oldest"),
     ("batches", "authgate_record_batches_total", "Session batches flushed"),
     ("batch_rows", "authgate_record_batch_rows_total", "Rows in flushed session batches"),
@@ -116,14 +134,20 @@ _COUNTERS: list[tuple[str, str, str]] = [
     ("signals", "authgate_entitlement_signals_total", "Entitlement signals applied"),
     ("signal_gaps", "authgate_entitlement_signal_gaps_total", "Version gaps that dropped a portal's entries"),
     ("listener_reconnects", "authgate_listener_reconnects_total", "Reconnects of the entitlement listener"),
-    ("sessions_swept", "authgate_sessions_swept_total",
-     "Idle play sessions closed by this process's sweeper"),
+    (
+        "sessions_swept",
+        "authgate_sessions_swept_total",
+        "Idle play sessions closed by this process's sweeper",
+    ),
 ]
 _GAUGES: list[tuple[str, str, str]] = [
     ("spool_bytes", "authgate_spool_bytes", "Bytes waiting in the spool"),
     ("sessions_tracked", "authgate_sessions_tracked", "Play sessions this process holds in memory"),
-    ("sessions_active", "authgate_play_sessions_active",
-     "Active play sessions in PostgreSQL (last sweep; -1 unknown)"),
+    (
+        "sessions_active",
+        "authgate_play_sessions_active",
+        "Active play sessions in PostgreSQL (last sweep; -1 unknown)",
+    ),
     ("pg_up", "authgate_postgres_up", "Whether PostgreSQL answered the last write"),
     ("redis_up", "authgate_redis_up", "Whether Redis answered the last probe"),
     ("listener_up", "authgate_listener_up", "Whether the entitlement listener is connected"),
@@ -142,8 +166,14 @@ def render(snapshots: dict[str, dict[str, Any]]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _series(lines: list[str], name: str, kind: str, help_text: str,
-            snapshots: dict[str, dict[str, Any]], attribute: str) -> None:
+def _series(
+    lines: list[str],
+    name: str,
+    kind: str,
+    help_text: str,
+    snapshots: dict[str, dict[str, Any]],
+    attribute: str,
+) -> None:
     lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     for worker, snap in snapshots.items():
         lines.append(f'{name}{{worker="{worker}"}} {_number(snap.get(attribute, 0))}')

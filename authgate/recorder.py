@@ -33,9 +33,22 @@ from .spool import Spool
 log = logging.getLogger("authgate.recorder")
 
 COLUMNS = (
-    "flussonic_id", "new_id", "portal_id", "subscriber_id", "channel_id", "channel_name",
-    "opened_ms", "updated_ms", "closed_ms", "bytes", "ip", "user_agent", "token", "device_id",
-    "proto", "server",
+    "flussonic_id",
+    "new_id",
+    "portal_id",
+    "subscriber_id",
+    "channel_id",
+    "channel_name",
+    "opened_ms",
+    "updated_ms",
+    "closed_ms",
+    "bytes",
+    "ip",
+    "user_agent",
+    "token",
+    "device_id",
+    "proto",
+    "server",
 )
 
 _BATCH_TABLE = """
@@ -121,7 +134,7 @@ async def _in_slices(rows: list[tuple[Any, ...]]) -> AsyncIterator[tuple[Any, ..
     # Encoding a large batch at once would hold the event loop (and every check
     # waiting on it) for tens of milliseconds: let it run between slices.
     for start in range(0, len(rows), SLICE):
-        for row in rows[start:start + SLICE]:
+        for row in rows[start : start + SLICE]:
             yield row
         await asyncio.sleep(0)
 
@@ -140,8 +153,14 @@ class Recorder:
     """Owns the pending batch, the writer task, the spool and the database connection."""
 
     def __init__(
-        self, connect: Connect, spool: Spool, health: Health, metrics: Metrics, *,
-        interval: float, max_buffered: int,
+        self,
+        connect: Connect,
+        spool: Spool,
+        health: Health,
+        metrics: Metrics,
+        *,
+        interval: float,
+        max_buffered: int,
     ) -> None:
         self.pending: dict[bytes, KnownSession] = {}
         self._connect = connect

@@ -91,7 +91,9 @@ class RedisPipe(asyncio.Protocol):
                 opening = loop.create_unix_connection(lambda: self, options["path"])
             else:
                 opening = loop.create_connection(
-                    lambda: self, options.get("host", "localhost"), options.get("port", 6379),
+                    lambda: self,
+                    options.get("host", "localhost"),
+                    options.get("port", 6379),
                     ssl=_tls(options),
                 )
             await asyncio.wait_for(opening, self._connect_timeout)

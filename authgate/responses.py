@@ -26,9 +26,15 @@ REASONS: dict[str, str] = {
 }
 
 STATUS_TEXT = {
-    200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
-    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
-    431: b"Request Header Fields Too Large", 503: b"Service Unavailable",
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
 }
 
 
@@ -62,7 +68,9 @@ def encode(
 
 def allow(auth_duration: int, subscriber_id: int, max_sessions: int) -> bytes:
     headers = b"X-AuthDuration: %d\r\nX-UserId: %s\r\nX-Max-Sessions: %d\r\n" % (
-        auth_duration, ids.encode(subscriber_id).encode(), max_sessions,
+        auth_duration,
+        ids.encode(subscriber_id).encode(),
+        max_sessions,
     )
     return encode(200, headers=headers)
 

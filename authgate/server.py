@@ -416,4 +416,3 @@ def _json_fields(query: bytes, body: bytes) -> Fields | None:
         raw = str(value).lower() if isinstance(value, bool) else str(value)
         fields[key.encode()] = quote_from_bytes(raw.encode(), safe="").encode()
     return fields
-

@@ -299,7 +299,7 @@ class SessionLimiter:
 
     async def _run(self, batch: list[_Item], retry: bool) -> None:
         for start in range(0, len(batch), ITEMS_PER_CALL):
-            chunk = batch[start:start + ITEMS_PER_CALL]
+            chunk = batch[start : start + ITEMS_PER_CALL]
             results = self._results(await self._call(chunk))
             if results == NOT_READY and retry and await self.recover():
                 results = self._results(await self._call(chunk))
@@ -319,10 +319,18 @@ class SessionLimiter:
             session = item.session
             assert session.subscriber_id is not None
             item.expiry = now_ms + item.auth_ms + self.grace_ms
-            words.append(b"%d %s %d %d %d %d %s" % (
-                session.subscriber_id, session.key, item.expiry, item.limit,
-                1 if item.evict else 0, session.opened_ms, item.op.encode(),
-            ))
+            words.append(
+                b"%d %s %d %d %d %d %s"
+                % (
+                    session.subscriber_id,
+                    session.key,
+                    item.expiry,
+                    item.limit,
+                    1 if item.evict else 0,
+                    session.opened_ms,
+                    item.op.encode(),
+                )
+            )
         self.metrics.redis_round_trips += 1
         self.metrics.admissions += len(chunk)
         tail = (1, self.ready_key, now_ms, self.key_prefix, b" ".join(words))
@@ -411,7 +419,8 @@ class SessionLimiter:
         self, subscriber_id: int, limit: int, evict: bool, newcomer: KnownSession, now_ms: int
     ) -> bool:
         live = [
-            s for s in (self.sessions.by_key[k] for k in self.sessions.by_subscriber.get(subscriber_id, ()))
+            s
+            for s in (self.sessions.by_key[k] for k in self.sessions.by_subscriber.get(subscriber_id, ()))
             if s is not newcomer and s.counted and s.closed_ms is None and s.expires_ms >= now_ms
         ]
         if len(live) < limit:
@@ -443,7 +452,8 @@ class SessionLimiter:
         refresh, decider.refresh = decider.refresh, {}
         releases, decider.releases = decider.releases, []
         batch = [
-            self._refresh_item(s) for s in refresh.values()
+            self._refresh_item(s)
+            for s in refresh.values()
             if s.subscriber_id is not None and s.closed_ms is None
         ]
         batch += [self._release_item(subscriber_id, key) for subscriber_id, key in releases]
@@ -560,4 +570,3 @@ def _settings(raw: Any) -> PortalSettings:
     with contextlib.suppress(Exception):
         return load_settings(raw if isinstance(raw, dict) else None)
     return PortalSettings()
-

@@ -100,9 +100,22 @@ class KnownSession:
             self.proto = self.proto or proto
         self.written_ms = self.updated_ms
         return (
-            self.flussonic_id, self.row_id, self.portal_id, self.subscriber_id, self.channel_id,
-            self.channel_name, self.opened_ms, self.updated_ms, self.closed_ms, self.bytes,
-            self.ip, self.user_agent, self.token, self.device_id, self.proto, self.server,
+            self.flussonic_id,
+            self.row_id,
+            self.portal_id,
+            self.subscriber_id,
+            self.channel_id,
+            self.channel_name,
+            self.opened_ms,
+            self.updated_ms,
+            self.closed_ms,
+            self.bytes,
+            self.ip,
+            self.user_agent,
+            self.token,
+            self.device_id,
+            self.proto,
+            self.server,
         )
 
 
@@ -147,7 +160,8 @@ class SessionTable:
     def expire(self, now_ms: int, keep_ms: int) -> list[KnownSession]:
         """Forget sessions closed or unrefreshed for ``keep_ms``; return them."""
         stale = [
-            s for s in self.by_key.values()
+            s
+            for s in self.by_key.values()
             if (s.closed_ms is not None or s.expires_ms < now_ms) and s.updated_ms + keep_ms < now_ms
         ]
         for session in stale:

@@ -50,8 +50,13 @@ async def sweep(conn: asyncpg.Connection, idle: float, grace: float) -> int:
 
 
 async def run(
-    pool: Callable[[], asyncpg.Pool | None], health: Health, metrics: Metrics,
-    *, idle: float, grace: float, interval: float,
+    pool: Callable[[], asyncpg.Pool | None],
+    health: Health,
+    metrics: Metrics,
+    *,
+    idle: float,
+    grace: float,
+    interval: float,
 ) -> None:
     """Sweep every ``interval`` until cancelled."""
     while True:

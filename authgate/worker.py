@@ -83,24 +83,46 @@ class Worker:
         self.pool: asyncpg.Pool | None = None
         self.spool = Spool(spool_dir(s))
         self.recorder = Recorder(
-            self._connect_pg, self.spool, self.status, self.metrics,
-            interval=s.auth_flush_interval, max_buffered=s.auth_max_buffered_records,
+            self._connect_pg,
+            self.spool,
+            self.status,
+            self.metrics,
+            interval=s.auth_flush_interval,
+            max_buffered=s.auth_max_buffered_records,
         )
         self.decider = Decider(
-            self.caches, self.sessions, self.recorder, TokenCodec(s.token_secrets), self.metrics,
-            deny_duration=s.auth_deny_duration, grace=s.auth_session_grace, stale_limit=s.auth_stale_limit,
+            self.caches,
+            self.sessions,
+            self.recorder,
+            TokenCodec(s.token_secrets),
+            self.metrics,
+            deny_duration=s.auth_deny_duration,
+            grace=s.auth_session_grace,
+            stale_limit=s.auth_stale_limit,
             progress=s.auth_progress_interval,
         )
         self.redis = _redis_client(s.redis_url)
         self.emap = EntitlementMap(self.redis, s.redis_prefix)
         self.loader = Loader(
-            self.caches, self.emap, lambda: self.pool, self.status, self.metrics,
-            deny_duration=s.auth_deny_duration, usable=self.decider.usable,
+            self.caches,
+            self.emap,
+            lambda: self.pool,
+            self.status,
+            self.metrics,
+            deny_duration=s.auth_deny_duration,
+            usable=self.decider.usable,
         )
         self.limiter = SessionLimiter(
-            self.redis, RedisPipe(s.redis_url), s.redis_prefix, self.sessions, self.decider, self.status,
+            self.redis,
+            RedisPipe(s.redis_url),
+            s.redis_prefix,
+            self.sessions,
+            self.decider,
+            self.status,
             self.metrics,
-            grace=s.auth_session_grace, on_evicted=self.recorder.touch, recover=self.recover_redis,
+            grace=s.auth_session_grace,
+            on_evicted=self.recorder.touch,
+            recover=self.recover_redis,
         )
         self.gate = Gate(self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics)
         # What the server calls on every check, bound once (no extra call per request).
@@ -111,9 +133,15 @@ class Worker:
             self._connect_pg, self.caches, self.emap, self.status, self.metrics, lambda: self.pool
         )
         self.snapshots = SnapshotFiles(state_dir(s) / "metrics", str(index))
-        self.server = Server(self, Limits(
-            s.auth_max_header_bytes, s.auth_max_body_bytes, s.auth_idle_timeout, s.auth_request_timeout,
-        ))
+        self.server = Server(
+            self,
+            Limits(
+                s.auth_max_header_bytes,
+                s.auth_max_body_bytes,
+                s.auth_idle_timeout,
+                s.auth_request_timeout,
+            ),
+        )
         self._listening: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._node_claimed = False
@@ -156,10 +184,16 @@ class Worker:
         self._spawn(self._watch())
         self.snapshots.write(self._snapshot())
         self._spawn(self._housekeeping())
-        self._spawn(sweeper.run(
-            lambda: self.pool, self.status, self.metrics, idle=s.auth_session_idle,
-            grace=s.auth_session_grace, interval=s.auth_sweep_interval,
-        ))
+        self._spawn(
+            sweeper.run(
+                lambda: self.pool,
+                self.status,
+                self.metrics,
+                idle=s.auth_session_idle,
+                grace=s.auth_session_grace,
+                interval=s.auth_sweep_interval,
+            )
+        )
         # What start-up made lives as long as the process: keep it out of every collection.
         gc.freeze()
         log.info("listening", extra={"host": s.auth_host, "port": s.auth_port, "worker": self.index})
@@ -276,11 +310,13 @@ class Worker:
         try:
             async with self.pool.acquire(timeout=5.0) as conn:
                 stats = await entitlement_map.rebuild(conn, self.emap, claim=True)
-            log.info("entitlement map rebuilt",
-                     extra={"portals": stats.portals, "subscribers": stats.subscribers})
+            log.info(
+                "entitlement map rebuilt", extra={"portals": stats.portals, "subscribers": stats.subscribers}
+            )
         except (*_PG_ERRORS, RedisError) as exc:
-            log.warning("entitlement map rebuild failed; entries will be built on misses",
-                        extra={"error": str(exc)})
+            log.warning(
+                "entitlement map rebuild failed; entries will be built on misses", extra={"error": str(exc)}
+            )
 
     # ------------------------------------------------------------ housekeeping
 

@@ -90,17 +90,27 @@ async def seed(url: str, subscribers: int) -> list[tuple[int, str, list[str]]]:
     portal = ids.new_id()
     await conn.execute(
         "INSERT INTO portals (id, name, domain, api_key, settings) VALUES ($1, $2, '', $3, $4)",
-        portal, f"bench-{portal}", secrets.token_hex(8), {"maxSessions": 1000},
+        portal,
+        f"bench-{portal}",
+        secrets.token_hex(8),
+        {"maxSessions": 1000},
     )
     packages = [ids.new_id() for _ in range(50)]
     channels = [(ids.new_id(), f"ch{i}") for i in range(500)]
-    await conn.copy_records_to_table("packages", columns=["id", "portal_id", "name"],
-                                     records=[(p, portal, f"pk{i}") for i, p in enumerate(packages)])
-    await conn.copy_records_to_table("channels", columns=["id", "portal_id", "name", "title"],
-                                     records=[(c, portal, n, n) for c, n in channels])
+    await conn.copy_records_to_table(
+        "packages",
+        columns=["id", "portal_id", "name"],
+        records=[(p, portal, f"pk{i}") for i, p in enumerate(packages)],
+    )
+    await conn.copy_records_to_table(
+        "channels",
+        columns=["id", "portal_id", "name", "title"],
+        records=[(c, portal, n, n) for c, n in channels],
+    )
     links = [(packages[i % 50], c, portal) for i, (c, _) in enumerate(channels)]
-    await conn.copy_records_to_table("channel_packages", columns=["package_id", "channel_id", "portal_id"],
-                                     records=links)
+    await conn.copy_records_to_table(
+        "channel_packages", columns=["package_id", "channel_id", "portal_id"], records=links
+    )
     rng = random.Random(5)
     subs, subscriptions, out = [], [], []
     codec = TokenCodec(SECRETS)
@@ -112,9 +122,11 @@ async def seed(url: str, subscribers: int) -> list[tuple[int, str, list[str]]]:
         names = [name for i, (_, name) in enumerate(channels) if i % 50 in mine]
         out.append((sid, codec.sign(sid, portal, 1), names))
     await conn.copy_records_to_table(
-        "subscribers", columns=["id", "portal_id", "name", "phone_country_code", "phone"], records=subs)
+        "subscribers", columns=["id", "portal_id", "name", "phone_country_code", "phone"], records=subs
+    )
     await conn.copy_records_to_table(
-        "subscriptions", columns=["subscriber_id", "package_id", "portal_id"], records=subscriptions)
+        "subscriptions", columns=["subscriber_id", "package_id", "portal_id"], records=subscriptions
+    )
     async with conn.transaction():
         await entitlements.changed(conn, portal, "portal")
     await conn.close()
@@ -122,9 +134,11 @@ async def seed(url: str, subscribers: int) -> list[tuple[int, str, list[str]]]:
 
 
 def path(token: str, name: str, session: str, kind: str, n: int) -> str:
-    return (f"/auth?name={name}&proto=hls&ip=10.1.{n % 250}.{n % 200}&request_type={kind}&request_number={n}"
-            f"&session_id={session}&stream_clients=3&total_clients=120&token={token}&duration={n}"
-            f"&bytes={n * 1000}&user_agent=VLC%2F3.0.16")
+    return (
+        f"/auth?name={name}&proto=hls&ip=10.1.{n % 250}.{n % 200}&request_type={kind}&request_number={n}"
+        f"&session_id={session}&stream_clients=3&total_clients=120&token={token}&duration={n}"
+        f"&bytes={n * 1000}&user_agent=VLC%2F3.0.16"
+    )
 
 
 def scenarios(viewers: list[tuple[int, str, list[str]]]) -> tuple[list[str], list[str], list[str]]:
@@ -132,8 +146,10 @@ def scenarios(viewers: list[tuple[int, str, list[str]]]) -> tuple[list[str], lis
     rng = random.Random(7)
     opened = [(token, names[0], f"s{sid}") for sid, token, names in viewers]
     warm = [path(t, n, s, "new_session", 1) for t, n, s in opened]
-    hot = [path(t, n, s, "update_session", i) for i, (t, n, s) in
-           enumerate(rng.choice(opened) for _ in range(100_000))]
+    hot = [
+        path(t, n, s, "update_session", i)
+        for i, (t, n, s) in enumerate(rng.choice(opened) for _ in range(100_000))
+    ]
     mix = []
     for i in range(200_000):
         token, name, session = rng.choice(opened)
@@ -151,8 +167,13 @@ def scenarios(viewers: list[tuple[int, str, list[str]]]) -> tuple[list[str], lis
 
 def start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     # taskset execs the server: the child's pid is the server's (for its CPU time).
-    return subprocess.Popen(["taskset", "-c", CORE_SERVER, *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        ["taskset", "-c", CORE_SERVER, *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 async def open_sessions(port: int, paths: list[str]) -> int:
@@ -166,7 +187,7 @@ async def open_sessions(port: int, paths: list[str]) -> int:
                 return int(response.status == 200)
 
         for start in range(0, len(paths), 512):
-            allowed += sum(await asyncio.gather(*(one(p) for p in paths[start:start + 512])))
+            allowed += sum(await asyncio.gather(*(one(p) for p in paths[start : start + 512])))
     return allowed
 
 
@@ -188,9 +209,23 @@ def wrk(port: int, paths: list[str], seconds: int, work: Path) -> str:
     script = work / "requests.lua"
     script.write_text(WRK_SCRIPT)
     result = subprocess.run(
-        ["taskset", "-c", CORE_WRK, "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}"],
-        env={**os.environ, "WRK_PATHS": str(listing)}, capture_output=True, text=True, check=True,
+        [
+            "taskset",
+            "-c",
+            CORE_WRK,
+            "wrk",
+            "-t1",
+            "-c64",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        env={**os.environ, "WRK_PATHS": str(listing)},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout
 
@@ -212,8 +247,10 @@ def measure(label: str, pid: int, port: int, paths: list[str], seconds: int, wor
     p50 = next(line.split()[1] for line in lines if line.strip().startswith("50%"))
     p99 = next(line.split()[1] for line in lines if line.strip().startswith("99%"))
     non2xx = next((line.split()[-1] for line in lines if "Non-2xx" in line), "0")
-    return (f"{label:26s} {float(rate):>9,.0f} req/s  p50 {p50:>8}  p99 {p99:>8}  "
-            f"CPU {used / done * 1e6:6.1f} us/req  non-2xx {non2xx}")
+    return (
+        f"{label:26s} {float(rate):>9,.0f} req/s  p50 {p50:>8}  p99 {p99:>8}  "
+        f"CPU {used / done * 1e6:6.1f} us/req  non-2xx {non2xx}"
+    )
 
 
 async def main() -> None:
@@ -225,9 +262,14 @@ async def main() -> None:
     viewers = await seed(url, args.subscribers)
     warm, hot, mix = scenarios(viewers)
     work = Path(tempfile.mkdtemp(prefix="authgate-quick-"))
-    env = {**os.environ, "CATENA_TOKEN_SECRETS": SECRETS, "CATENA_AUTH_PORT": str(PORTS["authgate"]),
-           "CATENA_REDIS_PREFIX": f"quick-{secrets.token_hex(3)}", "CATENA_VAR_DIR": str(work),
-           "CATENA_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "CATENA_TOKEN_SECRETS": SECRETS,
+        "CATENA_AUTH_PORT": str(PORTS["authgate"]),
+        "CATENA_REDIS_PREFIX": f"quick-{secrets.token_hex(3)}",
+        "CATENA_VAR_DIR": str(work),
+        "CATENA_LOG_LEVEL": "warning",
+    }
     processes = [
         start([sys.executable, "-c", HELLO.format(port=PORTS["aiohttp"])]),
         start([sys.executable, "-c", BARE.format(port=PORTS["bare"])]),
@@ -239,10 +281,12 @@ async def main() -> None:
         opened = await open_sessions(PORTS["authgate"], warm)
         print(f"{opened} sessions opened in {time.monotonic() - started:.1f} s", flush=True)
         hello, bare, gate = (p.pid for p in processes)
-        lines = [measure("aiohttp hello world", hello, PORTS["aiohttp"], hot, args.seconds, work),
-                 measure("bare uvloop + httptools", bare, PORTS["bare"], hot, args.seconds, work),
-                 measure("authgate, updates only", gate, PORTS["authgate"], hot, args.seconds, work),
-                 measure("authgate, 70/25/5 mix", gate, PORTS["authgate"], mix, args.seconds, work)]
+        lines = [
+            measure("aiohttp hello world", hello, PORTS["aiohttp"], hot, args.seconds, work),
+            measure("bare uvloop + httptools", bare, PORTS["bare"], hot, args.seconds, work),
+            measure("authgate, updates only", gate, PORTS["authgate"], hot, args.seconds, work),
+            measure("authgate, 70/25/5 mix", gate, PORTS["authgate"], mix, args.seconds, work),
+        ]
     finally:
         for process in processes:
             os.killpg(process.pid, signal.SIGTERM)

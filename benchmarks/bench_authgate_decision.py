@@ -50,10 +50,12 @@ async def _no_database() -> asyncpg.Connection:
 
 def warm_decider(tmp: Path) -> Decider:
     metrics, sessions = Metrics(), SessionTable()
-    recorder = Recorder(_no_database, Spool(tmp), Health(lambda _: None), metrics, interval=1.0,
-                        max_buffered=1000)
-    decider = Decider(Caches(1000), sessions, recorder, CODEC, metrics, deny_duration=10, grace=60.0,
-                      stale_limit=300.0)
+    recorder = Recorder(
+        _no_database, Spool(tmp), Health(lambda _: None), metrics, interval=1.0, max_buffered=1000
+    )
+    decider = Decider(
+        Caches(1000), sessions, recorder, CODEC, metrics, deny_duration=10, grace=60.0, stale_limit=300.0
+    )
     channels = [ChannelRecord(100 + i, f"ch{i}", [10 + i % 50]) for i in range(500)]
     state = decider.caches.portal(PORTAL)
     state.entry = PortalEntry(1, PortalRecord(180, 7, 2, "deny_new", [10], channels), time.monotonic(), 10)

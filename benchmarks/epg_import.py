@@ -80,9 +80,19 @@ def ensure_guide(name: str) -> Path:
         channels, days = SIZES[name]
         print(f"generating {path} ({channels} channels × {days} days) ...", flush=True)
         subprocess.run(
-            [sys.executable, "-m", "benchmarks.xmltv_gen", "--channels", str(channels),
-             "--days", str(days), "-o", str(path)],
-            cwd=ROOT, check=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.xmltv_gen",
+                "--channels",
+                str(channels),
+                "--days",
+                str(days),
+                "-o",
+                str(path),
+            ],
+            cwd=ROOT,
+            check=True,
         )
     return path
 
@@ -151,7 +161,9 @@ def _measure(kind: str, started: float, cpu: float, count: int) -> Measure:
 def run_child(args: list[str]) -> Measure:
     output = subprocess.run(
         [sys.executable, "-m", "benchmarks.epg_import", "--child", *args],
-        cwd=ROOT, check=True, capture_output=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     ).stdout
     return msgspec.json.decode(output.splitlines()[-1], type=Measure)
 
@@ -171,12 +183,15 @@ async def make_source(url: str, name: str) -> tuple[int, int]:
     conn = await asyncpg.connect(url)
     portal_id = await conn.fetchval(
         "INSERT INTO portals (id, name, domain, api_key) VALUES (catena_new_id(), $1, '', $2) RETURNING id",
-        f"bench-{name}", secrets.token_hex(8),
+        f"bench-{name}",
+        secrets.token_hex(8),
     )
     source_id = await conn.fetchval(
         "INSERT INTO epg_sources (id, portal_id, name, url)"
         " VALUES (catena_new_id(), $1, $2, $3) RETURNING id",
-        portal_id, name, "http://bench.invalid/guide.xml",
+        portal_id,
+        name,
+        "http://bench.invalid/guide.xml",
     )
     await conn.close()
     return portal_id, source_id
@@ -189,10 +204,13 @@ def measure(name: str, path: Path, url: str, portal_id: int, source_id: int, rou
         result.full.append(run_child(["import", str(path), url, str(portal_id), str(source_id)]))
         bare, full = result.bare[-1], result.full[-1]
         pg = "" if full.postgres_cpu_seconds is None else f" + postgres {full.postgres_cpu_seconds:.2f}"
-        print(f"  {name} round {number}: bare {bare.seconds:.2f} s, import {full.seconds:.2f} s "
-              f"(ratio {bare.seconds / full.seconds:.2f}), import peak RSS {full.max_rss_mb:.0f} MB; "
-              f"CPU s: bare {bare.cpu_seconds:.2f}, import {full.cpu_seconds:.2f}{pg}; "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"  {name} round {number}: bare {bare.seconds:.2f} s, import {full.seconds:.2f} s "
+            f"(ratio {bare.seconds / full.seconds:.2f}), import peak RSS {full.max_rss_mb:.0f} MB; "
+            f"CPU s: bare {bare.cpu_seconds:.2f}, import {full.cpu_seconds:.2f}{pg}; "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     return result
 
 
@@ -200,23 +218,33 @@ def report(results: list[Result]) -> dict[str, object]:
     summary: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
     }
-    print(f"\n{'guide':<8}{'MB':>8}{'programmes':>12}{'bare prog/s':>14}{'import prog/s':>15}"
-          f"{'ratio':>8}{'import RSS MB':>15}")
+    print(
+        f"\n{'guide':<8}{'MB':>8}{'programmes':>12}{'bare prog/s':>14}{'import prog/s':>15}"
+        f"{'ratio':>8}{'import RSS MB':>15}"
+    )
     for result in results:
         programmes = result.full[0].programmes
         bare_rate = programmes / statistics.median(m.seconds for m in result.bare)
         full_rate = programmes / statistics.median(m.seconds for m in result.full)
         best_ratio = min(m.seconds for m in result.bare) / min(m.seconds for m in result.full)
         rss = max(m.max_rss_mb for m in result.full)
-        print(f"{result.name:<8}{result.size_mb:>8.0f}{programmes:>12}{bare_rate:>14.0f}{full_rate:>15.0f}"
-              f"{full_rate / bare_rate:>8.2f}{rss:>15.0f}")
+        print(
+            f"{result.name:<8}{result.size_mb:>8.0f}{programmes:>12}{bare_rate:>14.0f}{full_rate:>15.0f}"
+            f"{full_rate / bare_rate:>8.2f}{rss:>15.0f}"
+        )
         summary[result.name] = {
-            "file": str(result.path), "megabytes": round(result.size_mb, 1), "programmes": programmes,
-            "bare_programmes_per_s": round(bare_rate), "import_programmes_per_s": round(full_rate),
-            "ratio_of_medians": round(full_rate / bare_rate, 3), "ratio_of_bests": round(best_ratio, 3),
+            "file": str(result.path),
+            "megabytes": round(result.size_mb, 1),
+            "programmes": programmes,
+            "bare_programmes_per_s": round(bare_rate),
+            "import_programmes_per_s": round(full_rate),
+            "ratio_of_medians": round(full_rate / bare_rate, 3),
+            "ratio_of_bests": round(best_ratio, 3),
             "import_peak_rss_mb": round(rss, 1),
-            "rounds": {"bare": [msgspec.to_builtins(m) for m in result.bare],
-                       "import": [msgspec.to_builtins(m) for m in result.full]},
+            "rounds": {
+                "bare": [msgspec.to_builtins(m) for m in result.bare],
+                "import": [msgspec.to_builtins(m) for m in result.full],
+            },
         }
     print("ratio = import programmes/s ÷ bare parse programmes/s (medians of the rounds)")
     return summary
@@ -255,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("CATENA_BENCH_DATABASE_URL")
-        or os.environ.get("CATENA_TEST_DATABASE_URL") or DEFAULT_URL,
+        or os.environ.get("CATENA_TEST_DATABASE_URL")
+        or DEFAULT_URL,
     )
     args = parser.parse_args(argv)
     unknown = set(args.sizes) - set(SIZES)

@@ -35,9 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catena", description=__doc__)
     commands = parser.add_subparsers(title="commands")
 
-    up = commands.add_parser(
-        "up", help="start everything (embedded PostgreSQL and Redis unless configured)"
-    )
+    up = commands.add_parser("up", help="start everything (embedded PostgreSQL and Redis unless configured)")
     up.add_argument("--var-dir", default=None, help="where embedded data lives (default ./var)")
     up.set_defaults(run=_run_up)
 

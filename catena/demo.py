@@ -57,16 +57,24 @@ async def ensure(conn: asyncpg.Connection, saved_path: Path, settings: AdminSett
     subscriber_id, version = await _subscriber(conn, portal_id)
     token = TokenCodec(settings.token_secrets).sign(subscriber_id, portal_id, version)
     return Access(
-        portalId=saved.portalId, apiKey=api_key, ownerEmail=saved.ownerEmail,
-        ownerPassword=saved.ownerPassword, demoSubscriberId=ids.encode(subscriber_id),
-        demoSubscriberPhone=SUBSCRIBER_COUNTRY_CODE + SUBSCRIBER_PHONE, demoPlaybackToken=token,
+        portalId=saved.portalId,
+        apiKey=api_key,
+        ownerEmail=saved.ownerEmail,
+        ownerPassword=saved.ownerPassword,
+        demoSubscriberId=ids.encode(subscriber_id),
+        demoSubscriberPhone=SUBSCRIBER_COUNTRY_CODE + SUBSCRIBER_PHONE,
+        demoPlaybackToken=token,
     )
 
 
 async def _create(conn: asyncpg.Connection, settings: AdminSettings) -> _Saved:
     created = await portals.create(
-        conn, name=PORTAL_NAME, domain=DOMAIN, owner_email=OWNER_EMAIL,
-        title="Catena Demo", bcrypt_rounds=settings.bcrypt_rounds,
+        conn,
+        name=PORTAL_NAME,
+        domain=DOMAIN,
+        owner_email=OWNER_EMAIL,
+        title="Catena Demo",
+        bcrypt_rounds=settings.bcrypt_rounds,
     )
     portal_id = ids.decode(created.portalId)
     assert portal_id is not None
@@ -88,7 +96,8 @@ async def _recover(
     password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
     email = await conn.fetchval(
         "UPDATE managers SET password_hash = $2, updated_at = now() WHERE id = $1 RETURNING email",
-        owner_id, password_hash,
+        owner_id,
+        password_hash,
     )
     return _Saved(ids.encode(portal_id), email, password)
 
@@ -97,29 +106,47 @@ async def _content(conn: asyncpg.Connection, portal_id: int) -> None:
     channel_id, package_id = ids.new_id(), ids.new_id()
     await conn.execute(
         "INSERT INTO channels (id, portal_id, name, title) VALUES ($1, $2, 'demo1', 'Demo Channel')",
-        channel_id, portal_id,
+        channel_id,
+        portal_id,
     )
     await conn.execute(
         "INSERT INTO packages (id, portal_id, name, description) "
         "VALUES ($1, $2, 'basic', 'Free channels for everyone')",
-        package_id, portal_id,
+        package_id,
+        portal_id,
     )
     await conn.execute(
         "INSERT INTO channel_packages (package_id, channel_id, portal_id) VALUES ($1, $2, $3)",
-        package_id, channel_id, portal_id,
+        package_id,
+        channel_id,
+        portal_id,
     )
     await conn.execute(
         "INSERT INTO portal_free_packages (portal_id, package_id) VALUES ($1, $2)",
-        portal_id, package_id,
+        portal_id,
+        package_id,
     )
-    await operations.record(conn, portal_id, "createChannel", ACTOR,
-                            payload={"channelId": ids.encode(channel_id), "name": "demo1"})
-    await operations.record(conn, portal_id, "createPackage", ACTOR, package_id=package_id,
-                            payload={"packageName": "basic"})
-    await operations.record(conn, portal_id, "addChannelToPackage", ACTOR, package_id=package_id,
-                            payload={"channelId": ids.encode(channel_id), "packageName": "basic"})
-    await operations.record(conn, portal_id, "addFreePackage", ACTOR, package_id=package_id,
-                            payload={"packageName": "basic"})
+    await operations.record(
+        conn,
+        portal_id,
+        "createChannel",
+        ACTOR,
+        payload={"channelId": ids.encode(channel_id), "name": "demo1"},
+    )
+    await operations.record(
+        conn, portal_id, "createPackage", ACTOR, package_id=package_id, payload={"packageName": "basic"}
+    )
+    await operations.record(
+        conn,
+        portal_id,
+        "addChannelToPackage",
+        ACTOR,
+        package_id=package_id,
+        payload={"channelId": ids.encode(channel_id), "packageName": "basic"},
+    )
+    await operations.record(
+        conn, portal_id, "addFreePackage", ACTOR, package_id=package_id, payload={"packageName": "basic"}
+    )
     await entitlements.changed(conn, portal_id, "portal")
 
 
@@ -127,7 +154,9 @@ async def _subscriber(conn: asyncpg.Connection, portal_id: int) -> tuple[int, in
     row = await conn.fetchrow(
         "SELECT id, token_version FROM subscribers "
         "WHERE portal_id = $1 AND phone_country_code = $2 AND phone = $3",
-        portal_id, SUBSCRIBER_COUNTRY_CODE, SUBSCRIBER_PHONE,
+        portal_id,
+        SUBSCRIBER_COUNTRY_CODE,
+        SUBSCRIBER_PHONE,
     )
     if row is not None:
         return row["id"], row["token_version"]
@@ -136,12 +165,22 @@ async def _subscriber(conn: asyncpg.Connection, portal_id: int) -> tuple[int, in
         await conn.execute(
             "INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone) "
             "VALUES ($1, $2, 'Demo Subscriber', $3, $4)",
-            subscriber_id, portal_id, SUBSCRIBER_COUNTRY_CODE, SUBSCRIBER_PHONE,
+            subscriber_id,
+            portal_id,
+            SUBSCRIBER_COUNTRY_CODE,
+            SUBSCRIBER_PHONE,
         )
         await operations.record(
-            conn, portal_id, "createSubscriber", ACTOR, subscriber_id=subscriber_id,
-            payload={"name": "Demo Subscriber", "phone": SUBSCRIBER_PHONE,
-                     "phoneCountryCode": SUBSCRIBER_COUNTRY_CODE},
+            conn,
+            portal_id,
+            "createSubscriber",
+            ACTOR,
+            subscriber_id=subscriber_id,
+            payload={
+                "name": "Demo Subscriber",
+                "phone": SUBSCRIBER_PHONE,
+                "phoneCountryCode": SUBSCRIBER_COUNTRY_CODE,
+            },
         )
         await entitlements.changed(conn, portal_id, "subscriber", [subscriber_id])
     return subscriber_id, 1

@@ -228,9 +228,7 @@ class EntitlementMap:
         )
         return int(await self._put(keys=[], args=[ENTRY_TTL, packed]))
 
-    async def invalidate(
-        self, portal_id: int, version: int, keys: Iterable[str], portal_wide: bool
-    ) -> bool:
+    async def invalidate(self, portal_id: int, version: int, keys: Iterable[str], portal_wide: bool) -> bool:
         """Apply one entitlement signal: tombstone ``keys``; raise the floor on a gap.
 
         ``True`` when the floor was raised: every entry of the portal must be rebuilt.
@@ -335,7 +333,10 @@ GROUP BY s.id
 
 def _subscriber_record(row: asyncpg.Record) -> SubscriberRecord:
     return SubscriberRecord(
-        row["portal_id"], row["token_version"], row["disabled"], row["max_sessions"],
+        row["portal_id"],
+        row["token_version"],
+        row["disabled"],
+        row["max_sessions"],
         list(row["packages"]),
     )
 
@@ -371,8 +372,12 @@ async def _portal_body(conn: asyncpg.Connection, portal_id: int, raw_settings: A
         for r in await conn.fetch(_PORTAL_CHANNELS, portal_id)
     ]
     return PortalRecord(
-        settings.authDuration, settings.archiveDays, settings.maxSessions,
-        settings.sessionLimitPolicy, free, channels,
+        settings.authDuration,
+        settings.archiveDays,
+        settings.maxSessions,
+        settings.sessionLimitPolicy,
+        free,
+        channels,
     )
 
 
@@ -428,7 +433,11 @@ async def _write_portal(
 
 
 async def _write_subscribers(
-    conn: asyncpg.Connection, emap: EntitlementMap, portal_id: int, version: int, stats: RebuildStats,
+    conn: asyncpg.Connection,
+    emap: EntitlementMap,
+    portal_id: int,
+    version: int,
+    stats: RebuildStats,
     subscriber_ids: list[int] | None = None,
 ) -> None:
     chunk: list[tuple[str, int, bytes]] = []

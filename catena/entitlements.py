@@ -87,7 +87,5 @@ def decode(payload: str | bytes) -> Signal:
 
 async def current_version(conn: asyncpg.Connection, portal_id: int) -> int:
     """The portal's entitlement version now (0 when nothing has changed yet)."""
-    version = await conn.fetchval(
-        "SELECT version FROM entitlement_versions WHERE portal_id = $1", portal_id
-    )
+    version = await conn.fetchval("SELECT version FROM entitlement_versions WHERE portal_id = $1", portal_id)
     return int(version or 0)

@@ -50,9 +50,7 @@ class TokenCodec:
 
     def sign(self, subscriber_id: int, portal_id: int, version: int) -> str:
         claims = {"sub": ids.encode(subscriber_id), "prt": ids.encode(portal_id), "ver": version}
-        return jwt.encode(
-            claims, self._signing_key, algorithm="HS256", headers={"kid": self._signing_kid}
-        )
+        return jwt.encode(claims, self._signing_key, algorithm="HS256", headers={"kid": self._signing_kid})
 
     def verify(self, token: str) -> TokenClaims:
         """Return the claims of a token we signed; raise :class:`TokenError` otherwise."""
@@ -61,9 +59,7 @@ class TokenCodec:
             key = self._keys.get(kid) if isinstance(kid, str) else None
             if key is None:
                 raise TokenError("unknown signing key")
-            claims = jwt.decode(
-                token, key, algorithms=["HS256"], options={"require": ["sub", "prt", "ver"]}
-            )
+            claims = jwt.decode(token, key, algorithms=["HS256"], options={"require": ["sub", "prt", "ver"]})
         except jwt.ExpiredSignatureError:
             raise TokenError("token expired") from None
         except jwt.InvalidTokenError as exc:

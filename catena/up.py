@@ -141,12 +141,24 @@ def _children(var: Path, env: dict[str, str]) -> list[Child]:
     logdir.mkdir(exist_ok=True)
     python = sys.executable
     return [
-        Child("admin_api", [python, "-m", "admin_api"],
-              f"http://{admin.admin_host}:{admin.admin_port}/health", logdir / "admin_api.log"),
-        Child("authgate", [python, "-m", "authgate", "--workers", workers],
-              f"http://{auth.auth_host}:{auth.auth_port}/health", logdir / "authgate.log"),
-        Child("epg_worker", [python, "-m", "epg_worker"],
-              f"http://{epg.epg_host}:{epg.epg_port}/health", logdir / "epg_worker.log"),
+        Child(
+            "admin_api",
+            [python, "-m", "admin_api"],
+            f"http://{admin.admin_host}:{admin.admin_port}/health",
+            logdir / "admin_api.log",
+        ),
+        Child(
+            "authgate",
+            [python, "-m", "authgate", "--workers", workers],
+            f"http://{auth.auth_host}:{auth.auth_port}/health",
+            logdir / "authgate.log",
+        ),
+        Child(
+            "epg_worker",
+            [python, "-m", "epg_worker"],
+            f"http://{epg.epg_host}:{epg.epg_port}/health",
+            logdir / "epg_worker.log",
+        ),
     ]
 
 
@@ -156,9 +168,7 @@ def _spawn(child: Child, env: dict[str, str]) -> None:
     )
     child.started_at = time.monotonic()
     # Children log JSON lines; copy them to the terminal and to var/log/<name>.log.
-    thread = threading.Thread(
-        target=_pump, args=(child.process.stdout, child.log_path), daemon=True
-    )
+    thread = threading.Thread(target=_pump, args=(child.process.stdout, child.log_path), daemon=True)
     thread.start()
     child.threads.append(thread)
     log.info("started", extra={"child": child.name, "pid": child.process.pid})
@@ -190,8 +200,9 @@ def _wait_healthy(children: list[Child], stop: threading.Event) -> None:
         pending = [c for c in pending if not _healthy(c.health_url)]
         for child in pending:
             if child.process is not None and child.process.poll() is not None:
-                raise SystemExit(f"catena up: {child.name} exited with {child.process.returncode}; "
-                                 f"see {child.log_path}")
+                raise SystemExit(
+                    f"catena up: {child.name} exited with {child.process.returncode}; see {child.log_path}"
+                )
         if time.monotonic() > deadline:
             names = ", ".join(c.name for c in pending)
             raise SystemExit(f"catena up: {names} did not become healthy in {HEALTH_TIMEOUT:.0f} s")
@@ -230,9 +241,8 @@ def _supervise(children: list[Child], env: dict[str, str], stop: threading.Event
             # Back off when a child keeps crashing right after it starts.
             lived = time.monotonic() - child.started_at
             child.restarts = 0 if lived > 60 else child.restarts + 1
-            delay = min(RESTART_DELAY_MAX, 0.5 * 2 ** child.restarts)
-            log.error("child exited; restarting",
-                      extra={"child": child.name, "code": code, "delay": delay})
+            delay = min(RESTART_DELAY_MAX, 0.5 * 2**child.restarts)
+            log.error("child exited; restarting", extra={"child": child.name, "code": code, "delay": delay})
             if stop.wait(delay):
                 return
             _spawn(child, env)

@@ -120,7 +120,8 @@ async def health(request: web.Request) -> web.Response:
         runningUpdates=len(worker.running),
     )
     return web.Response(
-        body=msgspec.json.encode(body), status=200 if pg_ok and loop_ok else 503,
+        body=msgspec.json.encode(body),
+        status=200 if pg_ok and loop_ok else 503,
         content_type="application/json",
     )
 

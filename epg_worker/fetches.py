@@ -72,9 +72,7 @@ class ImportedFile:
     sha256: bytes
 
 
-async def start(
-    conn: asyncpg.Connection, portal_id: int, source_id: int, job_id: int | None
-) -> int:
+async def start(conn: asyncpg.Connection, portal_id: int, source_id: int, job_id: int | None) -> int:
     """Open a pending record for a new attempt and return its id.
 
     The caller holds the source's update lock, so any record still pending belongs
@@ -96,8 +94,16 @@ async def finish(conn: asyncpg.Connection, source_id: int, fetch_id: int, result
     """Close the record and make it the source's ``last_fetch_result`` (one transaction)."""
     async with conn.transaction():
         await conn.execute(
-            _FINISH, fetch_id, result.status, result.message, result.channels, result.found,
-            result.imported, result.deleted, result.fetch_duration, result.import_duration,
+            _FINISH,
+            fetch_id,
+            result.status,
+            result.message,
+            result.channels,
+            result.found,
+            result.imported,
+            result.deleted,
+            result.fetch_duration,
+            result.import_duration,
             result.fetched_at,
         )
         await conn.execute(_POINT_SOURCE, source_id, fetch_id)

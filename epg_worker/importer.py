@@ -36,8 +36,18 @@ from catena import ids
 from . import xmltv
 
 COLUMNS = (
-    "id", "portal_id", "epg_source_id", "fetch_id", "epg_channel_name", "start_at", "end_at",
-    "title", "description", "genre", "rating", "language",
+    "id",
+    "portal_id",
+    "epg_source_id",
+    "fetch_id",
+    "epg_channel_name",
+    "start_at",
+    "end_at",
+    "title",
+    "description",
+    "genre",
+    "rating",
+    "language",
 )
 ID_BLOCK = 4096  # ids taken at once (one millisecond's worth)
 SLICE = 250  # programmes parsed between two turns of the event loop
@@ -274,10 +284,18 @@ class Rows:
             programme_id, self.end_id = block.start, block.stop
         self.next_id = programme_id + 1
         return (
-            programme_id, self.portal_id, self.source_id, self.fetch_id, channel,
+            programme_id,
+            self.portal_id,
+            self.source_id,
+            self.fetch_id,
+            channel,
             ((start - PG_EPOCH) * 1_000_000,),
             None if stop is None else ((stop - PG_EPOCH) * 1_000_000,),
-            title, description, genre, rating, language,
+            title,
+            description,
+            genre,
+            rating,
+            language,
         )
 
     def _incomplete(self, raw: xmltv.RawProgramme) -> None:

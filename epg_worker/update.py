@@ -139,8 +139,12 @@ async def load_source(pool: asyncpg.Pool, job: Job) -> Source | None:
             sha256=bytes(row["imported_sha256"] or b""),
         )
     return Source(
-        id=row["id"], portal_id=row["portal_id"], name=row["name"], url=row["url"],
-        time_shift=row["time_shift"], archive_days=portals.load_settings(row["settings"]).archiveDays,
+        id=row["id"],
+        portal_id=row["portal_id"],
+        name=row["name"],
+        url=row["url"],
+        time_shift=row["time_shift"],
+        archive_days=portals.load_settings(row["settings"]).archiveDays,
         previous=previous,
     )
 
@@ -184,9 +188,7 @@ async def _busy(ctx: Context, job: Job) -> None:
 class Attempt:
     """One attempt: its fetch record, its temporary file, its watchdogs."""
 
-    def __init__(
-        self, ctx: Context, job: Job, source: Source, conn: asyncpg.Connection
-    ) -> None:
+    def __init__(self, ctx: Context, job: Job, source: Source, conn: asyncpg.Connection) -> None:
         self.ctx = ctx
         self.job = job
         self.source = source
@@ -283,8 +285,11 @@ class Attempt:
             cutoff=importer.archive_cutoff(self.source.archive_days),
         )
         file = fetches.ImportedFile(
-            self.source.url, self.source.time_shift, download.validators.etag,
-            download.validators.last_modified, download.sha256,
+            self.source.url,
+            self.source.time_shift,
+            download.validators.etag,
+            download.validators.last_modified,
+            download.sha256,
         )
 
         results = []
@@ -313,9 +318,15 @@ class Attempt:
             f"previous guide{importer.describe(stats)}"
         )
         return fetches.Result(
-            "success", message, channels=stats.channels, found=stats.found, imported=stats.imported,
-            deleted=stats.deleted, fetch_duration=fetch_duration,
-            import_duration=time.monotonic() - self.phase.started, fetched_at=fetched_at,
+            "success",
+            message,
+            channels=stats.channels,
+            found=stats.found,
+            imported=stats.imported,
+            deleted=stats.deleted,
+            fetch_duration=fetch_duration,
+            import_duration=time.monotonic() - self.phase.started,
+            fetched_at=fetched_at,
         )
 
     async def _failed(self, status: fetches.Status, message: str) -> None:
@@ -336,7 +347,10 @@ class Attempt:
         async with conn.transaction():
             await fetches.finish(conn, self.source.id, self.fetch_id, result)
             await jobs.finish(
-                conn, self.job.id, self.ctx.worker, ok=result.status == "success",
+                conn,
+                self.job.id,
+                self.ctx.worker,
+                ok=result.status == "success",
                 result={"epgFetchId": ids.encode(self.fetch_id), "status": result.status},
                 error=None if result.status == "success" else result.message,
             )
@@ -353,7 +367,8 @@ class Attempt:
     async def _interrupted(self) -> None:
         """The worker is stopping (or lost the job): record it, and let the job run again."""
         message = (
-            "another worker took this update over" if self.lost
+            "another worker took this update over"
+            if self.lost
             else "the worker was stopped during the update; it will be retried"
         )
         with contextlib.suppress(Exception):

@@ -125,8 +125,17 @@ def _programme(element: etree._Element) -> RawProgramme:
         language = language.strip()[:MAX_SHORT] or None
     return _new_programme(
         RawProgramme,
-        (channel, element.get("start"), element.get("stop"), title, language, description, genre,
-         rating, element.sourceline or 0),
+        (
+            channel,
+            element.get("start"),
+            element.get("stop"),
+            title,
+            language,
+            description,
+            genre,
+            rating,
+            element.sourceline or 0,
+        ),
     )
 
 
@@ -179,8 +188,13 @@ class TimeParser:
         year, month, day, hour, minute, second, sign, off_h, off_m = match.groups()
         try:
             local = dt.datetime(
-                int(year), int(month), int(day), int(hour or 0), int(minute or 0),
-                int(second or 0), tzinfo=dt.UTC,
+                int(year),
+                int(month),
+                int(day),
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                tzinfo=dt.UTC,
             )
         except ValueError:
             return None

@@ -89,9 +89,7 @@ class Findings:
         return "\n".join(lines)
 
 
-async def check(
-    conn: asyncpg.Connection, portal_id: int, admitted: list[Admitted] | None = None
-) -> Findings:
+async def check(conn: asyncpg.Connection, portal_id: int, admitted: list[Admitted] | None = None) -> Findings:
     """Compare what ``play_sessions`` says was held with each subscriber's limit."""
     totals = await conn.fetchrow(_TOTALS, portal_id)
     found = Findings(totals["rows"], totals["sessions"], totals["subscribers"], totals["unattributed"])

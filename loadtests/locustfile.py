@@ -115,11 +115,14 @@ class Viewer(FastHttpUser):
 
     def _open(self) -> None:
         choices = [c for c in self.profile.channels if not self.session or c != self.session.channel]
-        session = Session(str(uuid.uuid4()), random.choice(choices or self.profile.channels),
-                          random.choice(SHARED.gateways), now_ms())
+        session = Session(
+            str(uuid.uuid4()),
+            random.choice(choices or self.profile.channels),
+            random.choice(SHARED.gateways),
+            now_ms(),
+        )
         answer = self._auth(session, "new_session")
-        SHARED.count(session.session_id, self.profile.subscriber, answer == 200,
-                     answer == "session_limit")
+        SHARED.count(session.session_id, self.profile.subscriber, answer == 200, answer == "session_limit")
         if answer == 200:
             self.session = session
             self._event("play_opened", session)
@@ -156,8 +159,8 @@ class Viewer(FastHttpUser):
         body = msgspec.json.encode([play_event(kind, self.profile, session)])
         url = random.choice(SHARED.gateways) + "/events"
         headers = {"Content-Type": "application/json"}
-        with self.client.post(url, data=body.decode(), headers=headers, name=kind,
-                              catch_response=True) as resp:
+        with self.client.post(
+            url, data=body.decode(), headers=headers, name=kind, catch_response=True
+        ) as resp:
             if not 200 <= resp.status_code < 300:
                 resp.failure(f"{resp.status_code} {resp.text[:80] if resp.text else ''}")
-

@@ -52,11 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=300, help="devices (locust users)")
     parser.add_argument("--spawn-rate", type=float, default=50.0)
     parser.add_argument("--duration", type=int, default=60, help="seconds of load")
-    parser.add_argument("--subscribers", type=int, default=150,
-                        help="subscribers the devices belong to (fewer = more limit pressure)")
+    parser.add_argument(
+        "--subscribers",
+        type=int,
+        default=150,
+        help="subscribers the devices belong to (fewer = more limit pressure)",
+    )
     parser.add_argument("--base-port", type=int, default=8140, help="gateways on base and base+1")
-    parser.add_argument("--gateway-python", default=sys.executable,
-                        help="the Python that runs `-m authgate` (another checkout's venv)")
+    parser.add_argument(
+        "--gateway-python",
+        default=sys.executable,
+        help="the Python that runs `-m authgate` (another checkout's venv)",
+    )
     parser.add_argument("--workdir", default="var/loadtest")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis keys")
     return parser
@@ -93,8 +100,9 @@ async def _prepare(backends: infra.Backends, viewers: Path, how_many: int) -> in
         portal_id = await dataset.create_portal(conn, "load-" + secrets.token_hex(3))
         data = dataset.generate(SPEC, portal_id, TokenCodec(TOKEN_SECRETS))
         await dataset.load(conn, data)
-        await conn.execute("UPDATE portals SET settings = $2 WHERE id = $1",
-                           portal_id, {"authDuration": AUTH_DURATION})
+        await conn.execute(
+            "UPDATE portals SET settings = $2 WHERE id = $1", portal_id, {"authDuration": AUTH_DURATION}
+        )
     finally:
         await conn.close()
     viewers.write_bytes(msgspec.json.encode(profiles(data, how_many)))
@@ -106,8 +114,9 @@ def profiles(data: dataset.DataSet, how_many: int) -> list[Profile]:
     holders = sorted(data.holders(), key=lambda s: (s.max_sessions != 1, s.index))[:how_many]
     names = [name for _, name in data.channels]
     return [
-        Profile(ids.encode(s.id), s.token or "", s.max_sessions or 2,
-                [names[i] for i in sorted(data.entitled(s))])
+        Profile(
+            ids.encode(s.id), s.token or "", s.max_sessions or 2, [names[i] for i in sorted(data.entitled(s))]
+        )
         for s in holders
     ]
 
@@ -133,14 +142,37 @@ def _gateways(args: argparse.Namespace, backends: infra.Backends, workdir: Path)
 def _locust(args: argparse.Namespace, gateways: list[infra.Server], workdir: Path) -> int:
     urls = [f"http://127.0.0.1:{g.port}" for g in gateways]
     command = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
-        "--headless", "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s",
-        "--stop-timeout", "5", "--host", urls[0], "--gateways", ",".join(urls),
-        "--viewers", str(workdir / "viewers.json"), "--tally", str(workdir / "tally.json"),
-        "--only-summary", "--csv", str(workdir / "locust"),
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "loadtests" / "locustfile.py"),
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        str(args.spawn_rate),
+        "-t",
+        f"{args.duration}s",
+        "--stop-timeout",
+        "5",
+        "--host",
+        urls[0],
+        "--gateways",
+        ",".join(urls),
+        "--viewers",
+        str(workdir / "viewers.json"),
+        "--tally",
+        str(workdir / "tally.json"),
+        "--only-summary",
+        "--csv",
+        str(workdir / "locust"),
     ]
-    print(f"loadtest: {args.users} devices of {args.subscribers} subscribers for "
-          f"{args.duration} s through {', '.join(urls)}", flush=True)
+    print(
+        f"loadtest: {args.users} devices of {args.subscribers} subscribers for "
+        f"{args.duration} s through {', '.join(urls)}",
+        flush=True,
+    )
     return subprocess.run(command, cwd=ROOT, check=False, timeout=args.duration + 120).returncode
 
 
@@ -148,13 +180,13 @@ def new_session_summary(tally: Tally | None) -> str:
     """How the run's new_session requests were answered."""
     if tally is None:
         return "loadtest: locust wrote no tally"
-    return (f"loadtest: new_session asked {tally.asked:,}: admitted {len(tally.admitted):,}, "
-            f"denied with session_limit {tally.session_limit:,}, failed {tally.failed:,}")
+    return (
+        f"loadtest: new_session asked {tally.asked:,}: admitted {len(tally.admitted):,}, "
+        f"denied with session_limit {tally.session_limit:,}, failed {tally.failed:,}"
+    )
 
 
-async def _check(
-    backends: infra.Backends, portal_id: int, tally: Tally | None
-) -> check_sessions.Findings:
+async def _check(backends: infra.Backends, portal_id: int, tally: Tally | None) -> check_sessions.Findings:
     conn = await db.connect(backends.database_url)
     try:
         return await check_sessions.check(conn, portal_id, tally.admitted if tally else None)

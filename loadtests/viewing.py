@@ -65,10 +65,17 @@ def now_ms() -> int:
 def auth_query(profile: Profile, session: Session, request_type: str) -> dict[str, str]:
     """The query string Flussonic sends to its auth backend for ``session``."""
     query = {
-        "name": session.channel, "proto": "hls", "ip": VIEWER_IP,
-        "request_type": request_type, "request_number": str(session.number),
-        "session_id": session.session_id, "stream_clients": "3", "total_clients": "120",
-        "token": profile.token, "user_agent": "locust-viewer", "qs": "token=" + profile.token,
+        "name": session.channel,
+        "proto": "hls",
+        "ip": VIEWER_IP,
+        "request_type": request_type,
+        "request_number": str(session.number),
+        "session_id": session.session_id,
+        "stream_clients": "3",
+        "total_clients": "120",
+        "token": profile.token,
+        "user_agent": "locust-viewer",
+        "qs": "token=" + profile.token,
     }
     if request_type == "update_session":
         query["duration"] = str(max(0, (now_ms() - session.opened_ms) // 1000))
@@ -80,10 +87,18 @@ def play_event(kind: str, profile: Profile, session: Session) -> dict[str, Any]:
     """One event of Flussonic's event sink (``play_opened``, ``play_closed``) about ``session``."""
     now = now_ms()
     event: dict[str, Any] = {
-        "event": kind, "id": session.session_id, "media": session.channel,
-        "ip": VIEWER_IP, "proto": "hls", "token": profile.token,
-        "user_id": profile.subscriber, "opened_at": session.opened_ms, "bytes": session.bytes,
-        "event_id": str(uuid.uuid4()), "utc_ms": now, "server": "edge-load",
+        "event": kind,
+        "id": session.session_id,
+        "media": session.channel,
+        "ip": VIEWER_IP,
+        "proto": "hls",
+        "token": profile.token,
+        "user_id": profile.subscriber,
+        "opened_at": session.opened_ms,
+        "bytes": session.bytes,
+        "event_id": str(uuid.uuid4()),
+        "utc_ms": now,
+        "server": "edge-load",
     }
     if kind == "play_closed":
         event["closed_at"] = now

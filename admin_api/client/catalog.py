@@ -117,16 +117,25 @@ class Program:
 def _channel(row: asyncpg.Record) -> Channel:
     source, epg_name = row["epg_source_id"], row["epg_channel_name"]
     return Channel(
-        id=row["id"], name=row["name"], title=row["title"], group=row["package_name"],
-        logo_etag=row["logo_etag"], updated_at=row["updated_at"],
+        id=row["id"],
+        name=row["name"],
+        title=row["title"],
+        group=row["package_name"],
+        logo_etag=row["logo_etag"],
+        updated_at=row["updated_at"],
         guide=(source, epg_name) if source is not None and epg_name else None,
     )
 
 
 def _program(row: asyncpg.Record) -> Program:
     return Program(
-        id=row["id"], start=row["start_at"], end=row["end_at"], title=row["title"],
-        description=row["description"], genre=row["genre"], rating=row["rating"],
+        id=row["id"],
+        start=row["start_at"],
+        end=row["end_at"],
+        title=row["title"],
+        description=row["description"],
+        genre=row["genre"],
+        rating=row["rating"],
         language=row["language"],
     )
 
@@ -174,8 +183,16 @@ def _filled(program: Program, following: Program | None) -> Program:
     end = program.ends(following)
     if end is program.end:
         return program
-    return Program(program.id, program.start, end, program.title, program.description,
-                   program.genre, program.rating, program.language)
+    return Program(
+        program.id,
+        program.start,
+        end,
+        program.title,
+        program.description,
+        program.genre,
+        program.rating,
+        program.language,
+    )
 
 
 async def guide(

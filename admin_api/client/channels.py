@@ -90,10 +90,15 @@ class Archive:
         if program is None:
             return None
         return ProgramOut(
-            programId=text_id(program.id), title=program.title, start=iso(program.start),
+            programId=text_id(program.id),
+            title=program.title,
+            start=iso(program.start),
             end=iso(program.end) if program.end is not None else None,
-            description=program.description, genre=program.genre, rating=program.rating,
-            language=program.language, archiveUrl=self.url(program),
+            description=program.description,
+            genre=program.genre,
+            rating=program.rating,
+            language=program.language,
+            archiveUrl=self.url(program),
         )
 
 
@@ -121,11 +126,15 @@ def _channel_out(
     archive = Archive(subscriber, channel.name, now)
     current, upcoming = airing.get(channel.guide, (None, None)) if channel.guide else (None, None)
     return ChannelOut(
-        channelId=text_id(channel.id), name=channel.name, title=channel.title, group=channel.group,
+        channelId=text_id(channel.id),
+        name=channel.name,
+        title=channel.title,
+        group=channel.group,
         logo=urls.logo(base, subscriber.portal_id, channel),
         playbackUrl=urls.live(subscriber.settings, channel.name, subscriber.token),
         archiveDays=subscriber.settings.archiveDays,
-        current=archive.out(current), next=archive.out(upcoming),
+        current=archive.out(current),
+        next=archive.out(upcoming),
     )
 
 
@@ -166,8 +175,9 @@ def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"tz must be an IANA time zone such as Europe/Moscow, got {name!r}",
-                           field="tz") from None
+        raise InvalidInput(
+            f"tz must be an IANA time zone such as Europe/Moscow, got {name!r}", field="tz"
+        ) from None
 
 
 def _day(text: str | None, zone: ZoneInfo) -> date:
@@ -181,8 +191,12 @@ def _day(text: str | None, zone: ZoneInfo) -> date:
     raise InvalidInput(f"date must be a calendar date as YYYY-MM-DD, got {text!r}", field="date")
 
 
-@api.get("/channels/{name}/logo", query=PortalQuery, auth=None,
-         produces={200: ("The logo image (PNG or JPEG)", "image/*"), 304: ("Not modified", "image/*")})
+@api.get(
+    "/channels/{name}/logo",
+    query=PortalQuery,
+    auth=None,
+    produces={200: ("The logo image (PNG or JPEG)", "image/*"), 304: ("Not modified", "image/*")},
+)
 async def client_channel_logo(call: Call) -> web.StreamResponse:
     """A channel's logo, for apps and players (no token; portal by Host or portalId)."""
     name = _channel_name(call)

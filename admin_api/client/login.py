@@ -89,12 +89,30 @@ class SignIn:
         self.hasher = codes.CodeHasher(settings.token_secrets)
         self.ip = client_ip(call.request)
         redis, prefix, window = call.redis, Keys(settings.redis_prefix), settings.client_sms_window
-        self.per_ip = Counter(redis, prefix, "sms-ip", settings.client_sms_per_ip, window,
-                              "too many codes requested from this address; try again later")
-        self.per_phone = Counter(redis, prefix, "sms-phone", settings.client_sms_per_phone, window,
-                                 "too many codes requested for this phone; try again later")
-        self.verify_fails = Counter(redis, prefix, "verify-ip", settings.client_verify_fail_per_ip,
-                                    window, "too many wrong codes from this address; try again later")
+        self.per_ip = Counter(
+            redis,
+            prefix,
+            "sms-ip",
+            settings.client_sms_per_ip,
+            window,
+            "too many codes requested from this address; try again later",
+        )
+        self.per_phone = Counter(
+            redis,
+            prefix,
+            "sms-phone",
+            settings.client_sms_per_phone,
+            window,
+            "too many codes requested for this phone; try again later",
+        )
+        self.verify_fails = Counter(
+            redis,
+            prefix,
+            "verify-ip",
+            settings.client_verify_fail_per_ip,
+            window,
+            "too many wrong codes from this address; try again later",
+        )
 
 
 async def _addressed(
@@ -111,9 +129,15 @@ WHERE portal_id = $1 AND phone_country_code = $2 AND phone = $3
 """
 
 
-@api.post("/login/sms", body=SmsRequest, response=SmsSent,
-          produces={429: ("Throttled or inside the resend cooldown (Retry-After)", "application/json"),
-                    503: ("The SMS could not be sent", "application/json")})
+@api.post(
+    "/login/sms",
+    body=SmsRequest,
+    response=SmsSent,
+    produces={
+        429: ("Throttled or inside the resend cooldown (Retry-After)", "application/json"),
+        503: ("The SMS could not be sent", "application/json"),
+    },
+)
 async def client_request_code(call: Call) -> SmsSent:
     """Send a 4-digit sign-in code by SMS (the same answer for unknown phones)."""
     body: SmsRequest = call.body
@@ -129,8 +153,12 @@ async def client_request_code(call: Call) -> SmsSent:
     if receives:
         await _send(call, portal, phone, code, code_hash)
     settings = sign_in.settings
-    return SmsSent(status="sent", codeLength=codes.CODE_DIGITS, expiresIn=int(settings.client_code_ttl),
-                   resendIn=int(settings.client_code_cooldown))
+    return SmsSent(
+        status="sent",
+        codeLength=codes.CODE_DIGITS,
+        expiresIn=int(settings.client_code_ttl),
+        resendIn=int(settings.client_code_cooldown),
+    )
 
 
 async def _issue(conn: asyncpg.Connection, sign_in: SignIn, phone: codes.Phone, code: str) -> bytes:
@@ -155,16 +183,29 @@ async def _send(call: Call, portal: ClientPortal, phone: codes.Phone, code: str,
     except (SmsSendFailed, GatewayMisconfigured) as exc:
         async with call.db.acquire() as conn:
             await codes.withdraw(conn, phone, code_hash)
-        log.error("sms not sent", extra={"portalId": text_id(portal.id), "phone": phone.digits,
-                                         "reason": str(exc), "problem": type(exc).__name__})
+        log.error(
+            "sms not sent",
+            extra={
+                "portalId": text_id(portal.id),
+                "phone": phone.digits,
+                "reason": str(exc),
+                "problem": type(exc).__name__,
+            },
+        )
         raise ServiceUnavailable(
             "the SMS with your code could not be sent; try again in a minute", code="sms_send_failed"
         ) from None
 
 
-@api.post("/login/verify", body=VerifyRequest, response=SignedIn,
-          produces={401: ("The code does not match or has expired", "application/json"),
-                    429: ("Too many wrong codes (ask for a new code) or throttled", "application/json")})
+@api.post(
+    "/login/verify",
+    body=VerifyRequest,
+    response=SignedIn,
+    produces={
+        401: ("The code does not match or has expired", "application/json"),
+        429: ("Too many wrong codes (ask for a new code) or throttled", "application/json"),
+    },
+)
 async def client_verify_code(call: Call) -> SignedIn:
     """Exchange the SMS code for the subscriber's playback token."""
     body: VerifyRequest = call.body
@@ -182,8 +223,13 @@ async def client_verify_code(call: Call) -> SignedIn:
     if row["disabled"]:
         raise Forbidden("this account is disabled; contact your TV operator", code="subscriber_disabled")
     token = call.request.app[keys.TOKENS].sign(row["id"], portal.id, row["token_version"])
-    return SignedIn(subscriberId=text_id(row["id"]), portalId=text_id(portal.id), name=row["name"],
-                    playback_token=token, branding=portal.branding)
+    return SignedIn(
+        subscriberId=text_id(row["id"]),
+        portalId=text_id(portal.id),
+        name=row["name"],
+        playback_token=token,
+        branding=portal.branding,
+    )
 
 
 def _mismatch() -> Unauthorized:
@@ -198,8 +244,9 @@ async def _check_code(conn: asyncpg.Connection, sign_in: SignIn, phone: codes.Ph
     if attempt.expired:
         raise Unauthorized("sms code expired; ask for a new one", field="code", code="sms_code_expired")
     if attempt.number > sign_in.settings.client_code_attempts:
-        raise AttemptsExhausted("too many wrong codes; ask for a new one",
-                                retry_after=int(sign_in.settings.client_code_cooldown))
+        raise AttemptsExhausted(
+            "too many wrong codes; ask for a new one", retry_after=int(sign_in.settings.client_code_cooldown)
+        )
     if not attempt.matches:
         raise _mismatch()
     return attempt.code_hash
@@ -235,7 +282,8 @@ async def _auto_create(conn: asyncpg.Connection, portal_id: int, phone: codes.Ph
         # Created a moment ago by billing or a parallel sign-in: use that one.
         return await conn.fetchrow(_SUBSCRIBER, *phone.key())
     payload = {"name": name, "phoneCountryCode": phone.country_code, "phone": phone.number}
-    await operations.record(conn, portal_id, "autoCreateSubscriber", ACTOR,
-                            subscriber_id=row["id"], payload=payload)
+    await operations.record(
+        conn, portal_id, "autoCreateSubscriber", ACTOR, subscriber_id=row["id"], payload=payload
+    )
     await entitlements.changed(conn, portal_id, "subscriber", [row["id"]])
     return row

@@ -71,8 +71,10 @@ def playlist(subscriber: Subscriber, channels: Sequence[catalog.Channel], base: 
     return "".join(lines).encode()
 
 
-@api.get("/playlist.m3u8", produces={200: ("Extended M3U playlist", "audio/x-mpegurl"),
-                                      304: ("Not modified", "audio/x-mpegurl")})
+@api.get(
+    "/playlist.m3u8",
+    produces={200: ("Extended M3U playlist", "audio/x-mpegurl"), 304: ("Not modified", "audio/x-mpegurl")},
+)
 async def client_playlist(call: Call) -> web.StreamResponse:
     """The subscriber's channels as an extended M3U playlist (token as header or ?token=)."""
     subscriber: Subscriber = call.subject
@@ -98,8 +100,11 @@ class Window:
         self.hour = hour
 
 
-@api.get("/epg.xml", query=GuideQuery, produces={200: ("XMLTV guide", "application/xml"),
-                                                 304: ("Not modified", "application/xml")})
+@api.get(
+    "/epg.xml",
+    query=GuideQuery,
+    produces={200: ("XMLTV guide", "application/xml"), 304: ("Not modified", "application/xml")},
+)
 async def client_guide(call: Call) -> web.StreamResponse:
     """The XMLTV guide of the subscriber's channels, streamed (token as header or ?token=)."""
     subscriber: Subscriber = call.subject
@@ -146,7 +151,7 @@ async def _stream(
     await response.write("".join(entries).encode())
     guided = [(c.name, c.guide) for c in channels if c.guide is not None]
     for first in range(0, len(guided), GUIDE_BATCH):
-        batch = guided[first:first + GUIDE_BATCH]
+        batch = guided[first : first + GUIDE_BATCH]
         async with call.db.acquire() as conn:
             found = await catalog.guide(conn, sorted({key for _, key in batch}), window.start, window.end)
         parts = [xmltv.programme(name, program) for name, key in batch for program in found.get(key, ())]

@@ -104,10 +104,15 @@ class HttpGateway:
         headers = {"Content-Type": config.contentType, **config.headers}
         timeout = aiohttp.ClientTimeout(total=config.timeout)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
-                config.method, _fill(config.url, fill), headers=headers,
-                data=_fill(config.body, fill).encode() if config.body else None,
-            ) as response:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.request(
+                    config.method,
+                    _fill(config.url, fill),
+                    headers=headers,
+                    data=_fill(config.body, fill).encode() if config.body else None,
+                ) as response,
+            ):
                 text = (await response.text(errors="replace"))[:200]
         except TimeoutError:
             return f"no answer within {config.timeout:g} s", True
@@ -120,8 +125,13 @@ class HttpGateway:
     def _log_failure(self, phone: str, attempt: int, reason: str) -> None:
         log.warning(
             "sms gateway attempt failed",
-            extra={"portalId": self.portal_id, "phone": phone, "attempt": attempt + 1,
-                   "url": self.config.url, "reason": reason},
+            extra={
+                "portalId": self.portal_id,
+                "phone": phone,
+                "attempt": attempt + 1,
+                "url": self.config.url,
+                "reason": reason,
+            },
         )
 
 

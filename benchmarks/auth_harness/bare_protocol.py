@@ -17,8 +17,7 @@ import uvloop
 from . import _serving
 
 RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
-    b"X-AuthDuration: 180\r\n\r\nok"
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nX-AuthDuration: 180\r\n\r\nok"
 )
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 

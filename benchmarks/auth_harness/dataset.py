@@ -154,9 +154,7 @@ async def _copy_all(conn: asyncpg.Connection, data: DataSet) -> None:
     async with conn.transaction():
         await _copy(conn, "channels", ("id", "portal_id", "name", "title"), _channel_rows(data))
         await _copy(conn, "packages", ("id", "portal_id", "name"), _package_rows(data))
-        await _copy(
-            conn, "channel_packages", ("package_id", "channel_id", "portal_id"), _link_rows(data)
-        )
+        await _copy(conn, "channel_packages", ("package_id", "channel_id", "portal_id"), _link_rows(data))
         await _copy(
             conn,
             "portal_free_packages",
@@ -173,7 +171,13 @@ async def _copy_all(conn: asyncpg.Connection, data: DataSet) -> None:
 
 
 _SUBSCRIBER_COLUMNS = (
-    "id", "portal_id", "name", "phone_country_code", "phone", "disabled", "max_sessions",
+    "id",
+    "portal_id",
+    "name",
+    "phone_country_code",
+    "phone",
+    "disabled",
+    "max_sessions",
     "token_version",
 )
 

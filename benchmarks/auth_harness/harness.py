@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         env["CATENA_AUTH_SESSION_GRACE"] = SESSION_GRACE
         if "d" in args.only:
             targets.migrate(args.authgate_python, env, workdir)
-        setup = Setup(workdir, args.base_port, server_cpu, env,
-                      args.authgate_python, args.authgate_workers)
+        setup = Setup(workdir, args.base_port, server_cpu, env, args.authgate_python, args.authgate_workers)
         bench = Bench(setup, load, plan, request_mix.write_pool(plan, workdir / "pool.bin"), args)
         outcomes = bench.run(args.only)
         if "d" in args.only and not bench.outcomes["d"].error:
@@ -99,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
 class Bench:
     """Starts the servers, checks their answers, measures them round by round."""
 
-    def __init__(self, setup: Setup, load: wrk.Load, plan: request_mix.Plan, pool: Path,
-                 args: argparse.Namespace) -> None:
+    def __init__(
+        self, setup: Setup, load: wrk.Load, plan: request_mix.Plan, pool: Path, args: argparse.Namespace
+    ) -> None:
         self.setup, self.load, self.plan, self.pool = setup, load, plan, pool
         self.rounds, self.warmup = args.rounds, args.warmup
         self.outcomes: dict[str, Outcome] = {}
@@ -149,14 +149,18 @@ class Bench:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench-auth", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="abecd", type=_keys,
-                        help="which servers to measure, in order (default abecd)")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds measured per server and round (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of wrk before each measurement (default 2)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="measurements per server, interleaved; the median is shown (3)")
+    parser.add_argument(
+        "--only", default="abecd", type=_keys, help="which servers to measure, in order (default abecd)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds measured per server and round (default 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of wrk before each measurement (default 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measurements per server, interleaved; the median is shown (3)"
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (on the client core)")
     parser.add_argument("--pool", type=int, default=20_000, help="distinct requests wrk cycles")
@@ -164,10 +168,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens", type=int, default=dataset.Spec().tokens)
     parser.add_argument("--server-cpu", type=int, default=None)
     parser.add_argument("--client-cpu", type=int, default=None)
-    parser.add_argument("--base-port", type=int, default=8150,
-                        help="servers listen on base..base+4 (default 8150)")
-    parser.add_argument("--authgate-python", default=sys.executable,
-                        help="the Python that runs `-m authgate` (another checkout's venv)")
+    parser.add_argument(
+        "--base-port", type=int, default=8150, help="servers listen on base..base+4 (default 8150)"
+    )
+    parser.add_argument(
+        "--authgate-python",
+        default=sys.executable,
+        help="the Python that runs `-m authgate` (another checkout's venv)",
+    )
     parser.add_argument("--authgate-workers", type=int, default=1)
     parser.add_argument("--workdir", default="var/bench", help="logs, pool file, results.json")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis keys")
@@ -192,9 +200,7 @@ def _cores(server: int | None, client: int | None) -> tuple[int | None, int | No
     return server, client
 
 
-async def _prepare(
-    backends: infra.Backends, args: argparse.Namespace
-) -> tuple[request_mix.Plan, int]:
+async def _prepare(backends: infra.Backends, args: argparse.Namespace) -> tuple[request_mix.Plan, int]:
     """Create and fill the database; build the plan of requests."""
     started = time.monotonic()
     await infra.create_database(backends)
@@ -207,9 +213,12 @@ async def _prepare(
     finally:
         await conn.close()
     plan = request_mix.build(data, args.pool)
-    print(f"bench-auth: data set of {spec.subscribers:,} subscribers, {spec.channels} channels, "
-          f"{spec.packages} packages, {spec.tokens:,} tokens made in "
-          f"{time.monotonic() - started:.1f} s; pool of {len(plan.pool):,} requests", flush=True)
+    print(
+        f"bench-auth: data set of {spec.subscribers:,} subscribers, {spec.channels} channels, "
+        f"{spec.packages} packages, {spec.tokens:,} tokens made in "
+        f"{time.monotonic() - started:.1f} s; pool of {len(plan.pool):,} requests",
+        flush=True,
+    )
     return plan, portal_id
 
 
@@ -230,9 +239,7 @@ FROM play_sessions WHERE portal_id = $1
 """
 
 
-async def _recorded(
-    backends: infra.Backends, portal_id: int, plan: request_mix.Plan
-) -> list[str]:
+async def _recorded(backends: infra.Backends, portal_id: int, plan: request_mix.Plan) -> list[str]:
     """What authgate wrote to play_sessions by the time SIGTERM's flush finished."""
     admitted = len(plan.setup) + sum(p.kind == "new_session" for p in plan.pool)
     conn = await db.connect(backends.database_url)

@@ -1,6 +1,6 @@
 """Baseline (b): an aiohttp + uvloop "hello world" answering every path.
 
-    python -m benchmarks.auth_harness.hello_aiohttp --port 8151
+python -m benchmarks.auth_harness.hello_aiohttp --port 8151
 """
 
 from __future__ import annotations

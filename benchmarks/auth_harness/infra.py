@@ -69,7 +69,9 @@ def start_backends(var_dir: Path, settings: BenchSettings | None = None) -> Back
     """The machine's PostgreSQL and Redis when they answer, embedded ones otherwise."""
     settings = settings or load(BenchSettings)
     forced, pg_url, redis_url = (
-        settings.bench_embedded, settings.bench_database_url, settings.bench_redis_url
+        settings.bench_embedded,
+        settings.bench_database_url,
+        settings.bench_redis_url,
     )
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     if forced or not asyncio.run(_postgres_answers(pg_url)):
@@ -159,8 +161,12 @@ class Server:
         pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*pin, *self.argv], stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **(self.env or {})}, cwd=self.cwd, start_new_session=True,
+                [*pin, *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+                cwd=self.cwd,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while not answers_http("127.0.0.1", self.port):

@@ -65,9 +65,7 @@ def _details(outcome: Outcome) -> list[str]:
     if outcome.check is not None:
         lines += ["", f"{title}: answers to the setup and one pass of the pool:"]
         for kind, answers in outcome.check.answers.items():
-            seen = ", ".join(
-                f"{n:,}× {s} {r or ''}".rstrip() for (s, r), n in answers.most_common()
-            )
+            seen = ", ".join(f"{n:,}× {s} {r or ''}".rstrip() for (s, r), n in answers.most_common())
             lines.append(f"    {kind:<24} {seen}   wrong: {outcome.check.wrong[kind]:,}")
     if len(outcome.rounds) > 1:
         rates = ", ".join(f"{r.rate:,.0f}" for r, _ in outcome.rounds)
@@ -81,7 +79,10 @@ def as_json(outcomes: list[Outcome]) -> list[dict[str, Any]]:
     out = []
     for o in outcomes:
         entry: dict[str, Any] = {
-            "key": o.target.key, "label": o.target.label, "error": o.error, "notes": o.notes,
+            "key": o.target.key,
+            "label": o.target.label,
+            "error": o.error,
+            "notes": o.notes,
             "rounds": [{"loadAverage": load, "rate": r.rate, **_fields(r)} for r, load in o.rounds],
         }
         if o.check is not None:

@@ -121,9 +121,7 @@ def _split_holders(
     return single + others[:take], others[take : take + n_fresh]
 
 
-def _denials(
-    maker: _Maker, data: DataSet, opened: list[Subscriber], counts: dict[str, int]
-) -> list[Planned]:
+def _denials(maker: _Maker, data: DataSet, opened: list[Subscriber], counts: dict[str, int]) -> list[Planned]:
     single = [s for s in opened if s.max_sessions == 1]
     if not single and counts["session_limit"]:
         raise ValueError("the data set has no single-screen token holder to exceed a limit")
@@ -132,10 +130,7 @@ def _denials(
         maker.session(maker.rng.choice(opened), "channel_not_in_packages")
         for _ in range(counts["channel_not_in_packages"])
     ]
-    out += [
-        maker.session(single[i % len(single)], "session_limit")
-        for i in range(counts["session_limit"])
-    ]
+    out += [maker.session(single[i % len(single)], "session_limit") for i in range(counts["session_limit"])]
     return out
 
 
@@ -162,22 +157,30 @@ class _Maker:
         params = self._common(channel, session_id, token, "new_session", 1)
         ok = kind in ("open", "new_session")
         return Planned(
-            kind, _request(params), session_id, subscriber.id, channel,
-            200 if ok else 403, None if ok else kind,
+            kind,
+            _request(params),
+            session_id,
+            subscriber.id,
+            channel,
+            200 if ok else 403,
+            None if ok else kind,
         )
 
     def refresh(self, opened: Planned, subscriber: Subscriber) -> Planned:
         """The ``update_session`` of the session that ``opened`` started."""
         assert subscriber.token is not None
         number = self.rng.randint(2, 40)
-        params = self._common(
-            opened.channel, opened.session_id, subscriber.token, "update_session", number
-        )
+        params = self._common(opened.channel, opened.session_id, subscriber.token, "update_session", number)
         duration = (number - 1) * 180
         params += [("duration", str(duration)), ("bytes", str(duration * 625_000))]
         return Planned(
-            "update_session", _request(params), opened.session_id, opened.subscriber_id,
-            opened.channel, 200, None,
+            "update_session",
+            _request(params),
+            opened.session_id,
+            opened.subscriber_id,
+            opened.channel,
+            200,
+            None,
         )
 
     def _outside(self, entitled: set[int]) -> int:
@@ -208,6 +211,6 @@ class _Maker:
 def _request(params: list[tuple[str, str]]) -> bytes:
     # yarl quotes in C: urllib's urlencode would take most of the plan's build time.
     target = URL.build(path="/auth", query=params).raw_path_qs
-    return (
-        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Flussonic/23.10\r\n\r\n"
-    ).encode("ascii")
+    return (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Flussonic/23.10\r\n\r\n").encode(
+        "ascii"
+    )

@@ -58,8 +58,7 @@ def server(target: Target, setup: Setup) -> Server:
     if target.key == "a":
         return Server(target.label, _nginx_argv(setup.workdir, port), port, log, cpu=setup.cpu)
     if target.key == "d":
-        return authgate(setup.authgate_python, port, setup.authgate_workers, setup.env, log,
-                        cpu=setup.cpu)
+        return authgate(setup.authgate_python, port, setup.authgate_workers, setup.env, log, cpu=setup.cpu)
     module = {"b": "hello_aiohttp", "c": "naive_backend", "e": "bare_protocol"}[target.key]
     argv = [sys.executable, "-m", f"benchmarks.auth_harness.{module}", "--port", str(port)]
     return Server(target.label, argv, port, log, cpu=setup.cpu, env=setup.env, cwd=ROOT)
@@ -79,8 +78,15 @@ def migrate(python: str, env: dict[str, str], cwd: Path) -> None:
     """``catena migrate`` with the gateway's interpreter: its checkout may have migrations
     this one lacks (e.g. when ``--authgate-python`` is another checkout's venv)."""
     code = "import sys; from catena.cli import main; main(sys.argv[1:])"
-    done = subprocess.run([python, "-c", code, "migrate"], env={**os.environ, **env}, cwd=cwd,
-                          capture_output=True, text=True, check=False, timeout=120)
+    done = subprocess.run(
+        [python, "-c", code, "migrate"],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     if done.returncode != 0:
         raise ServerFailed(f"catena migrate with {python} failed:\n{done.stdout}{done.stderr}")
 

@@ -50,9 +50,17 @@ class Load:
     def command(self, port: int, pool: Path, duration: float) -> list[str]:
         pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
         return [
-            *pin, "wrk", f"-t{self.threads}", f"-c{self.connections}", f"-d{duration:g}s",
-            f"--timeout={self.timeout:g}s", "-s", str(SCRIPT), f"http://127.0.0.1:{port}/",
-            "--", str(pool),
+            *pin,
+            "wrk",
+            f"-t{self.threads}",
+            f"-c{self.connections}",
+            f"-d{duration:g}s",
+            f"--timeout={self.timeout:g}s",
+            "-s",
+            str(SCRIPT),
+            f"http://127.0.0.1:{port}/",
+            "--",
+            str(pool),
         ]
 
 
@@ -61,8 +69,11 @@ def run(load: Load, port: int, pool: Path, duration: float | None = None) -> Wrk
     seconds = load.duration if duration is None else duration
     try:
         done = subprocess.run(
-            load.command(port, pool, seconds), capture_output=True, text=True,
-            timeout=seconds + 60, check=False,
+            load.command(port, pool, seconds),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"wrk did not finish within {seconds + 60:g} s") from None

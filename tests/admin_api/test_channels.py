@@ -330,8 +330,14 @@ async def test_bad_limit(api: Api, query: str) -> None:
         base64.urlsafe_b64encode(b'["channels",1]').decode().rstrip("="),
     ],
     ids=[
-        "garbage", "other list", "wrong type", "beyond bigint",
-        "wrong arity", "truncated", "not json", "unsigned",
+        "garbage",
+        "other list",
+        "wrong type",
+        "beyond bigint",
+        "wrong arity",
+        "truncated",
+        "not json",
+        "unsigned",
     ],
 )
 async def test_forged_cursor(api: Api, cursor: str) -> None:

@@ -169,7 +169,8 @@ UNPARSABLE = {
     ),
     "a header line too long": (
         b"GET /tv-management/api/v1/portal HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
-        + b"x" * 10_000 + b"\r\n\r\n"
+        + b"x" * 10_000
+        + b"\r\n\r\n"
     ),
     "bytes that are not HTTP": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
 }

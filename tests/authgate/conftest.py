@@ -91,7 +91,11 @@ class World:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO portals (id, name, domain, api_key, settings) VALUES ($1, $2, $3, $4, $5)",
-                portal_id, name, f"{name}.example.com", secrets.token_urlsafe(16), settings,
+                portal_id,
+                name,
+                f"{name}.example.com",
+                secrets.token_urlsafe(16),
+                settings,
             )
             await entitlements.changed(conn, portal_id, "portal")
         return Portal(portal_id, ids.encode(portal_id))
@@ -101,7 +105,9 @@ class World:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO channels (id, portal_id, name, title) VALUES ($1, $2, $3, $3)",
-                channel_id, portal.id, name,
+                channel_id,
+                portal.id,
+                name,
             )
             await entitlements.changed(conn, portal.id, "channel", [channel_id])
         portal.channels[name] = channel_id
@@ -119,21 +125,31 @@ class World:
         portal.packages[name] = package_id
         if free:
             await self.change(
-                portal, "portal", [],
+                portal,
+                "portal",
+                [],
                 "INSERT INTO portal_free_packages (portal_id, package_id) VALUES ($1, $2)",
-                portal.id, package_id,
+                portal.id,
+                package_id,
             )
         return package_id
 
     async def link(self, portal: Portal, channel: str, package: str) -> None:
         await self.change(
-            portal, "package", [portal.packages[package]],
+            portal,
+            "package",
+            [portal.packages[package]],
             "INSERT INTO channel_packages (package_id, channel_id, portal_id) VALUES ($1, $2, $3)",
-            portal.packages[package], portal.channels[channel], portal.id,
+            portal.packages[package],
+            portal.channels[channel],
+            portal.id,
         )
 
     async def subscriber(
-        self, portal: Portal, packages: Sequence[str] = (), max_sessions: int | None = None,
+        self,
+        portal: Portal,
+        packages: Sequence[str] = (),
+        max_sessions: int | None = None,
         disabled: bool = False,
     ) -> Sub:
         subscriber_id = ids.new_id()
@@ -141,12 +157,18 @@ class World:
             await conn.execute(
                 "INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone, max_sessions,"
                 " disabled) VALUES ($1, $2, 'viewer', '7', $3, $4, $5)",
-                subscriber_id, portal.id, str(subscriber_id), max_sessions, disabled,
+                subscriber_id,
+                portal.id,
+                str(subscriber_id),
+                max_sessions,
+                disabled,
             )
             for package in packages:
                 await conn.execute(
                     "INSERT INTO subscriptions (subscriber_id, package_id, portal_id) VALUES ($1, $2, $3)",
-                    subscriber_id, portal.packages[package], portal.id,
+                    subscriber_id,
+                    portal.packages[package],
+                    portal.id,
                 )
             await entitlements.changed(conn, portal.id, "subscriber", [subscriber_id])
         token = CODEC.sign(subscriber_id, portal.id, 1)
@@ -160,14 +182,21 @@ class World:
 
     async def settings(self, portal: Portal, **settings: Any) -> None:
         await self.change(
-            portal, "portal", [], "UPDATE portals SET settings = settings || $2 WHERE id = $1",
-            portal.id, settings,
+            portal,
+            "portal",
+            [],
+            "UPDATE portals SET settings = settings || $2 WHERE id = $1",
+            portal.id,
+            settings,
         )
 
     async def reset_token(self, sub: Sub) -> None:
         await self.change(
-            Portal(sub.portal_id, ""), "subscriber", [sub.id],
-            "UPDATE subscribers SET token_version = token_version + 1 WHERE id = $1", sub.id,
+            Portal(sub.portal_id, ""),
+            "subscriber",
+            [sub.id],
+            "UPDATE subscribers SET token_version = token_version + 1 WHERE id = $1",
+            sub.id,
         )
         sub.token = CODEC.sign(sub.id, sub.portal_id, 2)
 
@@ -215,7 +244,10 @@ class Gateway:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "authgate", "--workers", str(self.workers)],
-                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     async def ready(self, timeout: float = 30.0) -> None:
@@ -248,12 +280,23 @@ class Gateway:
         async with session.request(method, self.url + path, **kwargs) as response:
             return response.status, response.headers, await response.read()
 
-    async def auth(self, sub: Sub | None = None, name: str = "sport", session: str | None = None,
-                   request_type: str = "new_session", **params: Any) -> Answer:
+    async def auth(
+        self,
+        sub: Sub | None = None,
+        name: str = "sport",
+        session: str | None = None,
+        request_type: str = "new_session",
+        **params: Any,
+    ) -> Answer:
         query: dict[str, Any] = {
-            "name": name, "proto": "hls", "ip": "10.0.0.1", "request_type": request_type,
-            "request_number": 1, "session_id": session or secrets.token_hex(8),
-            "stream_clients": 1, "total_clients": 1,
+            "name": name,
+            "proto": "hls",
+            "ip": "10.0.0.1",
+            "request_type": request_type,
+            "request_number": 1,
+            "session_id": session or secrets.token_hex(8),
+            "stream_clients": 1,
+            "total_clients": 1,
         }
         if sub is not None:
             query["token"] = sub.token
@@ -290,17 +333,19 @@ class Launcher:
 
     def env(self, **overrides: Any) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATENA_")}
-        env.update({
-            "CATENA_DATABASE_URL": self.database_url,
-            "CATENA_REDIS_URL": self.redis_url,
-            "CATENA_REDIS_PREFIX": self.redis_prefix,
-            "CATENA_TOKEN_SECRETS": SECRETS,
-            "CATENA_VAR_DIR": str(self.tmp),
-            "CATENA_AUTH_PORT": str(free_port()),
-            "CATENA_AUTH_FLUSH_INTERVAL": "0.2",
-            "CATENA_AUTH_PROGRESS_INTERVAL": "0",
-            "CATENA_LOG_LEVEL": "info",
-        })
+        env.update(
+            {
+                "CATENA_DATABASE_URL": self.database_url,
+                "CATENA_REDIS_URL": self.redis_url,
+                "CATENA_REDIS_PREFIX": self.redis_prefix,
+                "CATENA_TOKEN_SECRETS": SECRETS,
+                "CATENA_VAR_DIR": str(self.tmp),
+                "CATENA_AUTH_PORT": str(free_port()),
+                "CATENA_AUTH_FLUSH_INTERVAL": "0.2",
+                "CATENA_AUTH_PROGRESS_INTERVAL": "0",
+                "CATENA_LOG_LEVEL": "info",
+            }
+        )
         env.update({f"CATENA_{k.upper()}": str(v) for k, v in overrides.items()})
         return env
 
@@ -359,9 +404,22 @@ class PrivateRedis:
     def start(self) -> None:
         extra = ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         hello = f"AUTH {self.password}\r\nPING\r\n" if self.password else "PING\r\n"

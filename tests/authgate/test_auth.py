@@ -27,7 +27,8 @@ async def scene(world: World) -> tuple[Portal, Sub]:
 
 
 async def test_allow_carries_duration_user_and_limit(
-    gateways: list[Gateway], scene: tuple[Portal, Sub],
+    gateways: list[Gateway],
+    scene: tuple[Portal, Sub],
 ) -> None:
     _, sub = scene
     for gateway in gateways:
@@ -40,7 +41,8 @@ async def test_allow_carries_duration_user_and_limit(
 
 
 async def test_update_of_an_allowed_session_is_allowed(
-    gateways: list[Gateway], scene: tuple[Portal, Sub],
+    gateways: list[Gateway],
+    scene: tuple[Portal, Sub],
 ) -> None:
     _, sub = scene
     first = await gateways[0].auth(sub, "sport", session="s-1")
@@ -50,8 +52,9 @@ async def test_update_of_an_allowed_session_is_allowed(
         assert again.status == 200, again
 
 
-async def test_subscriber_limit_overrides_portal_default(world: World, gateways: list[Gateway],
-                                                         scene: tuple[Portal, Sub]) -> None:
+async def test_subscriber_limit_overrides_portal_default(
+    world: World, gateways: list[Gateway], scene: tuple[Portal, Sub]
+) -> None:
     portal, _ = scene
     sub = await world.subscriber(portal, ["basic"], max_sessions=5)
     answer = await gateways[1].auth(sub, "sport")
@@ -59,7 +62,9 @@ async def test_subscriber_limit_overrides_portal_default(world: World, gateways:
 
 
 async def test_denials_name_their_reason(
-    world: World, gateways: list[Gateway], scene: tuple[Portal, Sub],
+    world: World,
+    gateways: list[Gateway],
+    scene: tuple[Portal, Sub],
 ) -> None:
     portal, sub = scene
     disabled = await world.subscriber(portal, ["basic"], disabled=True)
@@ -73,8 +78,11 @@ async def test_denials_name_their_reason(
         (gone, "sport", "unknown_subscriber"),
         (sub, "news", "channel_not_in_packages"),
         (sub, "nosuch", "unknown_channel"),
-        (Sub(sub.id, other_portal.id, CODEC.sign(sub.id, other_portal.id, 1), ""), "sport",
-         "portal_mismatch"),
+        (
+            Sub(sub.id, other_portal.id, CODEC.sign(sub.id, other_portal.id, 1), ""),
+            "sport",
+            "portal_mismatch",
+        ),
     ]
     for gateway in gateways:
         for who, channel, reason in cases:
@@ -97,14 +105,20 @@ async def test_denial_duration_never_exceeds_the_portal_allow_duration(
 
 
 async def test_token_signed_with_another_key_or_expired(
-    gateways: list[Gateway], scene: tuple[Portal, Sub],
+    gateways: list[Gateway],
+    scene: tuple[Portal, Sub],
 ) -> None:
     _, sub = scene
     foreign = TokenCodec("t1:another-secret-entirely-0123456789").sign(sub.id, sub.portal_id, 1)
-    claims = {"sub": ids.encode(sub.id), "prt": ids.encode(sub.portal_id), "ver": 1,
-              "exp": int(time.time()) - 5}
-    expired = jwt.encode(claims, "test-secret-for-the-gateway-0123456789", algorithm="HS256",
-                         headers={"kid": "t1"})
+    claims = {
+        "sub": ids.encode(sub.id),
+        "prt": ids.encode(sub.portal_id),
+        "ver": 1,
+        "exp": int(time.time()) - 5,
+    }
+    expired = jwt.encode(
+        claims, "test-secret-for-the-gateway-0123456789", algorithm="HS256", headers={"kid": "t1"}
+    )
     for token, reason in ((foreign, "bad_token"), (expired, "bad_token")):
         answer = await gateways[0].auth(Sub(sub.id, sub.portal_id, token, ""), "sport")
         assert answer.status == 403 and answer.reason == reason
@@ -129,8 +143,16 @@ async def test_unknown_parameters_are_ignored(gateways: list[Gateway], scene: tu
 
 async def test_post_auth_with_json(gateways: list[Gateway], scene: tuple[Portal, Sub]) -> None:
     _, sub = scene
-    body = {"name": "sport", "session_id": "json-1", "token": sub.token, "request_type": "new_session",
-            "request_number": 1, "ip": "10.0.0.2", "dvr": False, "new_field": {"nested": True}}
+    body = {
+        "name": "sport",
+        "session_id": "json-1",
+        "token": sub.token,
+        "request_type": "new_session",
+        "request_number": 1,
+        "ip": "10.0.0.2",
+        "dvr": False,
+        "new_field": {"nested": True},
+    }
     status, headers, _ = await gateways[0].request("POST", "/auth", data=msgspec.json.encode(body))
     assert status == 200 and headers["X-UserId"] == sub.text_id
     status, _, raw = await gateways[0].request("POST", "/auth", data=b"{not json")
@@ -148,8 +170,9 @@ async def test_archive_requests_get_ranges_within_the_archive_depth(
     live = await gateways[0].auth(sub, "sport", session="dvr-1")
     assert live.body == b""
     for params in ({"dvr": "true"}, {"media_request": "dvr_session-hls_mbr_playlist-1362504585-3600"}):
-        answer = await gateways[0].auth(sub, "sport", session="dvr-1", request_type="update_session",
-                                        **params)
+        answer = await gateways[0].auth(
+            sub, "sport", session="dvr-1", request_type="update_session", **params
+        )
         assert answer.status == 200
         (window,) = answer.json["allowed_dvr_ranges"]
         assert before <= window["closed_at"] <= int(time.time())
@@ -157,7 +180,8 @@ async def test_archive_requests_get_ranges_within_the_archive_depth(
 
 
 async def test_portal_parameter_must_match_the_token(
-    gateways: list[Gateway], scene: tuple[Portal, Sub],
+    gateways: list[Gateway],
+    scene: tuple[Portal, Sub],
 ) -> None:
     portal, sub = scene
     assert (await gateways[0].auth(sub, "sport", portal=portal.text_id)).status == 200

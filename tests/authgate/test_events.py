@@ -32,15 +32,21 @@ async def test_bad_events_are_counted_not_fatal(
 ) -> None:
     portal, sub = scene
     batch = [
-        {"event": "play_opened", "media": "sport", "token": sub.token},              # no id
-        {"id": "ev-2", "media": "sport", "token": sub.token},                        # no event
+        {"event": "play_opened", "media": "sport", "token": sub.token},  # no id
+        {"id": "ev-2", "media": "sport", "token": sub.token},  # no event
         {"event": "play_updated", "id": "ev-2", "bytes": "lots", "token": sub.token},  # bytes not a number
-        {"event": "play_updated", "id": "ev-x", "media": "sport"},                   # cannot be attributed
-        {"event": "play_opened", "id": "\u0000bad", "token": sub.token},             # unusable id
+        {"event": "play_updated", "id": "ev-x", "media": "sport"},  # cannot be attributed
+        {"event": "play_opened", "id": "\u0000bad", "token": sub.token},  # unusable id
         "not an object",
-        {"event": "stream_started", "media": "sport"},                               # not a play event
-        {"event": "play_opened", "id": "ev-2", "media": "sport", "token": "garbage",
-         "user_id": sub.text_id, "brand_new_field": [1, 2]},                         # attributed by user_id
+        {"event": "stream_started", "media": "sport"},  # not a play event
+        {
+            "event": "play_opened",
+            "id": "ev-2",
+            "media": "sport",
+            "token": "garbage",
+            "user_id": sub.text_id,
+            "brand_new_field": [1, 2],
+        },  # attributed by user_id
         {"event": "play_opened", "id": "ev-3", "media": "vod/film.mp4", "token": sub.token},  # unknown stream
     ]
     answer = await gateways[1].events(batch)
@@ -62,7 +68,7 @@ async def test_bad_events_are_counted_not_fatal(
     assert unknown_stream["channel_id"] is None and unknown_stream["channel_name"] == "vod/film.mp4"
 
 
-@pytest.mark.parametrize("body", [b"not json", b"{\"event\": ", b"42", b"\"text\"", b"", b"\xff\xfe"])
+@pytest.mark.parametrize("body", [b"not json", b'{"event": ', b"42", b'"text"', b"", b"\xff\xfe"])
 async def test_a_body_that_is_not_events_is_400(gateways: list[Gateway], body: bytes) -> None:
     status, _, raw = await gateways[0].request("POST", "/events", data=body)
     assert status == 400

@@ -90,13 +90,19 @@ async def test_redis_down_answers_from_memory_and_postgres_then_recovers(
     assert again.status == 200, again
     assert (await gateway.auth(unseen, "sport", session="u1")).status == 200  # built from PostgreSQL
     # Session limits are still enforced, by the process itself.
-    await world.change(portal, "subscriber", [limited.id],
-                       "UPDATE subscribers SET max_sessions = 1 WHERE id = $1", limited.id)
+    await world.change(
+        portal,
+        "subscriber",
+        [limited.id],
+        "UPDATE subscribers SET max_sessions = 1 WHERE id = $1",
+        limited.id,
+    )
     assert (await gateway.auth(limited, "sport", session="l1")).status == 200
     assert (await gateway.auth(limited, "sport", session="l2")).reason == "session_limit"
     # Changes still arrive (the listener needs no Redis).
-    await world.change(portal, "subscriber", [cached.id],
-                       "UPDATE subscribers SET disabled = true WHERE id = $1", cached.id)
+    await world.change(
+        portal, "subscriber", [cached.id], "UPDATE subscribers SET disabled = true WHERE id = $1", cached.id
+    )
     assert await eventually(lambda: _reason(gateway, cached, "c1", "subscriber_disabled"), timeout=1.0)
     await asyncio.sleep(2.5)  # past the staleness limit: entries come from PostgreSQL again
     assert (await gateway.auth(unseen, "sport", session="u1", request_type="update_session")).status == 200
@@ -149,7 +155,10 @@ async def test_postgres_down_keeps_answering_and_spools_then_replays(
 
     rows = await eventually(replayed, timeout=10.0)
     assert [(r["flussonic_id"], r["active"], r["bytes"]) for r in rows] == [
-        ("o0", True, 0), ("o1", True, 42), ("w1", True, 42), ("w2", False, 99),
+        ("o0", True, 0),
+        ("o1", True, 42),
+        ("w1", True, 42),
+        ("w2", False, 99),
     ]
     await gateway.stop()
 

@@ -35,9 +35,7 @@ async def denied_everywhere(gateways: list[Gateway], sub: Sub, reason: str, chan
     started = time.monotonic()
     pending = list(gateways)
     while pending:
-        pending = [
-            g for g in pending if (await g.auth(sub, channel, session=f"s-{sub.id}")).reason != reason
-        ]
+        pending = [g for g in pending if (await g.auth(sub, channel, session=f"s-{sub.id}")).reason != reason]
         elapsed = time.monotonic() - started
         assert not pending or elapsed < DEADLINE, f"still allowed after {elapsed:.2f} s at {pending}"
     return time.monotonic() - started
@@ -57,26 +55,36 @@ Change = Callable[[World, Portal, Sub], Awaitable[None]]
 
 
 async def delete_subscription(world: World, portal: Portal, sub: Sub) -> None:
-    await world.change(portal, "subscriber", [sub.id],
-                       "DELETE FROM subscriptions WHERE subscriber_id = $1", sub.id)
+    await world.change(
+        portal, "subscriber", [sub.id], "DELETE FROM subscriptions WHERE subscriber_id = $1", sub.id
+    )
 
 
 async def disable(world: World, portal: Portal, sub: Sub) -> None:
-    await world.change(portal, "subscriber", [sub.id],
-                       "UPDATE subscribers SET disabled = true WHERE id = $1", sub.id)
+    await world.change(
+        portal, "subscriber", [sub.id], "UPDATE subscribers SET disabled = true WHERE id = $1", sub.id
+    )
 
 
 async def unlink_channel(world: World, portal: Portal, sub: Sub) -> None:
-    await world.change(portal, "package", [portal.packages["basic"]],
-                       "DELETE FROM channel_packages WHERE package_id = $1 AND channel_id = $2",
-                       portal.packages["basic"], portal.channels["sport"])
+    await world.change(
+        portal,
+        "package",
+        [portal.packages["basic"]],
+        "DELETE FROM channel_packages WHERE package_id = $1 AND channel_id = $2",
+        portal.packages["basic"],
+        portal.channels["sport"],
+    )
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    (delete_subscription, "channel_not_in_packages"),
-    (disable, "subscriber_disabled"),
-    (unlink_channel, "channel_not_in_packages"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (delete_subscription, "channel_not_in_packages"),
+        (disable, "subscriber_disabled"),
+        (unlink_channel, "channel_not_in_packages"),
+    ],
+)
 async def test_change_is_denied_everywhere_within_a_second(
     world: World, gateways: list[Gateway], portal: Portal, change: Change, reason: str
 ) -> None:
@@ -103,20 +111,29 @@ async def test_free_package_removed_is_denied_everywhere(
 ) -> None:
     sub = await world.subscriber(portal, [])
     await warm(gateways, sub, "open")
-    await world.change(portal, "portal", [],
-                       "DELETE FROM portal_free_packages WHERE portal_id = $1", portal.id)
+    await world.change(
+        portal, "portal", [], "DELETE FROM portal_free_packages WHERE portal_id = $1", portal.id
+    )
     await denied_everywhere(gateways, sub, "channel_not_in_packages", "open")
 
 
 async def test_grants_take_effect_everywhere_too(
-    world: World, gateways: list[Gateway], portal: Portal,
+    world: World,
+    gateways: list[Gateway],
+    portal: Portal,
 ) -> None:
     sub = await world.subscriber(portal, [])
     for gateway in gateways:
         assert (await gateway.auth(sub, "sport")).reason == "channel_not_in_packages"
-    await world.change(portal, "subscriber", [sub.id],
-                       "INSERT INTO subscriptions (subscriber_id, package_id, portal_id) VALUES ($1, $2, $3)",
-                       sub.id, portal.packages["basic"], portal.id)
+    await world.change(
+        portal,
+        "subscriber",
+        [sub.id],
+        "INSERT INTO subscriptions (subscriber_id, package_id, portal_id) VALUES ($1, $2, $3)",
+        sub.id,
+        portal.packages["basic"],
+        portal.id,
+    )
     started = time.monotonic()
     for gateway in gateways:
         while (await gateway.auth(sub, "sport")).status != 200:
@@ -124,7 +141,9 @@ async def test_grants_take_effect_everywhere_too(
 
 
 async def test_workers_of_one_gateway_all_apply_signals(
-    world: World, launcher: Launcher, portal: Portal,
+    world: World,
+    launcher: Launcher,
+    portal: Portal,
 ) -> None:
     gateway = await launcher.start(workers=2)
     sub = await world.subscriber(portal, ["basic"])

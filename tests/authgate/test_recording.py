@@ -46,8 +46,14 @@ async def test_new_session_opens_a_row_with_what_flussonic_sent(
 ) -> None:
     portal, sub = scene
     before = time.time()
-    answer = await gateways[0].auth(sub, "sport", session="rec-1", ip="2001:db8::7",
-                                    user_agent="VLC/3.0.16", qs="token=abc&device_id=tv-42")
+    answer = await gateways[0].auth(
+        sub,
+        "sport",
+        session="rec-1",
+        ip="2001:db8::7",
+        user_agent="VLC/3.0.16",
+        qs="token=abc&device_id=tv-42",
+    )
     assert answer.status == 200
     found = await wait_row(pool, "rec-1")
     assert found["portal_id"] == portal.id and found["subscriber_id"] == sub.id
@@ -79,14 +85,21 @@ async def test_events_open_update_and_close_one_row_in_any_order(
 ) -> None:
     portal, sub = scene
     common = {"id": "rec-3", "media": "sport", "token": sub.token, "user_id": sub.text_id}
-    closing = {**common, "event": "play_closed", "event_id": "3", "bytes": 900,
-               "closed_at": int(time.time() * 1000)}
+    closing = {
+        **common,
+        "event": "play_closed",
+        "event_id": "3",
+        "bytes": 900,
+        "closed_at": int(time.time() * 1000),
+    }
     # The close reaches one process before the open reaches the other.
     assert (await gateways[1].events([closing])).json["accepted"] == 1
-    answer = await gateways[0].events([
-        {**common, "event": "play_opened", "event_id": "1", "ip": "10.9.9.9", "server": "edge-1"},
-        {**common, "event": "play_updated", "event_id": "2", "bytes": 500},
-    ])
+    answer = await gateways[0].events(
+        [
+            {**common, "event": "play_opened", "event_id": "1", "ip": "10.9.9.9", "server": "edge-1"},
+            {**common, "event": "play_updated", "event_id": "2", "bytes": 500},
+        ]
+    )
     assert answer.json == {"accepted": 2, "rejected": 0, "duplicates": 0, "ignored": 0, "errors": []}
     closed = await wait_row(pool, "rec-3", active=False, bytes=900, ip="10.9.9.9")
     assert closed["closed_at"] is not None and closed["server"] == "edge-1"
@@ -100,8 +113,14 @@ async def test_redelivered_events_change_nothing(
     _, sub = scene
     batch = [
         {"event": "play_started", "id": "rec-4", "media": "sport", "token": sub.token, "event_id": "a"},
-        {"event": "play_closed", "id": "rec-4", "media": "sport", "token": sub.token, "event_id": "b",
-         "bytes": 1234},
+        {
+            "event": "play_closed",
+            "id": "rec-4",
+            "media": "sport",
+            "token": sub.token,
+            "event_id": "b",
+            "bytes": 1234,
+        },
     ]
     first = await gateways[0].events(batch)
     assert first.json["accepted"] == 2
@@ -139,15 +158,20 @@ async def test_sweeper_closes_idle_sessions_and_a_late_update_reopens_them(
                                    opened_at, updated_at)
         VALUES ($1, $2, $3, 'sport', $4, now() - make_interval(mins => $5), now() - make_interval(mins => $5))
     """
-    for flussonic_id, portal_id, minutes in (("idle", portal.id, 15), ("fresh", portal.id, 0),
-                                             ("long", patient.id, 15)):
+    for flussonic_id, portal_id, minutes in (
+        ("idle", portal.id, 15),
+        ("fresh", portal.id, 0),
+        ("long", patient.id, 15),
+    ):
         await pool.execute(insert, ids.new_id(), portal_id, sub.id, flussonic_id, minutes)
     swept = await wait_row(pool, "idle", active=False)
     assert swept["closed_at"] == swept["updated_at"] and swept["swept"]
     assert (await row(pool, "fresh"))["active"]  # type: ignore[index]
     assert (await row(pool, "long"))["active"]  # type: ignore[index]  # within its portal's authDuration
-    await pool.execute("INSERT INTO play_session_ids (flussonic_id, id, portal_id) "
-                       "SELECT flussonic_id, id, portal_id FROM play_sessions WHERE flussonic_id = 'idle'")
+    await pool.execute(
+        "INSERT INTO play_session_ids (flussonic_id, id, portal_id) "
+        "SELECT flussonic_id, id, portal_id FROM play_sessions WHERE flussonic_id = 'idle'"
+    )
     await gateway.events({"event": "play_updated", "id": "idle", "token": sub.token, "bytes": 10})
     reopened = await wait_row(pool, "idle", active=True, bytes=10)
     assert reopened["closed_at"] is None and not reopened["swept"]

@@ -58,9 +58,7 @@ async def test_pipelined_commands_get_their_own_replies_in_order(
     assert await redis.get(key) == b"100"
 
 
-async def test_an_error_reply_is_handed_over_not_raised(
-    pipe: RedisPipe, redis_prefix: str
-) -> None:
+async def test_an_error_reply_is_handed_over_not_raised(pipe: RedisPipe, redis_prefix: str) -> None:
     replies = Replies()
     key = f"{redis_prefix}:pipe:text"
     pipe.call(("SET", key, "not a number"), replies)

@@ -21,8 +21,9 @@ STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 @pytest.fixture(scope="module")
 async def server(launcher: Launcher) -> Gateway:
     """A gateway with small limits, so that tests can cross them quickly."""
-    return await launcher.start(auth_max_header_bytes=8192, auth_max_body_bytes=65536,
-                                auth_idle_timeout=2, auth_request_timeout=2)
+    return await launcher.start(
+        auth_max_header_bytes=8192, auth_max_body_bytes=65536, auth_idle_timeout=2, auth_request_timeout=2
+    )
 
 
 @pytest.fixture
@@ -84,8 +85,13 @@ class Raw:
 
 def auth_get(sub: Sub, session: str, extra: str = "", close: bool = False) -> bytes:
     connection = b"Connection: close\r\n" if close else b""
-    return (f"GET /auth?name=sport&session_id={session}&token={sub.token}{extra} HTTP/1.1\r\n"
-            "Host: gw\r\n").encode() + connection + b"\r\n"
+    return (
+        (
+            f"GET /auth?name=sport&session_id={session}&token={sub.token}{extra} HTTP/1.1\r\nHost: gw\r\n"
+        ).encode()
+        + connection
+        + b"\r\n"
+    )
 
 
 async def test_keep_alive_and_pipelining_answer_in_order(server: Gateway, viewer: tuple[Portal, Sub]) -> None:
@@ -113,14 +119,17 @@ async def test_http_10_closes_after_the_answer(server: Gateway, viewer: tuple[Po
 
 
 async def test_post_bodies_with_content_length_and_chunked(
-    server: Gateway, viewer: tuple[Portal, Sub],
+    server: Gateway,
+    viewer: tuple[Portal, Sub],
 ) -> None:
     _, sub = viewer
     body = msgspec.json.encode({"name": "sport", "session_id": "chunky", "token": sub.token})
     raw = await Raw.open(server)
     await raw.send(b"POST /auth HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     assert (await raw.response())[0] == 200
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7)
+    )
     await raw.send(b"POST /auth HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
     assert (await raw.response())[0] == 200
     await raw.send(b"POST /auth HTTP/1.1\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
@@ -144,7 +153,7 @@ async def test_too_large_bodies_are_413_and_close(server: Gateway, chunked: bool
     big = b"x" * (10 * 1024 * 1024)
     if chunked:
         head = b"POST /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        chunks = (b"10000\r\n" + big[i:i + 65536] + b"\r\n" for i in range(0, 4 * 65536, 65536))
+        chunks = (b"10000\r\n" + big[i : i + 65536] + b"\r\n" for i in range(0, 4 * 65536, 65536))
         payload = head + b"".join(chunks)
     else:
         payload = b"POST /events HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:65536]
@@ -159,14 +168,17 @@ async def test_too_large_bodies_are_413_and_close(server: Gateway, chunked: bool
         assert await raw.closed()
 
 
-@pytest.mark.parametrize("garbage", [
-    b"\x00\x01\x02\x03\r\n\r\n",
-    b"GET /auth HTTP/9.9\r\n\r\n",
-    b"BREW /auth HTTP/1.1\r\n\r\n",
-    b"GET /auth HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-    b"GET /auth HTTP/1.1\r\nBad Header Without Colon\r\n\r\n",
-    b"POST /auth HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\x01\x02\x03\r\n\r\n",
+        b"GET /auth HTTP/9.9\r\n\r\n",
+        b"BREW /auth HTTP/1.1\r\n\r\n",
+        b"GET /auth HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"GET /auth HTTP/1.1\r\nBad Header Without Colon\r\n\r\n",
+        b"POST /auth HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
 async def test_malformed_requests_are_400_and_close(server: Gateway, garbage: bytes) -> None:
     raw = await Raw.open(server)
     await raw.send(garbage)
@@ -177,8 +189,9 @@ async def test_malformed_requests_are_400_and_close(server: Gateway, garbage: by
 
 async def test_upgrade_offers_are_answered_in_http_1_1_then_closed(server: Gateway) -> None:
     raw = await Raw.open(server)
-    await raw.send(b"GET /health HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-                   b"\x81\x85garbage")
+    await raw.send(
+        b"GET /health HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85garbage"
+    )
     status, headers, _ = await raw.response()
     assert status == 200 and headers[b"connection"] == b"close"
     assert await raw.closed()
@@ -207,7 +220,8 @@ async def test_unknown_paths_and_methods(server: Gateway) -> None:
 
 
 async def test_a_client_vanishing_mid_request_harms_nobody(
-    server: Gateway, viewer: tuple[Portal, Sub],
+    server: Gateway,
+    viewer: tuple[Portal, Sub],
 ) -> None:
     _, sub = viewer
     for _ in range(20):
@@ -221,10 +235,40 @@ async def test_fuzz_random_bytes_and_query_strings(server: Gateway, viewer: tupl
     """Ten seconds of random input; never a 500, and valid checks stay right throughout."""
     _, sub = viewer
     rng = random.Random(20241016)
-    fields = ["name", "session_id", "token", "request_type", "bytes", "dvr", "media_request", "qs", "ip",
-              "portal", "user_agent", "duration", "x"]
-    values = [sub.token, "sport", "update_session", "new_session", "true", "%", "%zz", "%00", "\u00e9",
-              "-1", "9" * 40, "a" * 3000, "", "=", "&&", "dvr_session-x-1-2", "BVR0q48AAAA."]
+    fields = [
+        "name",
+        "session_id",
+        "token",
+        "request_type",
+        "bytes",
+        "dvr",
+        "media_request",
+        "qs",
+        "ip",
+        "portal",
+        "user_agent",
+        "duration",
+        "x",
+    ]
+    values = [
+        sub.token,
+        "sport",
+        "update_session",
+        "new_session",
+        "true",
+        "%",
+        "%zz",
+        "%00",
+        "\u00e9",
+        "-1",
+        "9" * 40,
+        "a" * 3000,
+        "",
+        "=",
+        "&&",
+        "dvr_session-x-1-2",
+        "BVR0q48AAAA.",
+    ]
     deadline = time.monotonic() + 10.0
     statuses: dict[int, int] = {}
     rounds = 0
@@ -261,9 +305,15 @@ async def test_metrics_report_answers_latency_and_caches(server: Gateway, viewer
     status, headers, text = await server.request("GET", "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     body = text.decode()
-    for needle in ('authgate_requests_total{worker="0",status="200",reason="allowed"}',
-                   'authgate_requests_total{worker="0",status="403",reason="unknown_channel"}',
-                   "authgate_request_seconds_bucket", "authgate_token_cache_misses_total",
-                   "authgate_redis_cache_hits_total", "authgate_redis_round_trips_total",
-                   "authgate_record_batch_rows_total", "authgate_spool_bytes", "authgate_sessions_tracked"):
+    for needle in (
+        'authgate_requests_total{worker="0",status="200",reason="allowed"}',
+        'authgate_requests_total{worker="0",status="403",reason="unknown_channel"}',
+        "authgate_request_seconds_bucket",
+        "authgate_token_cache_misses_total",
+        "authgate_redis_cache_hits_total",
+        "authgate_redis_round_trips_total",
+        "authgate_record_batch_rows_total",
+        "authgate_spool_bytes",
+        "authgate_sessions_tracked",
+    ):
         assert needle in body, needle

@@ -50,7 +50,9 @@ async def test_deny_new_holds_across_gateways(world: World, gateways: list[Gatew
 
 
 async def test_limit_is_per_subscriber_not_per_token(
-    world: World, gateways: list[Gateway], portal: Portal,
+    world: World,
+    gateways: list[Gateway],
+    portal: Portal,
 ) -> None:
     sub = await world.subscriber(portal, ["basic"], max_sessions=1)
     assert (await gateways[0].auth(sub, "sport", session="one")).status == 200
@@ -82,13 +84,16 @@ async def test_evict_oldest_admits_and_refuses_the_evicted(
 
 
 async def test_closing_a_session_frees_its_slot(
-    world: World, gateways: list[Gateway], portal: Portal,
+    world: World,
+    gateways: list[Gateway],
+    portal: Portal,
 ) -> None:
     sub = await world.subscriber(portal, ["basic"], max_sessions=1)
     assert (await gateways[0].auth(sub, "sport", session="first")).status == 200
     assert (await gateways[1].auth(sub, "news", session="second")).reason == "session_limit"
-    answer = await gateways[1].events([{"event": "play_closed", "id": "first", "media": "sport",
-                                        "token": sub.token, "event_id": "e1"}])
+    answer = await gateways[1].events(
+        [{"event": "play_closed", "id": "first", "media": "sport", "token": sub.token, "event_id": "e1"}]
+    )
     assert answer.status == 200 and answer.json["accepted"] == 1
 
     async def admitted() -> bool:
@@ -98,7 +103,9 @@ async def test_closing_a_session_frees_its_slot(
 
 
 async def test_a_refused_session_retried_at_once_is_admitted_soon_after_a_slot_frees(
-    world: World, gateways: list[Gateway], portal: Portal,
+    world: World,
+    gateways: list[Gateway],
+    portal: Portal,
 ) -> None:
     # Players retry a refused session at once and often; the gateway answers those
     # retries from memory for a moment, which must not keep a freed slot from them.
@@ -107,8 +114,17 @@ async def test_a_refused_session_retried_at_once_is_admitted_soon_after_a_slot_f
     assert (await gw0.auth(sub, "sport", session="retry-first")).status == 200
     for _ in range(3):
         assert (await gw1.auth(sub, "news", session="retry-second")).reason == "session_limit"
-    closed = await gw0.events([{"event": "play_closed", "id": "retry-first", "media": "sport",
-                                "token": sub.token, "event_id": "retry-e1"}])
+    closed = await gw0.events(
+        [
+            {
+                "event": "play_closed",
+                "id": "retry-first",
+                "media": "sport",
+                "token": sub.token,
+                "event_id": "retry-e1",
+            }
+        ]
+    )
     assert closed.json["accepted"] == 1
     started = time.monotonic()
 
@@ -120,14 +136,25 @@ async def test_a_refused_session_retried_at_once_is_admitted_soon_after_a_slot_f
 
 
 async def test_a_slot_freed_at_the_same_gateway_ends_its_refusals_at_once(
-    world: World, gateways: list[Gateway], portal: Portal,
+    world: World,
+    gateways: list[Gateway],
+    portal: Portal,
 ) -> None:
     sub = await world.subscriber(portal, ["basic"], max_sessions=1)
     gw = gateways[0]
     assert (await gw.auth(sub, "sport", session="own-first")).status == 200
     assert (await gw.auth(sub, "news", session="own-second")).reason == "session_limit"
-    await gw.events([{"event": "play_closed", "id": "own-first", "media": "sport", "token": sub.token,
-                      "event_id": "own-e1"}])
+    await gw.events(
+        [
+            {
+                "event": "play_closed",
+                "id": "own-first",
+                "media": "sport",
+                "token": sub.token,
+                "event_id": "own-e1",
+            }
+        ]
+    )
     started = time.monotonic()
 
     async def admitted() -> bool:
@@ -172,17 +199,34 @@ async def limiter(
     async def no_connection() -> asyncpg.Connection:
         raise OSError("not used")
 
-    recorder = Recorder(no_connection, Spool(tmp_path / "spool"), health, metrics,  # type: ignore[operator]
-                        interval=1.0, max_buffered=10)
-    decider = Decider(Caches(100), sessions, recorder, CODEC, metrics, deny_duration=10, grace=60.0,
-                      stale_limit=300.0)
+    recorder = Recorder(
+        no_connection,
+        Spool(tmp_path / "spool"),
+        health,
+        metrics,  # type: ignore[operator]
+        interval=1.0,
+        max_buffered=10,
+    )
+    decider = Decider(
+        Caches(100), sessions, recorder, CODEC, metrics, deny_duration=10, grace=60.0, stale_limit=300.0
+    )
 
     async def recover() -> bool:
         await redis.set(f"{redis_prefix}:lim:ready", "1")
         return True
 
-    limiter = Clocked(redis, RedisPipe(redis_url), redis_prefix, sessions, decider, health, metrics,
-                      grace=60.0, on_evicted=recorder.touch, recover=recover)
+    limiter = Clocked(
+        redis,
+        RedisPipe(redis_url),
+        redis_prefix,
+        sessions,
+        decider,
+        health,
+        metrics,
+        grace=60.0,
+        on_evicted=recorder.touch,
+        recover=recover,
+    )
     assert await limiter.connect()
     limiter.now = time.time()
     yield limiter

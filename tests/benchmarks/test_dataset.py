@@ -18,14 +18,14 @@ def test_full_data_set_has_the_stated_counts(full_data: dataset.DataSet, codec: 
     assert len({name for _, name in full_data.channels}) == 500
 
 
-def test_tokens_verify_and_name_their_subscriber(
-    full_data: dataset.DataSet, codec: TokenCodec
-) -> None:
+def test_tokens_verify_and_name_their_subscriber(full_data: dataset.DataSet, codec: TokenCodec) -> None:
     for subscriber in full_data.holders()[::997]:
         assert subscriber.token is not None
         claims = codec.verify(subscriber.token)
         assert (claims.subscriber_id, claims.portal_id, claims.version) == (
-            subscriber.id, full_data.portal_id, 1,
+            subscriber.id,
+            full_data.portal_id,
+            1,
         )
     other = TokenCodec("other:" + "y" * 32)
     holder = full_data.holders()[0]

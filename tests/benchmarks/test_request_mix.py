@@ -43,8 +43,11 @@ def query(planned: Planned) -> dict[str, str]:
 def test_the_mix_is_70_25_5() -> None:
     counts = request_mix.mix_counts(20_000)
     assert counts == {
-        "update_session": 14_000, "new_session": 5_000,
-        "bad_token": 334, "channel_not_in_packages": 333, "session_limit": 333,
+        "update_session": 14_000,
+        "new_session": 5_000,
+        "bad_token": 334,
+        "channel_not_in_packages": 333,
+        "session_limit": 333,
     }
     assert sum(request_mix.mix_counts(1_001).values()) == 1_001
     with pytest.raises(ValueError):

@@ -96,9 +96,7 @@ async def test_naive_backend_answers_the_plan(naive: Server, small_plan: request
     assert check.answers["update_session"] == {(200, None): 140}
 
 
-async def test_naive_backend_sends_flussonic_headers(
-    naive: Server, small_plan: request_mix.Plan
-) -> None:
+async def test_naive_backend_sends_flussonic_headers(naive: Server, small_plan: request_mix.Plan) -> None:
     planned = small_plan.setup[0]
     target = planned.raw.split(b" ", 2)[1].decode()
     async with aiohttp.ClientSession() as session:

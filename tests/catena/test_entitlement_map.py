@@ -37,19 +37,28 @@ async def make_portal(pool: asyncpg.Pool, free: bool = True) -> tuple[int, int, 
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO portals (id, name, domain, api_key, settings) VALUES ($1, $2, '', $3, $4)",
-            portal, f"p{portal}", f"k{portal}", {"authDuration": 60, "maxSessions": 3},
+            portal,
+            f"p{portal}",
+            f"k{portal}",
+            {"authDuration": 60, "maxSessions": 3},
         )
         await conn.execute(
             "INSERT INTO packages (id, portal_id, name) VALUES ($1, $2, 'basic')", package, portal
         )
-        await conn.execute("INSERT INTO channels (id, portal_id, name, title) VALUES ($1, $2, 'sport', 'S')",
-                           channel, portal)
+        await conn.execute(
+            "INSERT INTO channels (id, portal_id, name, title) VALUES ($1, $2, 'sport', 'S')", channel, portal
+        )
         await conn.execute("INSERT INTO channel_packages VALUES ($1, $2, $3)", package, channel, portal)
         if free:
-            await conn.execute("INSERT INTO portal_free_packages (portal_id, package_id) VALUES ($1, $2)",
-                               portal, package)
-        await conn.execute("INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone, "
-                           "max_sessions) VALUES ($1, $2, 'v', '7', '1', 5)", sub, portal)
+            await conn.execute(
+                "INSERT INTO portal_free_packages (portal_id, package_id) VALUES ($1, $2)", portal, package
+            )
+        await conn.execute(
+            "INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone, "
+            "max_sessions) VALUES ($1, $2, 'v', '7', '1', 5)",
+            sub,
+            portal,
+        )
         await conn.execute("INSERT INTO subscriptions VALUES ($1, $2, $3)", sub, package, portal)
         await entitlements.changed(conn, portal, "portal")
     return portal, package, channel, sub
@@ -145,7 +154,12 @@ async def test_cache_rebuild_command(
     env.update(CATENA_DATABASE_URL=database_url, CATENA_REDIS_URL=redis_url, CATENA_REDIS_PREFIX=redis_prefix)
     catena = str(Path(sys.executable).parent / "catena")
     done = await asyncio.to_thread(
-        subprocess.run, [catena, "cache", "rebuild"], env=env, cwd=ROOT, capture_output=True, text=True,
+        subprocess.run,
+        [catena, "cache", "rebuild"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr

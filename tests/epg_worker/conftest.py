@@ -187,9 +187,7 @@ class Sources:
         names = ["id", "portal_id", "name", "url", *columns]
         values = [source_id, self.portal_id, name or f"src-{source_id}", url, *columns.values()]
         marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-        await self.pool.execute(
-            f"INSERT INTO epg_sources ({', '.join(names)}) VALUES ({marks})", *values
-        )
+        await self.pool.execute(f"INSERT INTO epg_sources ({', '.join(names)}) VALUES ({marks})", *values)
         return source_id
 
     async def request_update(self, source_id: int) -> int:
@@ -277,13 +275,17 @@ def schedule(channels: list[str], hours: int, first: dt.datetime | None = None, 
     for channel in channels:
         for hour in range(hours):
             start = first + dt.timedelta(hours=hour)
-            programmes.append(Prog(
-                channel=channel,
-                start=stamp(start, "+0300"),
-                stop=stamp(start + dt.timedelta(hours=1), "+0300"),
-                title=f"Передача {hour} {tag}".strip(), desc=f"Описание «{channel}» №{hour}",
-                categories=("Новости", "News"), rating="16+",
-            ))
+            programmes.append(
+                Prog(
+                    channel=channel,
+                    start=stamp(start, "+0300"),
+                    stop=stamp(start + dt.timedelta(hours=1), "+0300"),
+                    title=f"Передача {hour} {tag}".strip(),
+                    desc=f"Описание «{channel}» №{hour}",
+                    categories=("Новости", "News"),
+                    rating="16+",
+                )
+            )
     return programmes
 
 

@@ -24,7 +24,11 @@ async def test_health_and_metrics(
     response = await client.get("/health")
     assert response.status == 200
     assert await response.json() == {
-        "status": "ok", "postgres": "up", "redis": "up", "scheduler": "running", "runningUpdates": 0
+        "status": "ok",
+        "postgres": "up",
+        "redis": "up",
+        "scheduler": "running",
+        "runningUpdates": 0,
     }
     response = await client.get("/metrics")
     assert response.status == 200

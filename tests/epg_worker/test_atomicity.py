@@ -134,8 +134,11 @@ def _spawn_worker(database_url: str, var_dir: Path) -> subprocess.Popen[bytes]:
         CATENA_LOG_LEVEL="warning",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "epg_worker"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "epg_worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -150,8 +153,12 @@ async def _wait_for_import(pool: asyncpg.Pool, process: subprocess.Popen[bytes])
 
 
 async def test_killing_a_worker_mid_import_keeps_the_old_guide_and_retries_the_job(
-    guides: GuideServer, sources: Sources, make_worker: Callable[..., Any], big_guide: bytes,
-    database_url: str, tmp_path: Path,
+    guides: GuideServer,
+    sources: Sources,
+    make_worker: Callable[..., Any],
+    big_guide: bytes,
+    database_url: str,
+    tmp_path: Path,
 ) -> None:
     source, before = await _first_guide(guides, sources, await make_worker())
     guides.put("/guide.xml", big_guide)

@@ -23,8 +23,16 @@ CHANNELS = ["first.ru", "second.ru", "россия-1"]
 
 def _rows(records: list) -> list[tuple]:
     return [
-        (r["epg_channel_name"], r["start_at"], r["end_at"], r["title"], r["description"], r["genre"],
-         r["rating"], r["language"])
+        (
+            r["epg_channel_name"],
+            r["start_at"],
+            r["end_at"],
+            r["title"],
+            r["description"],
+            r["genre"],
+            r["rating"],
+            r["language"],
+        )
         for r in records
     ]
 
@@ -56,9 +64,16 @@ async def test_xmltv_fields_are_mapped_and_times_converted_to_utc(
 ) -> None:
     start = NOW + dt.timedelta(hours=2)
     programmes = [
-        Prog("first.ru", stamp(start, "+0300"), stamp(start + dt.timedelta(minutes=45), "+0300"),
-             "Новости 🙂", desc="Главные новости дня", categories=("News", "Новости"), rating="0+",
-             lang="ru"),
+        Prog(
+            "first.ru",
+            stamp(start, "+0300"),
+            stamp(start + dt.timedelta(minutes=45), "+0300"),
+            "Новости 🙂",
+            desc="Главные новости дня",
+            categories=("News", "Новости"),
+            rating="0+",
+            lang="ru",
+        ),
         # No offset means UTC; no stop is allowed.
         Prog("second.ru", start.strftime("%Y%m%d%H%M%S"), None, "Утро", lang=None),
         Prog("second.ru", stamp(start, "-0130"), None, "West"),
@@ -72,7 +87,11 @@ async def test_xmltv_fields_are_mapped_and_times_converted_to_utc(
     assert news["start_at"] == start
     assert news["end_at"] == start + dt.timedelta(minutes=45)
     assert (news["title"], news["description"], news["genre"], news["rating"], news["language"]) == (
-        "Новости 🙂", "Главные новости дня", "News", "0+", "ru"
+        "Новости 🙂",
+        "Главные новости дня",
+        "News",
+        "0+",
+        "ru",
     )
     by_title = {r["title"]: r for r in rows}
     assert by_title["Утро"]["start_at"] == start and by_title["Утро"]["end_at"] is None
@@ -199,8 +218,14 @@ async def test_programmes_past_the_archive_depth_are_not_kept(
     old = schedule(["one"], 2, first=NOW - dt.timedelta(days=3), tag="old")
     recent = schedule(["one"], 2, first=NOW - dt.timedelta(days=1), tag="recent")
     # Started before the cut-off but still running after it: kept.
-    straddling = [Prog("one", stamp(NOW - dt.timedelta(days=2, hours=1)),
-                       stamp(NOW - dt.timedelta(days=1, hours=23)), "straddling")]
+    straddling = [
+        Prog(
+            "one",
+            stamp(NOW - dt.timedelta(days=2, hours=1)),
+            stamp(NOW - dt.timedelta(days=1, hours=23)),
+            "straddling",
+        )
+    ]
     source = await sources.create(guides.put("/guide.xml", document(old + recent + straddling)))
 
     fetch = await sources.update(worker, source)
@@ -257,7 +282,10 @@ async def test_message_points_out_channel_links_that_do_not_match(
         await sources.pool.execute(
             "INSERT INTO channels (id, portal_id, name, title, epg_source_name, epg_channel_name)"
             " VALUES ($1, $2, $3, $3, 'main-epg', $4)",
-            ids.new_id(), sources.portal_id, name, xmltv_id,
+            ids.new_id(),
+            sources.portal_id,
+            name,
+            xmltv_id,
         )
     fetch = await sources.update(worker, source)
     assert fetch["status"] == "success"

@@ -39,7 +39,10 @@ async def test_update_requested_through_the_api(
     assert first["start"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert first["end"] == (NOW + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert (first["title"], first["genre"], first["rating"], first["language"]) == (
-        "Передача 0", "Новости", "16+", "ru"
+        "Передача 0",
+        "Новости",
+        "16+",
+        "ru",
     )
     assert [p["start"] for p in programs] == sorted(p["start"] for p in programs)
 

@@ -37,9 +37,20 @@ def test_valid_times(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["20241345000000 +0000", "2024-13-45", "20230229000000", "20241016250000", "20241016126000",
-     "20241016120000 +2500", "20241016120000 +0375", "20241016120000 EST", "", "tomorrow", "2024101612"
-     "0000 +0300 extra", "00000101000000"],
+    [
+        "20241345000000 +0000",
+        "2024-13-45",
+        "20230229000000",
+        "20241016250000",
+        "20241016126000",
+        "20241016120000 +2500",
+        "20241016120000 +0375",
+        "20241016120000 EST",
+        "",
+        "tomorrow",
+        "20241016120000 +0300 extra",
+        "00000101000000",
+    ],
 )
 def test_invalid_times(text: str) -> None:
     assert xmltv.TimeParser()(text) is None
@@ -81,22 +92,33 @@ DOC = b"""<?xml version="1.0" encoding="UTF-8"?>
 def test_fields_are_mapped_as_api_md_says() -> None:
     first, second = list(xmltv.iter_programmes(io.BytesIO(DOC)))
     assert first == xmltv.RawProgramme(
-        channel="one", start="20241016120000 +0300", stop="20241016130000 +0300",
-        title="Новости", language="ru", description="First", genre="News", rating="16+", line=5,
+        channel="one",
+        start="20241016120000 +0300",
+        stop="20241016130000 +0300",
+        title="Новости",
+        language="ru",
+        description="First",
+        genre="News",
+        rating="16+",
+        line=5,
     )
     assert (second.title, second.stop, second.genre, second.line) == (None, None, None, 17)
 
 
 def test_windows_1251_documents_are_decoded() -> None:
-    doc = '<?xml version="1.0" encoding="windows-1251"?><tv><programme start="1" channel="c">' \
-          '<title>Время</title></programme></tv>'
+    doc = (
+        '<?xml version="1.0" encoding="windows-1251"?><tv><programme start="1" channel="c">'
+        "<title>Время</title></programme></tv>"
+    )
     (only,) = xmltv.iter_programmes(io.BytesIO(doc.encode("cp1251")))
     assert only.title == "Время"
 
 
 def test_overlong_values_are_cut() -> None:
-    doc = f'<tv><programme start="1" channel="c"><title>{"я" * 2000}</title><desc>{"d" * 20000}</desc>' \
-          "</programme></tv>"
+    doc = (
+        f'<tv><programme start="1" channel="c"><title>{"я" * 2000}</title><desc>{"d" * 20000}</desc>'
+        "</programme></tv>"
+    )
     (only,) = xmltv.iter_programmes(io.BytesIO(doc.encode()))
     assert len(only.title or "") == xmltv.MAX_TITLE
     assert len(only.description or "") == xmltv.MAX_DESCRIPTION
@@ -138,8 +160,10 @@ def test_elements_are_released_while_reading(monkeypatch: pytest.MonkeyPatch) ->
         (b"", "the file is empty"),
         (b"   \n", "the file is empty"),
         (b"<!DOCTYPE html><html>", "the server sent an HTML page, not an XMLTV file"),
-        (b"\xef\xbb\xbf<?xml version='1.0'?>\n<!-- x -->\n<HTML lang=en>",
-         "the server sent an HTML page, not an XMLTV file"),
+        (
+            b"\xef\xbb\xbf<?xml version='1.0'?>\n<!-- x -->\n<HTML lang=en>",
+            "the server sent an HTML page, not an XMLTV file",
+        ),
         (b"PK\x03\x04zip", "the file does not start with XML markup (it starts with 'PK\\x03\\x04zip')"),
         (b"<?xml version='1.0'?><tv>", None),
     ],

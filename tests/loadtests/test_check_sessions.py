@@ -32,12 +32,19 @@ class World:
         await self.pool.execute(
             "INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone, max_sessions)"
             " VALUES ($1, $2, 'S', '7', $3, $4)",
-            subscriber_id, self.portal_id, f"900{self.serial}", max_sessions,
+            subscriber_id,
+            self.portal_id,
+            f"900{self.serial}",
+            max_sessions,
         )
         return subscriber_id
 
     async def session(
-        self, subscriber_id: int, opened: float, updated: float, closed: float | None = None,
+        self,
+        subscriber_id: int,
+        opened: float,
+        updated: float,
+        closed: float | None = None,
         flussonic_id: str | None = None,
     ) -> str:
         self.serial += 1
@@ -45,8 +52,14 @@ class World:
         await self.pool.execute(
             "INSERT INTO play_sessions (id, portal_id, subscriber_id, channel_name, flussonic_id,"
             " opened_at, updated_at, closed_at, active) VALUES ($1, $2, $3, 'ch1', $4, $5, $6, $7, $8)",
-            ids.new_id(), self.portal_id, subscriber_id, flussonic_id, at(opened), at(updated),
-            None if closed is None else at(closed), closed is None,
+            ids.new_id(),
+            self.portal_id,
+            subscriber_id,
+            flussonic_id,
+            at(opened),
+            at(updated),
+            None if closed is None else at(closed),
+            closed is None,
         )
         return flussonic_id
 
@@ -85,17 +98,13 @@ async def test_overlap_beyond_the_subscribers_own_limit_is_reported(world: World
     assert "held 2 sessions at once, allowed 1" in findings.summary()
 
 
-async def test_portal_default_applies_when_the_subscriber_has_none(
-    world: World, pool: asyncpg.Pool
-) -> None:
+async def test_portal_default_applies_when_the_subscriber_has_none(world: World, pool: asyncpg.Pool) -> None:
     default = await world.subscriber(None)
     for start in (0, 1, 2):
         await world.session(default, start, 30)
     findings = await world.check()
     assert findings.over_limit == [(default, 3, 2)]  # the portal's maxSessions is 2
-    await pool.execute(
-        "UPDATE portals SET settings = $2 WHERE id = $1", world.portal_id, {"maxSessions": 3}
-    )
+    await pool.execute("UPDATE portals SET settings = $2 WHERE id = $1", world.portal_id, {"maxSessions": 3})
     assert (await world.check()).over_limit == []
 
 

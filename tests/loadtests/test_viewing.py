@@ -17,8 +17,17 @@ PROFILE = viewing.Profile("AAAAAAAAAAE.", "tok.en.x", 2, ["ch0001", "ch0002"])
 def test_auth_query_has_flussonics_fields() -> None:
     session = viewing.Session("3f0c1d1e-0000-4000-8000-000000000001", "ch0002", "http://gw", 0)
     new = viewing.auth_query(PROFILE, session, "new_session")
-    for field in ("name", "proto", "ip", "request_type", "request_number", "session_id",
-                  "stream_clients", "total_clients", "token"):
+    for field in (
+        "name",
+        "proto",
+        "ip",
+        "request_type",
+        "request_number",
+        "session_id",
+        "stream_clients",
+        "total_clients",
+        "token",
+    ):
         assert new[field]
     assert (new["name"], new["request_type"], new["token"]) == ("ch0002", "new_session", "tok.en.x")
     session.number, session.bytes = 3, 500

@@ -41,7 +41,11 @@ async def test_client_endpoints_are_documented(api: Api) -> None:
 async def test_client_operation_ids_do_not_clash_with_management_ones(api: Api) -> None:
     _, doc = await api.as_(None).get("/openapi.json")
     operation_ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
-    client_ids = [op["operationId"] for path, ops in doc["paths"].items() if path.startswith("/client/")
-                  for op in ops.values()]
+    client_ids = [
+        op["operationId"]
+        for path, ops in doc["paths"].items()
+        if path.startswith("/client/")
+        for op in ops.values()
+    ]
     assert all(name.startswith("client_") for name in client_ids)
     assert len(operation_ids) == len(set(operation_ids))
