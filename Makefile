@@ -22,6 +22,7 @@ test: install
 	$(BIN)/pytest
 
 lint: install
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
