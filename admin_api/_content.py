@@ -11,8 +11,8 @@ from msgspec import UNSET, Meta
 from catena import ids
 from catena.errors import Conflict, InvalidInput, NotFound
 
-from .routing import Call
 from .schema import NO_NUL, NO_NUL_TEXT, PageQuery
+from .services import Services
 
 # The first key of a list sorted by id, for keyset paging without an
 # "IS NULL OR" in the SQL (which would stop PostgreSQL from using the index).
@@ -82,13 +82,13 @@ def check_portal(sent: str | None, portal_id: int) -> None:
 
 
 async def id_page(
-    call: Call, tag: str, sql: str, query: PageQuery, *args: Any
+    services: Services, portal_id: int, tag: str, sql: str, query: PageQuery, *args: Any
 ) -> tuple[Sequence[asyncpg.Record], str | None]:
     """One page of a list in id order: ``sql`` takes ($1 portal, $2 after id, $3 limit, ...)."""
-    after = call.cursors.decode(tag, query.cursor, (int,))
-    async with call.db.acquire() as conn:
-        rows = await conn.fetch(sql, call.portal_id, after[0] if after else FIRST_ID, query.limit + 1, *args)
-    return call.cursors.page(rows, query.limit, tag, lambda r: (r["id"],))
+    after = services.cursors.decode(tag, query.cursor, (int,))
+    async with services.db.acquire() as conn:
+        rows = await conn.fetch(sql, portal_id, after[0] if after else FIRST_ID, query.limit + 1, *args)
+    return services.cursors.page(rows, query.limit, tag, lambda r: (r["id"],))
 
 
 class NamedPageQuery(PageQuery):
@@ -98,10 +98,9 @@ class NamedPageQuery(PageQuery):
 
 
 async def named_page(
-    call: Call, tag: str, sql: str, named_sql: str
+    services: Services, portal_id: int, query: NamedPageQuery, tag: str, sql: str, named_sql: str
 ) -> tuple[Sequence[asyncpg.Record], str | None]:
     """:func:`id_page` with ``named_sql`` (names as $4) when the query filters by name."""
-    query: NamedPageQuery = call.query
     if query.name is None:
-        return await id_page(call, tag, sql, query)
-    return await id_page(call, tag, named_sql, query, query.name)
+        return await id_page(services, portal_id, tag, sql, query)
+    return await id_page(services, portal_id, tag, named_sql, query, query.name)

@@ -14,7 +14,7 @@ import asyncpg
 from catena import ids
 from catena.errors import InvalidInput
 
-from .routing import Call
+from .services import Services
 
 MAX_ID = (1 << 63) - 1
 
@@ -69,15 +69,15 @@ class Paged(Protocol):
 
 
 async def fetch_page(
-    call: Call, tag: str, template: str, query: Paged, where_after: Callable[[int | None], Where]
+    services: Services, tag: str, template: str, query: Paged, where_after: Callable[[int | None], Where]
 ) -> tuple[Sequence[asyncpg.Record], str | None]:
     """One page of a list keyed by ``id``; ``template`` has ``{where}`` and ``{limit}`` slots.
 
     ``where_after`` builds the filters given the id the cursor continues after.
     """
-    after = call.cursors.decode(tag, query.cursor, (int,))
+    after = services.cursors.decode(tag, query.cursor, (int,))
     where = where_after(after[0] if after else None)
     sql = template.format(where=where.sql, limit=where.next_param())
-    async with call.db.acquire() as conn:
+    async with services.db.acquire() as conn:
         rows = await conn.fetch(sql, *where.args, query.limit + 1)
-    return call.cursors.page(rows, query.limit, tag, lambda r: (r["id"],))
+    return services.cursors.page(rows, query.limit, tag, lambda r: (r["id"],))

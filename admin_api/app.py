@@ -39,6 +39,7 @@ from .client import playlists as client_playlists
 from .client import portal as client_portal
 from .errors import error_middleware
 from .routing import Api
+from .services import Services
 
 log = logging.getLogger("admin_api")
 
@@ -110,6 +111,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await ids.claim_node(conn)
     app[keys.DB] = pool
     app[keys.REDIS] = catena_redis.connect(settings.redis_url)
+    app[keys.SERVICES] = Services(pool, app[keys.REDIS], settings, app[keys.CURSORS], app[keys.TOKENS])
     yield
     await app[keys.REDIS].aclose()
     await pool.close()

@@ -14,8 +14,10 @@ from catena.errors import InvalidInput, NotFound
 from . import _logos
 from ._content import NamedPageQuery, check_echo, fetch_owned, name_taken, named_page
 from .auth import authenticate_manager
+from .principal import Principal
 from .routing import Api, Call
 from .schema import NO_NUL, NO_NUL_TEXT, Name, Request, Response, Text200, TextId, Timestamp, iso, text_id
+from .services import Services
 
 api = Api("Channels", auth=authenticate_manager)
 
@@ -131,52 +133,41 @@ async def load_channel(conn: asyncpg.Connection, portal_id: int, channel_id: int
     return channel_out(await fetch_owned(conn, _GET, portal_id, channel_id, "id"))
 
 
-@api.get("/channels", query=NamedPageQuery, response=ChannelPage)
-async def list_channels(call: Call) -> ChannelPage:
+# Actions: what the JSON handlers below and the console call.
+
+
+async def list_channels(services: Services, actor: Principal, query: NamedPageQuery) -> ChannelPage:
     """The portal's channels in creation order; ``name`` (repeatable) filters by name."""
-    rows, cursor = await named_page(call, "channels", _LIST, _LIST_NAMED)
+    rows, cursor = await named_page(services, actor.portal_id, query, "channels", _LIST, _LIST_NAMED)
     return ChannelPage(channels=[channel_out(r) for r in rows], next=cursor)
 
 
-@api.get("/channels/{id}", response=Channel)
-async def get_channel(call: Call) -> Channel:
-    """One channel."""
-    async with call.db.acquire() as conn:
-        return await load_channel(conn, call.portal_id, call.path_id())
+async def get_channel(services: Services, actor: Principal, channel_id: int) -> Channel:
+    async with services.db.acquire() as conn:
+        return await load_channel(conn, actor.portal_id, channel_id)
 
 
-@api.get(
-    "/channels/{id}/logo",
-    produces={200: ("The logo image with an ETag", "image/*"), 304: ("Unchanged since If-None-Match", "")},
-)
-async def get_logo(call: Call) -> web.StreamResponse:
-    """The channel's logo as an image; ``304`` when ``If-None-Match`` names the current one."""
-    async with call.db.acquire() as conn:
-        row = await conn.fetchrow(_GET_LOGO, call.portal_id, call.path_id())
+async def get_logo(services: Services, actor: Principal, channel_id: int) -> _logos.Logo:
+    """The channel's stored logo; 404 naming ``id`` when it has none."""
+    async with services.db.acquire() as conn:
+        row = await conn.fetchrow(_GET_LOGO, actor.portal_id, channel_id)
     if row is None:
         raise NotFound("this channel has no logo (or there is no such channel)", field="id")
-    return _logos.serve(call.request, row["content_type"], row["data"], row["etag"])
+    return _logos.Logo(row["content_type"], row["data"], row["etag"])
 
 
-@api.post(
-    "/channels",
-    body=ChannelCreate,
-    response=Channel,
-    permission="content",
-    max_body=_logos.MAX_REQUEST_BYTES,
-)
-async def create_channel(call: Call) -> Channel:
+async def create_channel(services: Services, actor: Principal, body: ChannelCreate) -> Channel:
     """Create a channel; its name must be new to the portal."""
-    body: ChannelCreate = call.body
+    actor.require("content")
     logo = _logos.parse(body.logo) if body.logo is not None else None
     channel_id = ids.new_id()
-    async with call.db.acquire() as conn, conn.transaction():
-        await _require_epg_source(conn, call.portal_id, body.epgSourceName)
+    async with services.db.acquire() as conn, conn.transaction():
+        await _require_epg_source(conn, actor.portal_id, body.epgSourceName)
         try:
             await conn.execute(
                 _INSERT,
                 channel_id,
-                call.portal_id,
+                actor.portal_id,
                 body.name,
                 body.title,
                 body.epgSourceName,
@@ -187,50 +178,86 @@ async def create_channel(call: Call) -> Channel:
         if logo is not None:
             await _save_logo(conn, channel_id, logo)
         payload = {"channelId": text_id(channel_id), "name": body.name, "title": body.title}
-        await operations.record(conn, call.portal_id, "createChannel", call.caller.actor, payload=payload)
-        return await load_channel(conn, call.portal_id, channel_id)
+        await operations.record(conn, actor.portal_id, "createChannel", actor.actor, payload=payload)
+        return await load_channel(conn, actor.portal_id, channel_id)
 
 
-@api.put(
-    "/channels/{id}",
-    body=ChannelUpdate,
-    response=Channel,
-    permission="content",
-    max_body=_logos.MAX_REQUEST_BYTES,
-)
-async def update_channel(call: Call) -> Channel:
+async def update_channel(
+    services: Services, actor: Principal, channel_id: int, body: ChannelUpdate
+) -> Channel:
     """Update title, logo and EPG link; the name cannot change."""
-    body: ChannelUpdate = call.body
-    channel_id = call.path_id()
+    actor.require("content")
     logo = _logos.parse(body.logo) if isinstance(body.logo, str) else body.logo
-    async with call.db.acquire() as conn, conn.transaction():
-        await fetch_owned(conn, _LOCK, call.portal_id, channel_id, "id")
-        current = await load_channel(conn, call.portal_id, channel_id)
+    async with services.db.acquire() as conn, conn.transaction():
+        await fetch_owned(conn, _LOCK, actor.portal_id, channel_id, "id")
+        current = await load_channel(conn, actor.portal_id, channel_id)
         _check_read_only(body, current)
         title, source, epg_channel = _merged(body, current)
         if source != current.epgSourceName:
-            await _require_epg_source(conn, call.portal_id, source)
-        await conn.execute(_UPDATE, call.portal_id, channel_id, title, source, epg_channel)
+            await _require_epg_source(conn, actor.portal_id, source)
+        await conn.execute(_UPDATE, actor.portal_id, channel_id, title, source, epg_channel)
         if isinstance(logo, _logos.Logo):
             await _save_logo(conn, channel_id, logo)
         elif logo is None:
             await conn.execute(_DROP_LOGO, channel_id)
         payload = {"channelId": text_id(channel_id), "name": current.name, "fields": _sent(body)}
-        await operations.record(conn, call.portal_id, "updateChannel", call.caller.actor, payload=payload)
-        return await load_channel(conn, call.portal_id, channel_id)
+        await operations.record(conn, actor.portal_id, "updateChannel", actor.actor, payload=payload)
+        return await load_channel(conn, actor.portal_id, channel_id)
+
+
+async def delete_channel(services: Services, actor: Principal, channel_id: int) -> None:
+    """Delete a channel; it leaves every package it was in."""
+    actor.require("content")
+    async with services.db.acquire() as conn, conn.transaction():
+        await fetch_owned(conn, _LOCK, actor.portal_id, channel_id, "id")
+        current = await load_channel(conn, actor.portal_id, channel_id)
+        await conn.execute(_DELETE, actor.portal_id, channel_id)
+        payload = {"channelId": current.channelId, "name": current.name, "packageNames": current.packages}
+        await operations.record(conn, actor.portal_id, "deleteChannel", actor.actor, payload=payload)
+        await entitlements.changed(conn, actor.portal_id, "channel", [channel_id])
+
+
+# The JSON API: decode, call the action, encode.
+
+
+@api.get("/channels", response=ChannelPage)
+async def handle_list_channels(call: Call[None, NamedPageQuery]) -> ChannelPage:
+    """The portal's channels in creation order; ``name`` (repeatable) filters by name."""
+    return await list_channels(call.services, call.caller, call.query)
+
+
+@api.get("/channels/{id}", response=Channel)
+async def handle_get_channel(call: Call[None, None]) -> Channel:
+    """One channel."""
+    return await get_channel(call.services, call.caller, call.path_id())
+
+
+@api.get(
+    "/channels/{id}/logo",
+    produces={200: ("The logo image with an ETag", "image/*"), 304: ("Unchanged since If-None-Match", "")},
+)
+async def handle_get_logo(call: Call[None, None]) -> web.StreamResponse:
+    """The channel's logo as an image; ``304`` when ``If-None-Match`` names the current one."""
+    logo = await get_logo(call.services, call.caller, call.path_id())
+    return _logos.serve(call.request, logo.content_type, logo.data, logo.etag)
+
+
+@api.post("/channels", response=Channel, permission="content", max_body=_logos.MAX_REQUEST_BYTES)
+async def handle_create_channel(call: Call[ChannelCreate, None]) -> Channel:
+    """Create a channel; its name must be new to the portal."""
+    return await create_channel(call.services, call.caller, call.body)
+
+
+@api.put("/channels/{id}", response=Channel, permission="content", max_body=_logos.MAX_REQUEST_BYTES)
+async def handle_update_channel(call: Call[ChannelUpdate, None]) -> Channel:
+    """Update title, logo and EPG link; the name cannot change."""
+    return await update_channel(call.services, call.caller, call.path_id(), call.body)
 
 
 @api.delete("/channels/{id}", permission="content")
-async def delete_channel(call: Call) -> None:
+async def handle_delete_channel(call: Call[None, None]) -> None:
     """Delete a channel; it leaves every package it was in."""
-    channel_id = call.path_id()
-    async with call.db.acquire() as conn, conn.transaction():
-        await fetch_owned(conn, _LOCK, call.portal_id, channel_id, "id")
-        current = await load_channel(conn, call.portal_id, channel_id)
-        await conn.execute(_DELETE, call.portal_id, channel_id)
-        payload = {"channelId": current.channelId, "name": current.name, "packageNames": current.packages}
-        await operations.record(conn, call.portal_id, "deleteChannel", call.caller.actor, payload=payload)
-        await entitlements.changed(conn, call.portal_id, "channel", [channel_id])
+    await delete_channel(call.services, call.caller, call.path_id())
 
 
 async def _require_epg_source(conn: asyncpg.Connection, portal_id: int, name: str | None) -> None:

@@ -239,7 +239,7 @@ async def load_source(conn: asyncpg.Connection, portal_id: int, source_id: int) 
 @api.get("/epg-sources", query=PageQuery, response=EpgSourcePage)
 async def list_sources(call: Call) -> EpgSourcePage:
     """The portal's EPG sources with the result of each one's last fetch."""
-    rows, cursor = await id_page(call, "epgSources", _LIST, call.query)
+    rows, cursor = await id_page(call.services, call.portal_id, "epgSources", _LIST, call.query)
     return EpgSourcePage(epgSources=[source_out(r) for r in rows], next=cursor)
 
 

@@ -60,7 +60,7 @@ def _operation(endpoint: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "tags": [endpoint.tag],
         "summary": endpoint.summary,
-        "operationId": endpoint.handler.__name__,
+        "operationId": endpoint.operation_id,
         "parameters": _path_params(endpoint.path) + _query_params(endpoint.query),
         "responses": _responses(endpoint, refs),
     }

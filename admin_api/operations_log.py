@@ -92,7 +92,7 @@ async def list_operations(call: Call) -> OperationList:
     """The operations log, oldest first."""
     query: OperationsQuery = call.query
     rows, cursor = await fetch_page(
-        call, "operations", _LIST, query, lambda after: _where(call.portal_id, query, after)
+        call.services, "operations", _LIST, query, lambda after: _where(call.portal_id, query, after)
     )
     return OperationList(operations=[operation_out(r) for r in rows], next=cursor)
 

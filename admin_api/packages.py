@@ -130,7 +130,7 @@ async def load_package(conn: asyncpg.Connection, portal_id: int, package_id: int
 @api.get("/packages", query=NamedPageQuery, response=PackagePage)
 async def list_packages(call: Call) -> PackagePage:
     """The portal's packages in creation order; ``name`` (repeatable) filters by name."""
-    rows, cursor = await named_page(call, "packages", _LIST, _LIST_NAMED)
+    rows, cursor = await named_page(call.services, call.portal_id, call.query, "packages", _LIST, _LIST_NAMED)
     return PackagePage(packages=[package_out(r) for r in rows], next=cursor)
 
 

@@ -93,7 +93,7 @@ async def list_play_sessions(call: Call) -> SessionList:
     """Play sessions, newest first."""
     query: SessionsQuery = call.query
     rows, cursor = await fetch_page(
-        call, "play-sessions", _LIST, query, lambda before: _where(call.portal_id, query, before)
+        call.services, "play-sessions", _LIST, query, lambda before: _where(call.portal_id, query, before)
     )
     return SessionList(sessions=[session_out(r) for r in rows], next=cursor)
 

@@ -1,17 +1,22 @@
 """Declared endpoints: one table drives the aiohttp routes and the OpenAPI document.
 
-A module declares its endpoints on an :class:`Api`::
+A module declares its endpoints on an :class:`Api`; the handler's annotation
+``Call[Body, Query]`` declares the request body and query-string Structs
+(``None`` for neither)::
 
     api = Api("Channels")
 
-    @api.get("/channels/{id}", response=ChannelOut, summary="Get a channel")
-    async def get_channel(call: Call) -> ChannelOut: ...
+    @api.post("/channels", response=Channel, permission="content")
+    async def handle_create_channel(call: Call[ChannelCreate, None]) -> Channel:
+        return await create_channel(call.services, call.caller, call.body)
 
 The wrapper authenticates the caller, checks the permission a write needs, decodes
 the JSON body into the declared Struct and the query string into the declared
 query Struct (400 naming the field on anything wrong), runs the handler and
-encodes what it returns with the declared status.  Because the same Structs feed
-:mod:`admin_api.openapi`, the document cannot drift from the handlers.
+encodes what it returns with the declared status.  The handler only decodes path
+ids and calls the module's typed action, which the console calls too.  Because
+the same Structs feed :mod:`admin_api.openapi`, the document cannot drift from the
+handlers.  The OpenAPI ``operationId`` is the handler's name without ``handle_``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import msgspec
@@ -36,26 +41,40 @@ from catena.settings import AdminSettings
 from . import keys
 from ._patterns import described_patterns, explain
 from .principal import Permission, Principal
+from .services import Services
 
-Authenticator = Callable[["Call"], Awaitable[None]]
-Handler = Callable[["Call"], Awaitable[Any]]
+BodyT = TypeVar("BodyT")
+QueryT = TypeVar("QueryT")
+Authenticator = Callable[["Call[Any, Any]"], Awaitable[None]]
+Handler = Callable[["Call[Any, Any]"], Awaitable[Any]]
 
 _EMPTY_OBJECT = b"{}"
 _UNIONS = (typing.Union, types.UnionType)
 
 
-class Call:
-    """One request as a handler sees it: the caller, the decoded body and query."""
+class Call(Generic[BodyT, QueryT]):
+    """One request as a handler sees it: the caller, the decoded body and query.
+
+    ``Call[Body, Query]`` in a handler's signature is what the endpoint decodes.
+    """
 
     __slots__ = ("body", "principal", "query", "request", "subject")
 
-    def __init__(self, request: web.Request) -> None:
+    body: BodyT
+    query: QueryT
+
+    def __init__(self, request: web.Request, body: BodyT, query: QueryT) -> None:
         self.request = request
         self.principal: Principal | None = None
         # Whatever a non-manager authenticator identifies (e.g. a subscriber).
         self.subject: Any = None
-        self.body: Any = None
-        self.query: Any = None
+        self.body = body
+        self.query = query
+
+    @property
+    def services(self) -> Services:
+        """What the module's actions take: pool, Redis, settings, cursors, tokens."""
+        return self.request.app[keys.SERVICES]
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -115,6 +134,10 @@ class Endpoint:
     # gets a 400 naming its field instead of a bare 413).
     max_body: int | None = None
 
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__.removeprefix("handle_")
+
 
 class Api:
     """The endpoints of one module, under one OpenAPI tag."""
@@ -129,6 +152,9 @@ class Api:
         def register(handler: Handler) -> Handler:
             options.setdefault("auth", self.auth)
             options.setdefault("summary", (handler.__doc__ or handler.__name__).strip().split("\n")[0])
+            declared = call_types(handler)
+            if declared is not None:
+                options["body"], options["query"] = declared
             self.endpoints.append(Endpoint(method, self.prefix + path, handler, tag=self.tag, **options))
             return handler
 
@@ -152,6 +178,20 @@ class Api:
             app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
 
 
+def call_types(handler: Handler) -> tuple[type | None, type | None] | None:
+    """The (body, query) types of a handler annotated ``call: Call[Body, Query]``.
+
+    ``None`` for a handler annotated with a bare ``Call`` (its endpoint declares
+    ``body=``/``query=`` itself).
+    """
+    hints = typing.get_type_hints(handler)
+    annotation = next(iter(hints.values()))
+    if typing.get_origin(annotation) is not Call:
+        return None
+    body, query = typing.get_args(annotation)
+    return (None if body is type(None) else body), (None if query is type(None) else query)
+
+
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     body_decoder: msgspec.json.Decoder[Any] | None = (
         msgspec.json.Decoder(endpoint.body) if endpoint.body is not None else None
@@ -160,7 +200,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     patterns = described_patterns(endpoint.body, endpoint.query)
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        call = Call(request)
+        call: Call[Any, Any] = Call(request, None, None)
         if endpoint.auth is not None:
             await endpoint.auth(call)
         if endpoint.permission is not None:
@@ -181,7 +221,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             error.message = explain(error.message, patterns)
             raise error from None
 
-    guarded.__name__ = endpoint.handler.__name__
+    guarded.__name__ = endpoint.operation_id
     return guarded
 
 

@@ -171,7 +171,7 @@ async def list_subscribers(call: Call) -> SubscriberList:
     """The portal's subscribers, oldest first; ``phone``/``phoneCountryCode`` find one by number."""
     query: SubscribersQuery = call.query
     rows, cursor = await fetch_page(
-        call, "subscribers", _LIST, query, lambda after: _list_where(call.portal_id, query, after)
+        call.services, "subscribers", _LIST, query, lambda after: _list_where(call.portal_id, query, after)
     )
     return SubscriberList(subscribers=[_out(call, r) for r in rows], next=cursor)
 
