@@ -106,7 +106,9 @@ def _serve_bytes(document: bytes) -> Callable[[web.Request], Awaitable[web.Respo
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
+    pool = await db.create_pool(
+        settings.database_url, max_size=settings.database_pool_size, timeout=settings.database_timeout
+    )
     async with pool.acquire() as conn:
         await ids.claim_node(conn)
     app[keys.DB] = pool
@@ -122,13 +124,18 @@ async def _partition_maintenance(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         while True:
+            pause = 6 * 3600.0
             try:
                 async with app[keys.DB].acquire() as conn:
                     for table in ("operations", "play_sessions"):
                         await conn.execute("SELECT catena_ensure_partitions($1::regclass, 3)", table)
+            except db.UNAVAILABLE as exc:
+                # An outage is not a fault of this loop: say so once and try again soon.
+                log.warning("partition maintenance postponed: database unavailable", extra={"error": str(exc)})
+                pause = 60.0
             except Exception:
                 log.exception("partition maintenance failed; will retry")
-            await asyncio.sleep(6 * 3600)
+            await asyncio.sleep(pause)
 
     task = asyncio.create_task(loop())
     yield

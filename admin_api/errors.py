@@ -10,7 +10,10 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from catena import db
 from catena.errors import CatenaError, ErrorBody, TooManyRequests
+
+from . import keys
 
 log = logging.getLogger("admin_api")
 
@@ -59,6 +62,8 @@ async def error_middleware(
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         return render(exc.status, ErrorBody(code, message or exc.reason))
+    except db.UNAVAILABLE as exc:
+        return _database_unavailable(request, exc)
     except asyncpg.DataError as exc:
         # SQLSTATE class 22: a value the client sent that PostgreSQL cannot store
         # and no declared type screened.  The transaction rolled back.
@@ -67,6 +72,22 @@ async def error_middleware(
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return render(500, ErrorBody("internal_error", "internal error; see the server log"))
+
+
+# Seconds a client is told to wait when PostgreSQL is down or does not answer.
+DATABASE_RETRY_AFTER = 5
+
+
+def _database_unavailable(request: web.Request, exc: BaseException) -> web.Response:
+    # One warning per outage (catena.db.Outage), not one per request.
+    pool = request.app.get(keys.DB)
+    if isinstance(pool, db.Pool):
+        pool.outage.failed(exc)
+    body = ErrorBody(
+        "database_unavailable",
+        "the database is unavailable or not answering in time; try again in a few seconds",
+    )
+    return render(503, body, {"Retry-After": str(DATABASE_RETRY_AFTER)})
 
 
 class JsonErrorRequestHandler(web.RequestHandler):

@@ -56,6 +56,9 @@ class AdminSettings(BaseSettings, frozen=True, kw_only=True):
     login_fail_limit: PositiveInt = 10
     login_fail_window: Seconds = 900.0
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    # Longest wait for a pooled connection, a new connection or one statement of
+    # the admin API; past it the request is answered 503 with Retry-After.
+    database_timeout: Seconds = 5.0
     # Webhook delivery worker inside admin_api (several instances may run).
     webhooks_enabled: bool = True
     # Subscriber sign-in by SMS (client API): code lifetime, wrong codes allowed
