@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
@@ -21,6 +22,7 @@ from . import (
     free_packages,
     health,
     keys,
+    limiter,
     login,
     managers,
     openapi,
@@ -114,9 +116,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[keys.DB] = pool
     app[keys.REDIS] = catena_redis.connect(settings.redis_url)
     app[keys.SERVICES] = Services(pool, app[keys.REDIS], settings, app[keys.CURSORS], app[keys.TOKENS])
+    app[limiter.LIMITER] = limiter.Limiter.connect(settings.redis_url, settings.redis_prefix)
+    app[limiter.PASSWORDS] = limiter.PasswordChecker(bcrypt_threads(settings))
     yield
+    app[limiter.PASSWORDS].close()
+    await app[limiter.LIMITER].close()
     await app[keys.REDIS].aclose()
     await pool.close()
+
+
+def bcrypt_threads(settings: AdminSettings) -> int:
+    return settings.bcrypt_concurrency or max(1, (os.cpu_count() or 2) // 2)
 
 
 async def _partition_maintenance(app: web.Application) -> AsyncIterator[None]:
@@ -131,7 +141,9 @@ async def _partition_maintenance(app: web.Application) -> AsyncIterator[None]:
                         await conn.execute("SELECT catena_ensure_partitions($1::regclass, 3)", table)
             except db.UNAVAILABLE as exc:
                 # An outage is not a fault of this loop: say so once and try again soon.
-                log.warning("partition maintenance postponed: database unavailable", extra={"error": str(exc)})
+                log.warning(
+                    "partition maintenance postponed: database unavailable", extra={"error": str(exc)}
+                )
                 pause = 60.0
             except Exception:
                 log.exception("partition maintenance failed; will retry")

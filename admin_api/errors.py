@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from catena import db
-from catena.errors import CatenaError, ErrorBody, TooManyRequests
+from catena.errors import CatenaError, ErrorBody
 
 from . import keys
 
@@ -54,7 +54,8 @@ async def error_middleware(
     try:
         return await handler(request)
     except CatenaError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return render(exc.status, exc.body(), headers)
     except web.HTTPException as exc:
         if exc.status < 400:

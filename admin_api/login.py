@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Annotated
 
 import asyncpg
 from msgspec import Meta
-from redis.exceptions import RedisError
 
-from catena import passwords
-from catena.errors import TooManyRequests, Unauthorized
-from catena.redis import Keys, count_in_window
+from catena.errors import Unauthorized
 
-from . import keys
 from .auth import open_session
+from .client.forwarded import client_ip
+from .limiter import LIMITER, PASSWORDS
 from .routing import Api, Call
 from .schema import Request, Response, TextId, text_id
 
@@ -45,81 +42,62 @@ WHERE m.email = $1 ORDER BY p.name
 """
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    return passwords.hash_sync("not a real password", 12)
-
-
 @api.post("/login", body=LoginRequest, response=LoginResponse)
 async def login(call: Call) -> LoginResponse:
     """Sign in: one session per portal where this email has a manager with this password."""
     body: LoginRequest = call.body
     email = body.email.strip().lower()
-    limiter = LoginLimiter(call)
-    await limiter.check(email)
-    async with call.db.acquire() as conn:
-        matches = await _matching_managers(conn, email, body.password)
-        if not matches:
-            await limiter.failed(email)
-            raise Unauthorized("wrong email or password", code="invalid_credentials")
-        sessions = []
-        async with conn.transaction():
-            for row in matches:
-                token = await open_session(conn, row["id"], row["portal_id"])
-                sessions.append(
-                    PortalSession(
-                        portalId=text_id(row["portal_id"]), portalName=row["portal_name"], sessionId=token
-                    )
-                )
-    await limiter.succeeded(email)
+    limits = LoginLimits(call, email)
+    # Counted before it is checked: a burst of guesses cannot outrun the limit.
+    await limits.take()
+    matches = await _matching_managers(call, email, body.password)
+    if not matches:
+        raise Unauthorized("wrong email or password", code="invalid_credentials")
+    sessions = await _open_sessions(call, matches)
+    await limits.succeeded()
     return LoginResponse(portals=sessions)
 
 
-async def _matching_managers(conn: asyncpg.Connection, email: str, password: str) -> list[asyncpg.Record]:
-    candidates = await conn.fetch(_CANDIDATES, email)
-    if not candidates:
-        # Spend the same time as a wrong password so timing does not reveal emails.
-        await passwords.verify_password(password, _dummy_hash())
-        return []
-    return [row for row in candidates if await passwords.verify_password(password, row["password_hash"])]
+async def _matching_managers(call: Call, email: str, password: str) -> list[asyncpg.Record]:
+    async with call.db.acquire() as conn:
+        candidates = await conn.fetch(_CANDIDATES, email)
+    # bcrypt with no database connection held, a few at a time (admin_api.limiter).
+    hashes = [row["password_hash"] for row in candidates]
+    checked = await call.request.app[PASSWORDS].matches(password, hashes)
+    return [row for row, ok in zip(candidates, checked, strict=True) if ok]
 
 
-class LoginLimiter:
-    """Counts failed logins per email and per client IP in Redis; too many → 429.
+async def _open_sessions(call: Call, matches: list[asyncpg.Record]) -> list[PortalSession]:
+    sessions = []
+    async with call.db.acquire() as conn, conn.transaction():
+        for row in matches:
+            token = await open_session(conn, row["id"], row["portal_id"])
+            sessions.append(
+                PortalSession(
+                    portalId=text_id(row["portal_id"]), portalName=row["portal_name"], sessionId=token
+                )
+            )
+    return sessions
 
-    When Redis is unreachable logins go on unthrottled (bcrypt still makes each
-    guess slow) rather than locking every manager out.
+
+class LoginLimits:
+    """Failed logins per email and per client address (``CATENA_LOGIN_FAIL_*``); too many → 429.
+
+    Each login takes a slot in both counters before its password is checked; a
+    success gives the address's slot back and clears the email's failures.
     """
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, email: str) -> None:
         settings = call.settings
-        self.redis = call.request.app[keys.REDIS]
-        self.keys = Keys(settings.redis_prefix)
-        self.limit = settings.login_fail_limit
-        self.window = int(settings.login_fail_window)
-        self.ip = call.request.remote or "unknown"
+        self.limiter = call.request.app[LIMITER]
+        limit, window = settings.login_fail_limit, settings.login_fail_window
+        message = "too many failed logins; try again later"
+        self.email = self.limiter.slot(limit, window, message, "login-fail", "email", email)
+        self.ip = self.limiter.slot(limit, window, message, "login-fail", "ip", client_ip(call.request))
 
-    def _names(self, email: str) -> tuple[str, str]:
-        return self.keys.key("login-fail", "email", email), self.keys.key("login-fail", "ip", self.ip)
+    async def take(self) -> None:
+        await self.limiter.take(self.email, self.ip)
 
-    async def check(self, email: str) -> None:
-        try:
-            counts = await self.redis.mget(self._names(email))
-        except (RedisError, OSError) as exc:
-            log.warning("login throttling unavailable", extra={"error": str(exc)})
-            return
-        if any(int(c or 0) >= self.limit for c in counts):
-            raise TooManyRequests("too many failed logins; try again later", retry_after=self.window)
-
-    async def failed(self, email: str) -> None:
-        try:
-            for name in self._names(email):
-                await count_in_window(self.redis, name, self.window)
-        except (RedisError, OSError) as exc:
-            log.warning("login throttling unavailable", extra={"error": str(exc)})
-
-    async def succeeded(self, email: str) -> None:
-        try:
-            await self.redis.delete(self._names(email)[0])
-        except (RedisError, OSError):
-            pass
+    async def succeeded(self) -> None:
+        await self.limiter.clear(self.email)
+        await self.limiter.give_back(self.ip)

@@ -52,6 +52,8 @@ class AdminSettings(BaseSettings, frozen=True, kw_only=True):
     # Idle time after which a manager session stops working.
     manager_session_idle: Seconds = 8 * 3600.0
     bcrypt_rounds: Annotated[int, Meta(ge=4, le=16)] = 12
+    # Password checks (bcrypt) run at once per process; 0 = half the cores, at least one.
+    bcrypt_concurrency: Annotated[int, Meta(ge=0, le=256)] = 0
     # Failed logins allowed per email and per client IP within login_fail_window.
     login_fail_limit: PositiveInt = 10
     login_fail_window: Seconds = 900.0

@@ -19,16 +19,16 @@ from msgspec import Meta
 from catena import entitlements, ids, operations
 from catena.errors import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
 from catena.portals import Branding
-from catena.redis import Keys
 
 from .. import keys
+from ..limiter import LIMITER
 from ..routing import Api, Call
 from ..schema import Request, Response, TextId, text_id
 from . import PREFIX, TAG, codes
 from .forwarded import client_ip
 from .portal import ClientPortal, resolve
 from .sms import GatewayMisconfigured, SmsSendFailed, gateway_for
-from .throttle import Counter
+from .throttle import Throttles
 
 api = Api(TAG, prefix=PREFIX)
 log = logging.getLogger("admin_api.client.login")
@@ -84,35 +84,10 @@ class SignIn:
     """What both sign-in steps need: settings, the code hasher, the throttles."""
 
     def __init__(self, call: Call) -> None:
-        settings = call.settings
-        self.settings = settings
-        self.hasher = codes.CodeHasher(settings.token_secrets)
-        self.ip = client_ip(call.request)
-        redis, prefix, window = call.redis, Keys(settings.redis_prefix), settings.client_sms_window
-        self.per_ip = Counter(
-            redis,
-            prefix,
-            "sms-ip",
-            settings.client_sms_per_ip,
-            window,
-            "too many codes requested from this address; try again later",
-        )
-        self.per_phone = Counter(
-            redis,
-            prefix,
-            "sms-phone",
-            settings.client_sms_per_phone,
-            window,
-            "too many codes requested for this phone; try again later",
-        )
-        self.verify_fails = Counter(
-            redis,
-            prefix,
-            "verify-ip",
-            settings.client_verify_fail_per_ip,
-            window,
-            "too many wrong codes from this address; try again later",
-        )
+        self.settings = call.settings
+        self.hasher = codes.CodeHasher(self.settings.token_secrets)
+        self.limiter = call.request.app[LIMITER]
+        self.throttles = Throttles(self.limiter, self.settings, client_ip(call.request))
 
 
 async def _addressed(
@@ -144,8 +119,8 @@ async def client_request_code(call: Call) -> SmsSent:
     sign_in = SignIn(call)
     async with call.db.acquire() as conn:
         portal, phone = await _addressed(conn, call, body)
-        await sign_in.per_ip.hit(sign_in.ip)
-        await sign_in.per_phone.hit(f"{portal.id}:{phone.digits}")
+        # Counted before the code is made; the address's count keeps refused requests too.
+        await sign_in.limiter.take(sign_in.throttles.code_requests())
         code = codes.new_code()
         code_hash = await _issue(conn, sign_in, phone, code)
         receives = await _may_receive(conn, portal, phone)
@@ -162,10 +137,14 @@ async def client_request_code(call: Call) -> SmsSent:
 
 
 async def _issue(conn: asyncpg.Connection, sign_in: SignIn, phone: codes.Phone, code: str) -> bytes:
+    """Store the phone's new code; a request the cooldown refuses does not count for the phone."""
     settings = sign_in.settings
     cooldown = settings.client_code_cooldown
+    per_phone = sign_in.throttles.codes_for(phone.portal_id, phone.digits)
+    await sign_in.limiter.take(per_phone)
     code_hash = await codes.issue(conn, sign_in.hasher, phone, code, settings.client_code_ttl, cooldown)
     if code_hash is None:
+        await sign_in.limiter.give_back(per_phone)
         left = await codes.cooldown_left(conn, phone, cooldown)
         raise CooldownActive(f"a code was sent moments ago; ask again in {left} s", retry_after=left)
     return code_hash
@@ -210,16 +189,9 @@ async def client_verify_code(call: Call) -> SignedIn:
     """Exchange the SMS code for the subscriber's playback token."""
     body: VerifyRequest = call.body
     sign_in = SignIn(call)
-    await sign_in.verify_fails.check(sign_in.ip)
     async with call.db.acquire() as conn:
         portal, phone = await _addressed(conn, call, body)
-        try:
-            code_hash = await _check_code(conn, sign_in, phone, body.code)
-            async with conn.transaction():
-                row = await _claim(conn, portal, phone, code_hash)
-        except Unauthorized:
-            await sign_in.verify_fails.add(sign_in.ip)
-            raise
+        row = await _signed_in(conn, sign_in, portal, phone, body.code)
     if row["disabled"]:
         raise Forbidden("this account is disabled; contact your TV operator", code="subscriber_disabled")
     token = call.request.app[keys.TOKENS].sign(row["id"], portal.id, row["token_version"])
@@ -230,6 +202,25 @@ async def client_verify_code(call: Call) -> SignedIn:
         playback_token=token,
         branding=portal.branding,
     )
+
+
+async def _signed_in(
+    conn: asyncpg.Connection, sign_in: SignIn, portal: ClientPortal, phone: codes.Phone, code: str
+) -> asyncpg.Record:
+    """The subscriber the code signs in; the try is counted before the code is checked."""
+    checks = sign_in.throttles.code_checks()
+    await sign_in.limiter.take(checks)
+    try:
+        code_hash = await _check_code(conn, sign_in, phone, code)
+        async with conn.transaction():
+            row = await _claim(conn, portal, phone, code_hash)
+    except (Unauthorized, TooManyRequests):
+        raise  # a wrong, expired or exhausted code: the try stays counted
+    except Exception:
+        await sign_in.limiter.give_back(checks)  # no answer about the code (database down)
+        raise
+    await sign_in.limiter.give_back(checks)
+    return row
 
 
 def _mismatch() -> Unauthorized:

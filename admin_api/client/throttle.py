@@ -1,66 +1,48 @@
-"""Sliding-hour counters in Redis that slow down abuse of the sign-in endpoints.
+"""The client API's sign-in limits: codes per address and per phone, wrong codes per address.
 
-These limits are a second line: what stops guessing a code (attempts per code,
-expiry, the cooldown between codes) is enforced in PostgreSQL.  So when Redis is
-unreachable the counters are skipped with a warning in the log, and subscribers
-can still sign in.
+They are slots of the application's :class:`admin_api.limiter.Limiter`: an attempt
+is counted before it is made, so parallel requests cannot outrun a limit, and
+while Redis is unreachable the counts are kept per process.  What stops guessing a
+code (attempts per code, expiry, the cooldown between codes) is enforced in
+PostgreSQL and holds whatever happens to Redis.
+
+- Every code request counts against its client address (``CATENA_CLIENT_SMS_PER_IP``),
+  refused ones included: an address that keeps asking is the one that is stopped.
+- Codes actually sent count against the phone *from that address*
+  (``CATENA_CLIENT_SMS_PER_PHONE``): a request the cooldown refuses gives its slot
+  back, and another address (the subscriber's own) has its own count, so nobody
+  can lock a subscriber out by asking for their codes.
+- Every checked code counts against the address (``CATENA_CLIENT_VERIFY_FAIL_PER_IP``);
+  a correct one gives its slot back.
 """
 
 from __future__ import annotations
 
-import logging
+from catena.settings import AdminSettings
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from catena.errors import TooManyRequests
-from catena.redis import Keys, count_in_window
-
-log = logging.getLogger("admin_api.client.throttle")
+from ..limiter import Limiter, Slot
 
 
-class Counter:
-    """Events of one kind per subject within ``window`` seconds, at most ``limit``."""
+class Throttles:
+    """The slots of one client address."""
 
-    def __init__(
-        self, client: aioredis.Redis, keys: Keys, kind: str, limit: int, window: float, message: str
-    ) -> None:
-        self.client = client
-        self.keys = keys
-        self.kind = kind
-        self.limit = limit
-        self.window = int(window)
-        self.message = message
+    def __init__(self, limiter: Limiter, settings: AdminSettings, address: str) -> None:
+        self.limiter = limiter
+        self.settings = settings
+        self.address = address
 
-    def _key(self, subject: str) -> str:
-        return self.keys.key("client", self.kind, subject)
+    def _slot(self, limit: int, message: str, *parts: object) -> Slot:
+        return self.limiter.slot(limit, self.settings.client_sms_window, message, "client", *parts)
 
-    async def add(self, subject: str) -> None:
-        """Count one event."""
-        await self._count(subject)
+    def code_requests(self) -> Slot:
+        message = "too many codes requested from this address; try again later"
+        return self._slot(self.settings.client_sms_per_ip, message, "sms-ip", self.address)
 
-    async def hit(self, subject: str) -> None:
-        """Count one event; 429 when this one is over the limit."""
-        counted = await self._count(subject)
-        if counted is not None and counted[0] > self.limit:
-            raise TooManyRequests(self.message, retry_after=max(1, counted[1]))
+    def codes_for(self, portal_id: int, phone: str) -> Slot:
+        message = "too many codes requested for this phone; try again later"
+        limit = self.settings.client_sms_per_phone
+        return self._slot(limit, message, "sms-phone", f"{portal_id}:{phone}", self.address)
 
-    async def _count(self, subject: str) -> tuple[int, int] | None:
-        try:
-            return await count_in_window(self.client, self._key(subject), self.window)
-        except (RedisError, OSError) as exc:
-            log.warning("client throttling unavailable", extra={"kind": self.kind, "error": str(exc)})
-            return None
-
-    async def check(self, subject: str) -> None:
-        """429 when the limit is already reached, without counting."""
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.get(self._key(subject))
-                pipe.ttl(self._key(subject))
-                count, ttl = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("client throttling unavailable", extra={"kind": self.kind, "error": str(exc)})
-            return
-        if int(count or 0) >= self.limit:
-            raise TooManyRequests(self.message, retry_after=max(1, int(ttl)))
+    def code_checks(self) -> Slot:
+        message = "too many wrong codes from this address; try again later"
+        return self._slot(self.settings.client_verify_fail_per_ip, message, "verify-ip", self.address)

@@ -144,7 +144,9 @@ async def test_stopped_postgres_gives_503_then_recovers(
             await call(server, "GET", BASE + "/portal", key),
             await call(server, "GET", BASE + "/channels", key),
             await call(server, "POST", BASE + "/packages", key, {"name": "sports"}),
-            await call(server, "POST", "/client/api/v1/login/sms", None, {"phoneCountryCode": "7", "phone": "9001"}),
+            await call(
+                server, "POST", "/client/api/v1/login/sms", None, {"phoneCountryCode": "7", "phone": "9001"}
+            ),
             await call(server, "POST", BASE + "/login", None, {"email": "a@b.c", "password": "Whatever-1"}),
         ]
     finally:
@@ -165,7 +167,9 @@ async def test_hung_postgres_gives_503_within_the_deadline(
             call(server, "GET", BASE + "/portal", key),
             call(server, "POST", BASE + "/packages", key, {"name": "sports"}),
             call(server, "PUT", BASE + "/portal", key, {"branding": {"title": "Hung"}}),
-            call(server, "POST", "/client/api/v1/login/sms", None, {"phoneCountryCode": "7", "phone": "9001"}),
+            call(
+                server, "POST", "/client/api/v1/login/sms", None, {"phoneCountryCode": "7", "phone": "9001"}
+            ),
             call(server, "GET", BASE + "/channels", key),
             call(server, "POST", BASE + "/login", None, {"email": "a@b.c", "password": "Whatever-1"}),
         )

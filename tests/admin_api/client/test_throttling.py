@@ -79,5 +79,13 @@ async def test_sign_in_works_while_redis_is_down(
     # The limits that matter are in PostgreSQL and still hold: cooldown and attempts.
     assert (await app.post("/login/sms", PHONE))[0] == 429
     assert (await app.post("/login/verify", {**PHONE, "code": code}))[0] == 200
-    warnings = [r for r in sms_log.records if r.getMessage() == "client throttling unavailable"]
-    assert warnings
+    warnings = [r for r in sms_log.records if "per-process counts" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_limits_hold_per_process_while_redis_is_down(make_app: Any, sms_log: Any) -> None:
+    app = await make_app(redis_url="redis://127.0.0.1:1/0", client_sms_per_ip=2)
+    answers = [
+        await app.post("/login/sms", {"phoneCountryCode": "7", "phone": f"90000000{n:02d}"}) for n in range(3)
+    ]
+    assert [status for status, _ in answers] == [200, 200, 429]
