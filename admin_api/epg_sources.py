@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from msgspec import UNSET, Meta, UnsetType
 
-from catena import ids, jobs, operations
+from catena import ids, jobs, operations, outbound
 from catena.errors import InvalidInput
 
 from ._content import FIRST_ID, LAST_ID, BodyId, check_echo, decode_id, fetch_owned, id_page, name_taken
@@ -255,6 +255,7 @@ async def create_source(call: Call) -> EpgSource:
     """Create an EPG source; the first fetch starts with ``POST /epg-sources/{id}/update``."""
     body: EpgSourceCreate = call.body
     _check_url(body.url)
+    outbound.check_url(outbound.policy(call.settings.outbound_allow), body.url, "url")
     source_id = ids.new_id()
     async with call.db.acquire() as conn, conn.transaction():
         try:
@@ -276,6 +277,8 @@ async def update_source(call: Call) -> EpgSource:
     """Change name, URL or period (no fetch starts); a new name follows into channels."""
     body: EpgSourceUpdate = call.body
     source_id = call.path_id()
+    if not isinstance(body.url, UnsetType):
+        outbound.check_url(outbound.policy(call.settings.outbound_allow), body.url, "url")
     async with call.db.acquire() as conn, conn.transaction():
         row = await fetch_owned(conn, _LOCK, call.portal_id, source_id, "id")
         check_echo(body, {"epgSourceId": text_id(row["id"]), "portalId": text_id(row["portal_id"])}, {})

@@ -9,12 +9,12 @@ import asyncpg
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from catena import entitlements, operations
+from catena import entitlements, operations, outbound
 from catena.errors import InvalidInput
 from catena.portals import Branding, PortalSettings, load_branding, load_settings, new_api_key
 
 from .auth import authenticate_manager
-from .client.sms import HTTP_URL, SmsGatewayConfig
+from .client.sms import HTTP_URL, HttpGatewayConfig, SmsGatewayConfig
 from .principal import Principal
 from .routing import Api, Call
 from .schema import Request, Response, TextId, Timestamp, iso, text_id
@@ -127,6 +127,7 @@ async def get_portal(call: Call) -> PortalOut:
 async def put_portal(call: Call) -> PortalOut:
     """Update branding and settings; name, domain, ownerId and portalId are immutable."""
     patch: PortalUpdate = call.body
+    _check_gateway_url(patch, call.settings.outbound_allow)
     async with call.db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(_SELECT_FOR_UPDATE, call.portal_id)
         _check_immutable(patch, row)
@@ -152,6 +153,13 @@ async def reset_api_key(call: Call) -> PortalOut:
         await conn.execute(_RESET_KEY, call.portal_id, new_api_key())
         await operations.record(conn, call.portal_id, "resetApiKey", call.caller.actor)
         return await load_portal(conn, call.caller)
+
+
+def _check_gateway_url(patch: PortalUpdate, outbound_allow: str) -> None:
+    """A new SMS gateway may not point at an internal address (``catena.outbound``)."""
+    if isinstance(patch.settings, SettingsPatch) and isinstance(patch.settings.smsGateway, HttpGatewayConfig):
+        url = patch.settings.smsGateway.url.replace("{phone}", "70000000000").replace("{code}", "0000")
+        outbound.check_url(outbound.policy(outbound_allow), url, "settings.smsGateway.url")
 
 
 def _check_immutable(patch: PortalUpdate, row: asyncpg.Record) -> None:

@@ -24,7 +24,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from catena import __version__, ids, tasks
+from catena import __version__, ids, outbound, tasks
 from catena.settings import AdminSettings
 
 from . import keys
@@ -192,7 +192,8 @@ class Deliverer:
 async def background(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: run the delivery loop for as long as the application runs."""
     settings = app[keys.SETTINGS]
-    session = aiohttp.ClientSession()
+    # Connects only where CATENA_OUTBOUND_ALLOW allows: webhook URLs are the tenants'.
+    session = outbound.client_session(outbound.policy(settings.outbound_allow))
     task = asyncio.create_task(Deliverer(app[keys.DB], settings, session).run())
     yield
     await tasks.cancel_all([task])

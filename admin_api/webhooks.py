@@ -14,7 +14,7 @@ import asyncpg
 from msgspec import UNSET, Meta, UnsetType
 from yarl import URL
 
-from catena import ids, operations
+from catena import ids, operations, outbound
 from catena.errors import Conflict, InvalidInput, NotFound
 
 from .auth import authenticate_manager
@@ -124,6 +124,7 @@ async def get_webhook(call: Call) -> WebhookOut:
 async def create_webhook(call: Call) -> WebhookOut:
     """Register a URL; it receives every operation committed from now on. The secret is shown once."""
     url = _checked_url(call.body.url)
+    outbound.check_url(outbound.policy(call.settings.outbound_allow), url, "url")
     secret = secrets.token_urlsafe(32)
     async with call.db.acquire() as conn, conn.transaction():
         await conn.execute(_FEED_LOCK, call.portal_id)

@@ -15,6 +15,8 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from msgspec import Meta
 
+from . import outbound
+
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Seconds = Annotated[float, Meta(gt=0)]
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -42,6 +44,15 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # all verify, so a secret can be rotated without logging anybody out.
     token_secrets: str = "dev:catena-development-secret-change-me-0123456789"
     var_dir: str = "var"
+    # Networks outbound requests made for tenants (EPG downloads, webhooks, SMS
+    # gateways) may reach besides public addresses: "none" or "cidr[,cidr...]".
+    outbound_allow: str = "none"
+
+    def __post_init__(self) -> None:
+        try:
+            outbound.policy(self.outbound_allow)
+        except ValueError as exc:
+            raise ValueError(f"CATENA_OUTBOUND_ALLOW: {exc}") from None
 
 
 class AdminSettings(BaseSettings, frozen=True, kw_only=True):

@@ -34,6 +34,7 @@ from .settings import AdminSettings, AuthgateSettings, EpgSettings, load
 log = logging.getLogger("catena.up")
 
 HEALTH_TIMEOUT = 90.0
+DEMO_OUTBOUND_ALLOW = "127.0.0.0/8,::1/128"
 RESTART_DELAY_MAX = 30.0
 
 
@@ -64,6 +65,9 @@ def run(var_dir: str | None = None) -> None:
     var = Path(var_dir or os.environ.get("CATENA_VAR_DIR", "var")).resolve()
     var.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, CATENA_VAR_DIR=str(var))
+    # The demo's EPG sources and webhooks may be local test servers (docs/client.md
+    # walkthrough); a deployment that sets the variable decides for itself.
+    env.setdefault("CATENA_OUTBOUND_ALLOW", DEMO_OUTBOUND_ALLOW)
     servers = _start_servers(var, env)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

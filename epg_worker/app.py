@@ -88,7 +88,7 @@ def remove_leftovers(directory: Path, job_timeout: float) -> None:
 async def _worker(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
-    session = aiohttp.ClientSession()
+    session = fetcher.client_session(settings)
     worker = await start_worker(settings, pool, session)
     app[WORKER] = worker
     # The worker does not use Redis; /health reports it like every service does.

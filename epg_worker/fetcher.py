@@ -20,6 +20,9 @@ from typing import Literal
 import aiohttp
 from yarl import URL
 
+from catena import outbound
+from catena.settings import EpgSettings
+
 CHUNK = 256 * 1024
 USER_AGENT = "Catena-EPG/1.0 (+https://github.com/catena-iptv)"
 
@@ -65,6 +68,12 @@ class Download:
     sha256: bytes
     validators: Validators
     url: str  # after redirects
+
+
+def client_session(settings: EpgSettings) -> aiohttp.ClientSession:
+    """The worker's HTTP session: it connects only where ``CATENA_OUTBOUND_ALLOW`` allows
+    (``catena.outbound``), redirects included."""
+    return outbound.client_session(outbound.policy(settings.outbound_allow))
 
 
 class Downloader:
@@ -197,6 +206,11 @@ def _stalled(progress: Progress, limits: Limits) -> str:
 
 
 def _client_error(exc: aiohttp.ClientError, url: str, limits: Limits, progress: Progress) -> str:
+    refusal = outbound.refused(exc)
+    if refusal is not None:
+        # Nothing was sent: the same words for an open and a closed internal port.
+        target = exc.host if isinstance(exc, aiohttp.ClientConnectorError) else URL(url).host
+        return f"not downloaded from {target}: {refusal}"
     if isinstance(exc, aiohttp.TooManyRedirects):
         hops = " → ".join(str(r.url) for r in exc.history[-3:])
         return f"more than {limits.max_redirects} redirects (a redirect loop?): … {hops}"

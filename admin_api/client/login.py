@@ -16,7 +16,7 @@ from typing import Annotated
 import asyncpg
 from msgspec import Meta
 
-from catena import entitlements, ids, operations
+from catena import entitlements, ids, operations, outbound
 from catena.errors import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
 from catena.portals import Branding
 
@@ -158,7 +158,8 @@ async def _may_receive(conn: asyncpg.Connection, portal: ClientPortal, phone: co
 
 async def _send(call: Call, portal: ClientPortal, phone: codes.Phone, code: str, code_hash: bytes) -> None:
     try:
-        await gateway_for(text_id(portal.id), portal.settings.smsGateway).send(phone.digits, code)
+        policy = outbound.policy(call.settings.outbound_allow)
+        await gateway_for(text_id(portal.id), portal.settings.smsGateway, policy).send(phone.digits, code)
     except (SmsSendFailed, GatewayMisconfigured) as exc:
         async with call.db.acquire() as conn:
             await codes.withdraw(conn, phone, code_hash)

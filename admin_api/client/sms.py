@@ -23,6 +23,8 @@ import aiohttp
 import msgspec
 from msgspec import Meta
 
+from catena import outbound
+
 log = logging.getLogger("admin_api.client.sms")
 
 HTTP_URL = "an http:// or https:// URL without spaces"
@@ -80,9 +82,10 @@ class LogGateway:
 
 
 class HttpGateway:
-    def __init__(self, portal_id: str, config: HttpGatewayConfig) -> None:
+    def __init__(self, portal_id: str, config: HttpGatewayConfig, policy: outbound.Policy) -> None:
         self.portal_id = portal_id
         self.config = config
+        self.policy = policy
 
     async def send(self, phone: str, code: str) -> None:
         delay = self.config.retryDelay
@@ -105,7 +108,7 @@ class HttpGateway:
         timeout = aiohttp.ClientTimeout(total=config.timeout)
         try:
             async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
+                outbound.client_session(self.policy, timeout=timeout) as session,
                 session.request(
                     config.method,
                     _fill(config.url, fill),
@@ -117,7 +120,8 @@ class HttpGateway:
         except TimeoutError:
             return f"no answer within {config.timeout:g} s", True
         except (aiohttp.ClientError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}", True
+            # An address the deployment does not allow will not be allowed on a retry.
+            return f"{type(exc).__name__}: {exc}", outbound.refused(exc) is None
         if response.status < 300:
             return None, False
         return f"HTTP {response.status}: {text}", response.status == 429 or response.status >= 500
@@ -146,8 +150,9 @@ class GatewayMisconfigured(Exception):
     """The portal's stored ``smsGateway`` is not a valid configuration."""
 
 
-def gateway_for(portal_id: str, raw: dict[str, Any] | None) -> SmsGateway:
-    """The gateway a portal's ``settings.smsGateway`` describes (``None`` → log)."""
+def gateway_for(portal_id: str, raw: dict[str, Any] | None, policy: outbound.Policy) -> SmsGateway:
+    """The gateway a portal's ``settings.smsGateway`` describes (``None`` → log); an HTTP
+    gateway connects only where ``policy`` allows."""
     if raw is None:
         return LogGateway(portal_id)
     try:
@@ -155,5 +160,5 @@ def gateway_for(portal_id: str, raw: dict[str, Any] | None) -> SmsGateway:
     except msgspec.ValidationError as exc:
         raise GatewayMisconfigured(str(exc)) from None
     if isinstance(config, HttpGatewayConfig):
-        return HttpGateway(portal_id, config)
+        return HttpGateway(portal_id, config, policy)
     return LogGateway(portal_id)

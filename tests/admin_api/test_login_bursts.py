@@ -100,9 +100,6 @@ async def test_a_burst_of_logins_does_not_hold_up_other_requests(
         await anonymous.post("/login", wrong)
         finished.append("login")
 
-    import time
-
-    t0 = time.monotonic()
     burst = [asyncio.create_task(login()) for _ in range(40)]
     await asyncio.sleep(0.5)
     status, _ = await keyed.get("/portal")

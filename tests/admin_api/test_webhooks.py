@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from admin_api.webhook_delivery import Deliverer
-from catena import ids, operations
+from catena import ids, operations, outbound
 from catena.settings import AdminSettings
 from tests.admin_api._subscribers_support import count, create_subscriber, manager_session
 from tests.conftest import Api
@@ -57,6 +57,12 @@ async def moved(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
+def admin_settings(admin_settings: AdminSettings) -> AdminSettings:
+    """The receivers are test servers on 127.0.0.1: this deployment allows loopback."""
+    return msgspec.structs.replace(admin_settings, outbound_allow="127.0.0.0/8,::1/128")
+
+
+@pytest.fixture
 async def receiver(aiohttp_server: Any) -> tuple[Receiver, str]:
     hook = Receiver()
     app = web.Application()
@@ -80,7 +86,8 @@ def delivery_settings(admin_settings: AdminSettings) -> AdminSettings:
 
 @pytest.fixture
 async def deliverer(pool: asyncpg.Pool, delivery_settings: AdminSettings) -> AsyncIterator[Deliverer]:
-    async with aiohttp.ClientSession() as session:
+    # The session the application gives the deliverer: catena.outbound's guard.
+    async with outbound.client_session(outbound.policy(delivery_settings.outbound_allow)) as session:
         yield Deliverer(pool, delivery_settings, session)
 
 

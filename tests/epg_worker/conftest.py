@@ -26,7 +26,10 @@ from aiohttp.test_utils import TestServer
 from catena import ids, jobs
 from catena.settings import EpgSettings, load
 from epg_worker import app as worker_app
+from epg_worker import fetcher
 from epg_worker.scheduler import KIND, Worker
+
+LOOPBACK = "127.0.0.0/8,::1/128"
 
 
 @dataclass
@@ -135,12 +138,15 @@ def epg_settings(database_url: str, tmp_path: Path) -> EpgSettings:
         epg_poll_interval=0.1,
         epg_schedule_interval=0.1,
         epg_max_redirects=3,
+        # The guide server listens on 127.0.0.1: this deployment allows loopback.
+        outbound_allow=LOOPBACK,
     )
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session(epg_settings: EpgSettings) -> AsyncIterator[aiohttp.ClientSession]:
+    """The session the worker process uses (``catena.outbound``'s guard, loopback allowed)."""
+    async with fetcher.client_session(epg_settings) as client:
         yield client
 
 

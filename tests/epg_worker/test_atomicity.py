@@ -132,6 +132,7 @@ def _spawn_worker(database_url: str, var_dir: Path) -> subprocess.Popen[bytes]:
         CATENA_EPG_PROGRESS_INTERVAL="0.1",
         CATENA_EPG_HEARTBEAT_INTERVAL="0.2",
         CATENA_LOG_LEVEL="warning",
+        CATENA_OUTBOUND_ALLOW="127.0.0.0/8",
     )
     return subprocess.Popen(
         [sys.executable, "-m", "epg_worker"],

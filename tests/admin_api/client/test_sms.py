@@ -6,15 +6,23 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from aiohttp import web
 
 from catena.portals import CreatedPortal
+from catena.settings import AdminSettings
 from tests.conftest import Api
 
 from .conftest import App, Made
 
 PHONE = {"phoneCountryCode": "7", "phone": "9000000001"}
+
+
+@pytest.fixture
+def admin_settings(admin_settings: AdminSettings) -> AdminSettings:
+    """The receivers are test servers on 127.0.0.1: this deployment allows loopback."""
+    return msgspec.structs.replace(admin_settings, outbound_allow="127.0.0.0/8,::1/128")
 
 
 class Provider:
