@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from catena import db, ids, tasks
+from catena import db, ids, service, tasks
 from catena import redis as catena_redis
 from catena.pagination import Cursors
 from catena.settings import AdminSettings
@@ -77,10 +78,11 @@ def apis() -> list[Api]:
 def create_app(settings: AdminSettings) -> web.Application:
     """Build the application; connections open in ``cleanup_ctx`` when it starts."""
     app = web.Application(
-        middlewares=[health.metrics_middleware, error_middleware],
+        middlewares=[service.guard_middleware, health.metrics_middleware, error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
+    app[service.LIMITS] = connection_limits(settings)
     app[keys.TOKENS] = TokenCodec(settings.token_secrets)
     app[keys.CURSORS] = Cursors(settings.token_secrets)
     app.cleanup_ctx.append(_resources)
@@ -97,6 +99,16 @@ def create_app(settings: AdminSettings) -> web.Application:
     document = msgspec.json.encode(openapi.build(e for a in apis() for e in a.endpoints))
     app.router.add_get(OPENAPI_PATH, _serve_bytes(document))
     return app
+
+
+def connection_limits(settings: AdminSettings) -> service.ConnectionLimits:
+    proxies = [p.strip() for p in settings.client_trusted_proxies.split(",") if p.strip()]
+    return service.ConnectionLimits(
+        header_timeout=settings.admin_header_timeout,
+        body_timeout=settings.admin_body_timeout,
+        unauthenticated=settings.admin_unauthenticated_connections,
+        exempt=tuple(ipaddress.ip_network(p, strict=False) for p in proxies),
+    )
 
 
 def _serve_bytes(document: bytes) -> Callable[[web.Request], Awaitable[web.Response]]:

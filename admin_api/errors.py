@@ -12,6 +12,7 @@ from aiohttp import web
 
 from catena import db
 from catena.errors import CatenaError, ErrorBody
+from catena.service import GuardedRequestHandler, RequestTimeout
 
 from . import keys
 
@@ -56,7 +57,16 @@ async def error_middleware(
     except CatenaError as exc:
         retry_after = getattr(exc, "retry_after", None)
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-        return render(exc.status, exc.body(), headers)
+        response = render(exc.status, exc.body(), headers)
+        if isinstance(exc, RequestTimeout):
+            response.force_close()  # the rest of the body is not worth waiting for
+        return response
+    except ConnectionError as exc:
+        if not _client_gone(request):
+            return _database_unavailable(request, exc)
+        # Nobody is left to answer; aiohttp drops the connection.
+        log.debug("client disconnected", extra={"path": request.path, "remote": request.remote})
+        return web.Response(status=499)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -75,6 +85,11 @@ async def error_middleware(
         return render(500, ErrorBody("internal_error", "internal error; see the server log"))
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 # Seconds a client is told to wait when PostgreSQL is down or does not answer.
 DATABASE_RETRY_AFTER = 5
 
@@ -91,7 +106,7 @@ def _database_unavailable(request: web.Request, exc: BaseException) -> web.Respo
     return render(503, body, {"Retry-After": str(DATABASE_RETRY_AFTER)})
 
 
-class JsonErrorRequestHandler(web.RequestHandler):
+class JsonErrorRequestHandler(GuardedRequestHandler):
     """aiohttp's connection handler, answering requests it cannot parse in our JSON.
 
     aiohttp refuses a request it cannot parse (two Content-Type or Content-Length

@@ -33,7 +33,7 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from catena import ids
+from catena import ids, service
 from catena.errors import InvalidInput, NotFound, UnsupportedMediaType, from_validation
 from catena.pagination import Cursors
 from catena.settings import AdminSettings
@@ -203,6 +203,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         call: Call[Any, Any] = Call(request, None, None)
         if endpoint.auth is not None:
             await endpoint.auth(call)
+            service.authenticated(request)  # the connection stops counting as a stranger's
         if endpoint.permission is not None:
             call.caller.require(endpoint.permission, reading=endpoint.method == "GET")
         if endpoint.query is not None:

@@ -72,6 +72,12 @@ class AdminSettings(BaseSettings, frozen=True, kw_only=True):
     # Longest wait for a pooled connection, a new connection or one statement of
     # the admin API; past it the request is answered 503 with Retry-After.
     database_timeout: Seconds = 5.0
+    # A request's headers must arrive within admin_header_timeout of its first byte,
+    # its body within admin_body_timeout after that (408); a client address may hold
+    # this many connections that have not authenticated (trusted proxies: no cap).
+    admin_header_timeout: Seconds = 10.0
+    admin_body_timeout: Seconds = 60.0
+    admin_unauthenticated_connections: PositiveInt = 64
     # Webhook delivery worker inside admin_api (several instances may run).
     webhooks_enabled: bool = True
     # Subscriber sign-in by SMS (client API): code lifetime, wrong codes allowed

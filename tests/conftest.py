@@ -199,6 +199,9 @@ class AdminTestServer(TestServer):
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         from admin_api.errors import JsonErrorRequestHandler
 
+        # aiohttp's test server cancels a handler whose client went away; the service
+        # does not (aiohttp's default), so neither does this one.
+        kwargs.pop("handler_cancellation", None)
         return AppRunner(self.app, handler_class=JsonErrorRequestHandler, **kwargs)
 
 
