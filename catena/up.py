@@ -4,8 +4,8 @@ With no ``CATENA_DATABASE_URL`` / ``CATENA_REDIS_URL`` it starts the embedded
 PostgreSQL and Redis under ``var/`` (kept across restarts, reused when already
 running); it applies migrations, creates the demo portal on first start, then runs
 ``admin_api``, ``authgate`` (one worker per core) and ``epg_worker`` as supervised
-children: a child that dies is logged and started again.  Ctrl-C or SIGTERM stops
-the children, then the embedded servers.
+children: a child that dies is logged and started again, and so is an embedded
+server.  Ctrl-C or SIGTERM stops the children, then the embedded servers.
 """
 
 from __future__ import annotations
@@ -49,6 +49,17 @@ class UpInfo(demo.Access, kw_only=True):
 
 
 @dataclass
+class Watched:
+    """An embedded server under supervision, and when to try starting it again."""
+
+    name: str
+    server: EmbeddedPostgres | EmbeddedRedis
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    retry_at: float | None = None
+
+
+@dataclass
 class Child:
     name: str
     argv: list[str]
@@ -82,7 +93,7 @@ def run(var_dir: str | None = None) -> None:
         _wait_healthy(children, stop)
         if not stop.is_set():
             _announce(info, var)
-            _supervise(children, env, stop)
+            _supervise(children, [Watched(_server_name(s), s) for s in servers], env, stop)
     finally:
         _stop_children(children)
         for server in reversed(servers):
@@ -235,8 +246,12 @@ def _announce(info: UpInfo, var: Path) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _supervise(children: list[Child], env: dict[str, str], stop: threading.Event) -> None:
+def _supervise(
+    children: list[Child], servers: list[Watched], env: dict[str, str], stop: threading.Event
+) -> None:
     while not stop.wait(0.5):
+        for watched in servers:
+            _watch(watched)
         for child in children:
             assert child.process is not None
             code = child.process.poll()
@@ -250,6 +265,46 @@ def _supervise(children: list[Child], env: dict[str, str], stop: threading.Event
             if stop.wait(delay):
                 return
             _spawn(child, env)
+
+
+def _server_name(server: EmbeddedPostgres | EmbeddedRedis) -> str:
+    return "postgres" if isinstance(server, EmbeddedPostgres) else "redis"
+
+
+def _restart_delay(restarts: int) -> float:
+    return min(RESTART_DELAY_MAX, 0.5 * 2**restarts)
+
+
+def _watch(watched: Watched) -> None:
+    """Start a dead embedded server again, after a back-off when it keeps dying.
+
+    The services need nothing: they reconnect by themselves (the gateway leaves its
+    degraded mode, the sign-in limits count in Redis again).
+    """
+    now = time.monotonic()
+    if watched.retry_at is None:
+        if watched.server.running():
+            return
+        # Back off when it keeps dying right after it starts.
+        watched.restarts = 0 if now - watched.started_at > 60 else watched.restarts + 1
+        delay = _restart_delay(watched.restarts)
+        log.error("embedded server exited; restarting", extra={"server": watched.name, "delay": delay})
+        watched.retry_at = now + delay
+    if now < watched.retry_at:
+        return
+    try:
+        watched.server.recover()
+    except Exception as exc:
+        watched.restarts += 1
+        delay = _restart_delay(watched.restarts)
+        log.warning(
+            "embedded server did not start; trying again",
+            extra={"server": watched.name, "delay": delay, "error": str(exc)[-500:]},
+        )
+        watched.retry_at = time.monotonic() + delay
+        return
+    log.info("embedded server restarted", extra={"server": watched.name})
+    watched.started_at, watched.retry_at = time.monotonic(), None
 
 
 def _stop_children(children: list[Child], timeout: float = 20.0) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -49,7 +49,7 @@ async def server(admin_settings: AdminSettings, portal: CreatedPortal) -> AsyncI
 class Raw:
     """A TCP client that sends exactly the bytes it is told to, when it is told to."""
 
-    opened: list[Raw] = []
+    opened: ClassVar[list[Raw]] = []
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader

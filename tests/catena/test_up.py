@@ -128,3 +128,76 @@ def kill_admin_api_and_wait(process: subprocess.Popen[bytes], info: dict[str, An
             pass
         time.sleep(0.3)
     return False
+
+
+def post(url: str, body: dict[str, Any]) -> int:
+    request = urllib.request.Request(
+        url, data=msgspec.json.encode(body), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def healthy(url: str) -> dict[str, Any] | None:
+    try:
+        status, body = get(url + "/health")
+    except OSError:
+        return None
+    return body if status == 200 and isinstance(body, dict) else None
+
+
+def until(check: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.3)
+    return None
+
+
+def login_counters(redis_url: str) -> list[bytes]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        return list(client.scan_iter(match="*login-fail*"))
+    finally:
+        client.close()
+
+
+def test_killed_embedded_servers_are_restarted_and_the_services_recover(tmp_path: Path) -> None:
+    """kill -9 the embedded Redis, then PostgreSQL: ``catena up`` brings them back, the
+    gateway leaves degraded mode and the sign-in throttles count in Redis again."""
+    var = tmp_path / "var"
+    process = start(var)
+    try:
+        info = wait_for_up(var, process)
+        admin, auth = info["adminUrl"], info["authUrl"]
+        redis_pid = int((var / "redis" / "redis.pid").read_text())
+        psutil.Process(redis_pid).kill()
+        assert until(lambda: (healthy(auth) or {}).get("redis") == "down" or not psutil.pid_exists(redis_pid))
+        back = until(lambda: (healthy(auth) or {}).get("status") == "ok" and healthy(admin))
+        assert back, f"the gateway stayed degraded: {get(auth + '/health')}"
+        assert int((var / "redis" / "redis.pid").read_text()) != redis_pid
+        wrong = {"email": info["ownerEmail"], "password": "Wrong-Pass-1!"}
+        assert post(admin + "/tv-management/api/v1/login", wrong) == 401
+        assert login_counters(info["redisUrl"]), "the login throttle did not count in Redis"
+
+        postmaster = int((var / "pg" / "postmaster.pid").read_text().split()[0])
+        psutil.Process(postmaster).kill()
+        portal = admin + "/tv-management/api/v1/portal"
+        recovered = until(
+            lambda: get(portal, info["apiKey"])[0] == 200 and (healthy(auth) or {}).get("status") == "ok"
+        )
+        assert recovered, f"no recovery after PostgreSQL was killed: {get(auth + '/health')}"
+        assert int((var / "pg" / "postmaster.pid").read_text().split()[0]) != postmaster
+        supervisor_log = (var.parent / "up.out").read_text(errors="replace")
+        assert "embedded server exited; restarting" in supervisor_log
+        assert '"server": "redis"' in supervisor_log or '"server":"redis"' in supervisor_log
+    finally:
+        stop(process)
+    assert embedded_processes(var) == []
