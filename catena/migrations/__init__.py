@@ -1,4 +1,4 @@
-"""Forward-only migrations: numbered ``.sql`` files in ``migrations/``.
+"""Forward-only migrations: numbered ``.sql`` files in ``catena/migrations/``.
 
 The runner takes a PostgreSQL advisory lock, so concurrent runs queue behind each
 other; the second one finds everything applied.  Each file runs in its own
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent
 _LOCK_KEY = 0x0CA7E4A  # any constant; shared by every runner of this schema
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
