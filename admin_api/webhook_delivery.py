@@ -1,7 +1,7 @@
 """Webhook delivery: every new operation, POSTed to each of its portal's webhooks, in order.
 
 Operations reach a webhook in the order of the portal's operations feed (commit
-order, see ``migrations/0200_subscribers_webhooks.sql``), at least once.  A
+order, see ``catena/migrations/0200_subscribers_webhooks.sql``), at least once.  A
 webhook is worked on by one worker at a time (a session advisory lock, so any
 number of admin_api instances may run this loop); the worker POSTs the operation
 object, exactly as ``GET /operations/{id}`` returns it, and moves the webhook's

@@ -1,4 +1,4 @@
-"""The ``catena`` command line: ``up``, ``migrate``, ``portal create``, ``cache rebuild``."""
+"""The ``catena`` command line: ``up``, ``migrate``, ``secret new``, ``portal create``, ``cache rebuild``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from . import db, ids, migrations, portals
+from . import db, ids, migrations, portals, safety
 from .errors import CatenaError
 from .settings import BaseSettings, SettingsError, load
 
@@ -40,7 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_run_up)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument(
+        "--accept-changed",
+        action="store_true",
+        help="emergencies only: record the new checksums of applied migrations whose files changed "
+        "(by default a changed applied migration stops the run); see docs/deploy.md",
+    )
     migrate.set_defaults(run=_sync(_migrate))
+
+    secret = commands.add_parser("secret", help="playback-token and cursor secrets")
+    secret_commands = secret.add_subparsers(title="secret commands")
+    new_secret = secret_commands.add_parser(
+        "new", help="print a new kid:secret for CATENA_TOKEN_SECRETS (put it first to rotate)"
+    )
+    new_secret.add_argument("--kid", default=None, help="the key id (default: k<UTC date and time>)")
+    new_secret.set_defaults(run=_secret_new)
 
     portal = commands.add_parser("portal", help="manage portals")
     portal_commands = portal.add_subparsers(title="portal commands")
@@ -74,12 +88,16 @@ async def _migrate(args: argparse.Namespace) -> None:
     settings = load(BaseSettings)
     conn = await db.connect(settings.database_url)
     try:
-        applied = await migrations.apply(conn)
+        applied = await migrations.apply(conn, accept_changed=args.accept_changed)
     finally:
         await conn.close()
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
     print(f"database is up to date ({len(applied)} applied now)")
+
+
+def _secret_new(args: argparse.Namespace) -> None:
+    print(safety.new_token_secret(args.kid))
 
 
 async def _portal_create(args: argparse.Namespace) -> None:
