@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' --quiet
 
-.PHONY: install up test lint check lock bench bench-auth bench-epg loadtest clean
+.PHONY: install tools up test lint check lock bench bench-auth bench-epg loadtest clean
 
 # pip installs nothing the lock does not pin (--require-hashes), then the project
 # itself without dependencies; pip check fails when pyproject.toml asks for a
@@ -26,8 +26,15 @@ install: $(STAMP)
 up: install
 	$(BIN)/catena up
 
-test: install
+test: install tools
 	$(BIN)/pytest
+
+# promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml in the
+# tests; RUNLEVEL=1 keeps the package from starting a Prometheus server.
+tools:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: install
 	$(BIN)/ruff format --check .

@@ -1,4 +1,5 @@
-"""The ``catena`` command line: ``up``, ``migrate``, ``secret new``, ``portal create``, ``cache rebuild``."""
+"""The ``catena`` command line: ``up``, ``migrate``, ``secret new``, ``health``, ``portal create``,
+``cache rebuild``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import msgspec
 
 from . import db, ids, migrations, portals, safety
 from .errors import CatenaError
+from .health_check import SERVICES, check
 from .settings import BaseSettings, SettingsError, load
 
 
@@ -56,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     new_secret.add_argument("--kid", default=None, help="the key id (default: k<UTC date and time>)")
     new_secret.set_defaults(run=_secret_new)
 
+    health = commands.add_parser("health", help="exit 0 when a service on this host answers /health")
+    health.add_argument("service", nargs="?", choices=sorted(SERVICES), help="default: any of them")
+    health.set_defaults(run=_health)
+
     portal = commands.add_parser("portal", help="manage portals")
     portal_commands = portal.add_subparsers(title="portal commands")
     create = portal_commands.add_parser("create", help="create a portal and its owner")
@@ -98,6 +104,12 @@ async def _migrate(args: argparse.Namespace) -> None:
 
 def _secret_new(args: argparse.Namespace) -> None:
     print(safety.new_token_secret(args.kid))
+
+
+def _health(args: argparse.Namespace) -> None:
+    problem = check(args.service)
+    if problem:
+        sys.exit(f"catena: {problem}")
 
 
 async def _portal_create(args: argparse.Namespace) -> None:

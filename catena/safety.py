@@ -15,6 +15,10 @@ refuses them, with a message naming each variable and how to set it:
 - ``CATENA_VAR_DIR`` not an absolute path (the gateway's spool of accepted play
   sessions, the EPG downloads): ``var`` lands wherever the process was started.
 
+A ``CATENA_*`` variable that no settings Struct knows (a typo such as
+``CATENA_ADMN_PORT`` in a unit or compose file) stops it too, rather than being
+silently ignored; ``CATENA_TEST_*`` belong to the test suite and are let through.
+
 ``catena up`` sets all four for its children (its own secret under ``var/``); the
 tests, benchmarks and load tests that start services set them too.
 """
@@ -74,6 +78,27 @@ def laptop_defaults(settings: BaseSettings, environ: Mapping[str, str]) -> list[
     return problems
 
 
+def known_variables() -> set[str]:
+    """Every ``CATENA_*`` variable some settings Struct reads."""
+    classes: list[type[BaseSettings]] = [BaseSettings]
+    known: set[str] = set()
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        known.update(PREFIX + name.upper() for name in cls.__struct_fields__)
+    return known
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ``CATENA_*`` names in ``environ`` that no service reads (the test suite's own excepted)."""
+    known = known_variables()
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(PREFIX) and name not in known and not name.startswith(PREFIX + "TEST_")
+    )
+
+
 def load_for_service(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
     """Settings for a service process: :func:`catena.settings.load`, then no laptop defaults.
 
@@ -81,6 +106,9 @@ def load_for_service(cls: type[S], environ: Mapping[str, str] | None = None) -> 
     it opens a port or a connection.
     """
     env = os.environ if environ is None else environ
+    unknown = unknown_variables(env)
+    if unknown:
+        raise SettingsError(f"{', '.join(unknown)}: not a Catena setting (misspelt?); see docs/deploy.md")
     settings = load(cls, env)
     problems = laptop_defaults(settings, env)
     if problems:

@@ -95,3 +95,23 @@ def test_catena_secret_new_prints_a_secret_the_services_accept(tmp_path: Path) -
     assert named.returncode == 0 and named.stdout.startswith("2026-q4:")
     bad = run(["-m", "catena", "secret", "new", "--kid", "a,b"])
     assert bad.returncode == 1 and "--kid" in bad.stderr and bad.stdout == ""
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_misspelt_variable_stops_the_service(service: str, tmp_path: Path) -> None:
+    result = run(["-m", service], **configured(tmp_path) | {"CATENA_ADMN_PORT": "9000"})
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == (
+        f"{service}: CATENA_ADMN_PORT: not a Catena setting (misspelt?); see docs/deploy.md"
+    )
+
+
+def test_every_service_knows_the_other_services_variables(tmp_path: Path) -> None:
+    # One environment file serves all three services.
+    shared = configured(tmp_path) | {
+        "CATENA_AUTH_PORT": "9141",
+        "CATENA_EPG_PORT": "9142",
+        "CATENA_TEST_X": "1",
+    }
+    for cls in (AdminSettings, AuthgateSettings, EpgSettings):
+        safety.load_for_service(cls, shared | {"CATENA_ADMIN_PORT": "9140"})
