@@ -1,5 +1,6 @@
 # One image for the three services and the `catena` command (docs/deploy.md):
-#   podman build -t catena .          (or docker build)
+#   podman build --format docker -t localhost/catena:latest .   (or: docker build -t ...)
+# (podman's default OCI format drops HEALTHCHECK; --format docker keeps it.)
 #   podman run --rm catena catena --help
 # Dependencies come only from requirements.lock, with their hashes; the image holds
 # no compiler, no source tree and runs as an unprivileged user.

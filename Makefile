@@ -43,6 +43,11 @@ lint: install
 
 check: test lint
 
+# docs/api.md from the OpenAPI document (the part below its marker).
+.PHONY: api-doc
+api-doc: install
+	$(BIN)/python -m admin_api.apidoc
+
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
 
