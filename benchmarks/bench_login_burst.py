@@ -97,6 +97,8 @@ def start_admin(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
         "CATENA_REDIS_PREFIX": "bench-login-" + secrets.token_hex(4),
+        # A secret of its own: the services refuse the public development one.
+        "CATENA_TOKEN_SECRETS": "bench:" + secrets.token_urlsafe(32),
         "CATENA_ADMIN_PORT": str(args.port),
         "CATENA_BCRYPT_ROUNDS": str(args.rounds),
         "CATENA_WEBHOOKS_ENABLED": "false",

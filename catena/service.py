@@ -1,4 +1,8 @@
-"""Running a service process: uvloop, signals, a clean stop."""
+"""Running a service process: uvloop, signals, a clean stop.
+
+``AppRunner`` (re-exported) comes from :mod:`catena.private_aiohttp`, the one place
+that touches aiohttp's private parts.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import uvloop
 from aiohttp import web
 
 from .errors import CatenaError
+from .private_aiohttp import AppRunner as AppRunner
 
 log = logging.getLogger("catena.service")
 
@@ -27,53 +32,6 @@ async def wait_for_stop_signal() -> None:
     await stop.wait()
 
 
-class AppRunner(web.AppRunner):
-    """aiohttp's ``AppRunner`` whose connections are handled by ``handler_class``.
-
-    aiohttp answers a request it cannot parse inside its connection handler, before
-    the application sees it, and has no hook for that answer (aio-libs/aiohttp#3287);
-    a ``web.RequestHandler`` subclass overriding ``handle_error`` is the one way to
-    answer it otherwise.  Connection handlers are made by the runner's ``Server``, so
-    this runner builds one that makes ``handler_class``.
-    """
-
-    def __init__(
-        self,
-        app: web.Application,
-        *,
-        handler_class: type[web.RequestHandler] = web.RequestHandler,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(app, **kwargs)
-        self.handler_class = handler_class
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        made = _Server(server, self.handler_class)
-        # The application's connection limits (GuardedRequestHandler), if it has any.
-        limits = self.app.get(LIMITS)
-        made.guard = ConnectionGuard(limits) if limits is not None else None
-        return made
-
-
-class _Server(web.Server):
-    """A copy of aiohttp's ``Server`` (same handler, factory and options) making ``handler_class``."""
-
-    def __init__(self, server: web.Server, handler_class: type[web.RequestHandler]) -> None:
-        super().__init__(
-            server.request_handler,
-            request_factory=server.request_factory,
-            handler_cancellation=server.handler_cancellation,
-            loop=server._loop,
-            **server._kwargs,
-        )
-        self.handler_class = handler_class
-        self.guard: ConnectionGuard | None = None
-
-    def __call__(self) -> web.RequestHandler:
-        return self.handler_class(self, loop=self._loop, **self._kwargs)
-
-
 async def serve_app(
     app: web.Application,
     host: str,
@@ -81,6 +39,8 @@ async def serve_app(
     handler_class: type[web.RequestHandler] = web.RequestHandler,
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT, then run its cleanup (flushes, closes pools)."""
+    if issubclass(handler_class, GuardedRequestHandler):
+        handler_class = handler_class.for_app(app)
     runner = AppRunner(app, handler_class=handler_class, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -181,12 +141,23 @@ class GuardedRequestHandler(web.RequestHandler):
 
     The connection's requests report to it through :func:`guard_middleware` (when
     one starts and ends) and :func:`authenticated` (when one proved who sent it).
+    Serve with :meth:`for_app`'s class: it carries the server's connection counts.
     """
+
+    guard: ClassVar[ConnectionGuard | None] = None
+
+    @classmethod
+    def for_app(cls, app: web.Application) -> type[GuardedRequestHandler]:
+        """This handler with ``app``'s :class:`ConnectionLimits`, counted for one server."""
+        limits = app.get(LIMITS)
+        if limits is None:
+            return cls
+        return type(cls.__name__, (cls,), {"guard": ConnectionGuard(limits)})
 
     def __init__(self, manager: web.Server, **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
         super().__init__(manager, **kwargs)
-        self._guard: ConnectionGuard | None = getattr(manager, "guard", None)
+        self._guard = type(self).guard
         self._address = ""
         self._counted = False
         self._refused = False

@@ -202,7 +202,7 @@ class AdminTestServer(TestServer):
         # aiohttp's test server cancels a handler whose client went away; the service
         # does not (aiohttp's default), so neither does this one.
         kwargs.pop("handler_cancellation", None)
-        return AppRunner(self.app, handler_class=JsonErrorRequestHandler, **kwargs)
+        return AppRunner(self.app, handler_class=JsonErrorRequestHandler.for_app(self.app), **kwargs)
 
 
 @pytest.fixture
