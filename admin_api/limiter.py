@@ -88,6 +88,14 @@ class Slot:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """An attempt counted in ``slots``, in this process's memory when ``local``."""
+
+    slots: tuple[Slot, ...]
+    local: bool
+
+
 class LocalCounts:
     """Fixed-window counters in this process's memory, for while Redis is away."""
 
@@ -159,26 +167,32 @@ class Limiter:
     def slot(self, limit: int, window: float, message: str, *parts: object) -> Slot:
         return Slot(self.keys.key(*parts), limit, int(window), message)
 
-    async def take(self, *slots: Slot) -> None:
+    async def take(self, *slots: Slot) -> Taken:
         """Count one attempt in every slot, or raise 429 naming the first full one (counting nothing)."""
+        local = False
         try:
             async with self._calls:
                 full, left = await self._take(keys=[s.key for s in slots], args=_limits(slots))
             self._redis_works()
         except _REDIS_DOWN as exc:
             self._redis_failed(exc)
+            local = True
             full, left = self.local.take(slots)
         if full:
             raise TooManyRequests(slots[int(full) - 1].message, retry_after=max(1, int(left)))
+        return Taken(slots, local)
 
-    async def give_back(self, *slots: Slot) -> None:
-        """Un-count an attempt that turned out not to be one (a success, a refusal)."""
+    async def give_back(self, taken: Taken, *only: Slot) -> None:
+        """Un-count an attempt (in ``only`` of its slots, or all) that turned out not to be one."""
+        slots = only or taken.slots
+        if taken.local:
+            self.local.give_back(slots)
+            return
         try:
             async with self._calls:
                 await self._give_back(keys=[s.key for s in slots])
         except _REDIS_DOWN as exc:
-            self._redis_failed(exc)
-        self.local.give_back(slots)
+            self._redis_failed(exc)  # the count expires with its window
 
     async def clear(self, slot: Slot) -> None:
         """Forget every attempt of a slot (an email's failures after a successful login)."""

@@ -96,8 +96,8 @@ class LoginLimits:
         self.ip = self.limiter.slot(limit, window, message, "login-fail", "ip", client_ip(call.request))
 
     async def take(self) -> None:
-        await self.limiter.take(self.email, self.ip)
+        self.taken = await self.limiter.take(self.email, self.ip)
 
     async def succeeded(self) -> None:
         await self.limiter.clear(self.email)
-        await self.limiter.give_back(self.ip)
+        await self.limiter.give_back(self.taken, self.ip)

@@ -140,8 +140,7 @@ async def _issue(conn: asyncpg.Connection, sign_in: SignIn, phone: codes.Phone, 
     """Store the phone's new code; a request the cooldown refuses does not count for the phone."""
     settings = sign_in.settings
     cooldown = settings.client_code_cooldown
-    per_phone = sign_in.throttles.codes_for(phone.portal_id, phone.digits)
-    await sign_in.limiter.take(per_phone)
+    per_phone = await sign_in.limiter.take(sign_in.throttles.codes_for(phone.portal_id, phone.digits))
     code_hash = await codes.issue(conn, sign_in.hasher, phone, code, settings.client_code_ttl, cooldown)
     if code_hash is None:
         await sign_in.limiter.give_back(per_phone)
@@ -209,8 +208,7 @@ async def _signed_in(
     conn: asyncpg.Connection, sign_in: SignIn, portal: ClientPortal, phone: codes.Phone, code: str
 ) -> asyncpg.Record:
     """The subscriber the code signs in; the try is counted before the code is checked."""
-    checks = sign_in.throttles.code_checks()
-    await sign_in.limiter.take(checks)
+    checks = await sign_in.limiter.take(sign_in.throttles.code_checks())
     try:
         code_hash = await _check_code(conn, sign_in, phone, code)
         async with conn.transaction():
