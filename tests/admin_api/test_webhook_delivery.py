@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import prometheus_client
+import pytest
 from aiohttp import web
 
 from admin_api import webhook_delivery
@@ -17,6 +18,12 @@ from tests.conftest import Api
 
 SLOW_RECEIVER = 5.0
 WEBHOOKS = 4
+
+
+@pytest.fixture
+def admin_settings(admin_settings: AdminSettings) -> AdminSettings:
+    """The receivers are test servers on 127.0.0.1: this deployment allows loopback."""
+    return msgspec.structs.replace(admin_settings, outbound_allow="127.0.0.0/8,::1/128")
 
 
 class SlowReceiver:
