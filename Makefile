@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint check bench bench-auth bench-epg loadtest clean
+.PHONY: install up test lint check bench bench-auth bench-epg loadtest clean browser messages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(STAMP)
 up: install
 	$(BIN)/catena up
 
-test: install
+test: install browser
 	$(BIN)/pytest
 
 lint: install
@@ -27,6 +27,28 @@ lint: install
 	$(BIN)/mypy
 
 check: test lint
+
+# The console's browser tests drive Debian's Chromium.  Installed with apt when missing;
+# if that fails the browser tests skip, except under CI=true, where they fail.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM ?= /usr/bin/chromium
+
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing Debian's chromium for the console's browser tests"; \
+		{ $(SUDO) apt-get update -qq && \
+		  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "chromium could not be installed: the browser tests will skip (fail under CI=true)"; \
+	fi
+
+# Extract the console's messages and merge them into the English and Russian
+# catalogues (admin_api/locale/*/LC_MESSAGES/messages.po); translate the new
+# Russian entries, then `make test` checks that none is missing.
+LOCALE := admin_api/locale
+messages: install
+	$(BIN)/pybabel extract -F $(LOCALE)/babel.cfg -k N_ -k NP_:1c,2 --no-location --sort-output --no-wrap --project Catena --version 0.1 -o $(LOCALE)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALE)/messages.pot -d $(LOCALE) --no-fuzzy-matching --ignore-obsolete --no-wrap
+	rm $(LOCALE)/messages.pot
 
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
@@ -45,7 +67,6 @@ bench-content: install
 # The gateway's side-by-side throughput harness (docs/bench-auth.md).  Installs
 # Debian's nginx-light and wrk when missing; RUNLEVEL=1 keeps the package from
 # starting a system nginx on port 80.  Options: make bench-auth BENCH_ARGS="--duration 30"
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NGINX := $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
 
 bench-auth: install

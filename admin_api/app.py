@@ -17,6 +17,7 @@ from catena.tokens import TokenCodec
 
 from . import (
     channels,
+    console,
     epg_sources,
     free_packages,
     health,
@@ -75,7 +76,7 @@ def apis() -> list[Api]:
 def create_app(settings: AdminSettings) -> web.Application:
     """Build the application; connections open in ``cleanup_ctx`` when it starts."""
     app = web.Application(
-        middlewares=[health.metrics_middleware, error_middleware],
+        middlewares=[health.metrics_middleware, error_middleware, console.middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
@@ -94,6 +95,8 @@ def create_app(settings: AdminSettings) -> web.Application:
         api.add_to(app)
     document = msgspec.json.encode(openapi.build(e for a in apis() for e in a.endpoints))
     app.router.add_get(OPENAPI_PATH, _serve_bytes(document))
+    # The staff web console at "/", beside the APIs (docs/console.md).
+    console.setup(app, settings.token_secrets)
     return app
 
 
