@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from catena import portals
+from tests.admin_api.content_support import data_uri, png
 from tests.conftest import ROOT, Api
 
 CHROMIUM = Path(os.environ.get("CATENA_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -244,3 +245,79 @@ async def browser_sign_in(page: Any, base: str, email: str, password: str = PASS
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_load_state()
+
+
+# The tour: every console page, in both languages, for checks and screenshots.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--console-screenshots",
+        default=None,
+        help="save a PNG of every page the console tour visits into this folder",
+    )
+
+
+Check = Callable[[Any], Awaitable[None]]
+
+
+@pytest.fixture
+def tour(request: pytest.FixtureRequest, api: Api, portal: portals.CreatedPortal, browsing: Browsing) -> Any:
+    """``await tour(page, *checks)``: every console page, English then Russian, ``checks`` run on each."""
+    folder = request.config.getoption("--console-screenshots")
+
+    async def visit(page: Any, checks: tuple[Check, ...], name: str) -> None:
+        await page.wait_for_load_state("networkidle")
+        if folder:
+            width = page.viewport_size["width"]
+            lang = await page.evaluate("document.documentElement.lang")
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(Path(folder) / f"{name}-{lang}-{width}.png"), full_page=True)
+        for check in checks:
+            await check(page)
+
+    async def run(page: Any, *checks: Check) -> None:
+        ids = await _tour_data(api)
+        for lang in ("en", "ru"):
+            await page.goto(browsing.url("/sign-in"))
+            await page.locator(f"button[name=lang][value={lang}]").click()
+            await visit(page, checks, "sign-in")
+            await page.locator("#f-email").fill(portal.ownerEmail)
+            await page.locator("#f-password").fill("wrong")
+            await page.locator("form.stacked button[type=submit]").click()
+            await visit(page, checks, "sign-in-error")
+            await page.locator("#f-password").fill(portal.ownerPassword)
+            await page.locator("form.stacked button[type=submit]").click()
+            for name, path in [
+                ("channels", "/channels"),
+                ("channel-new", "/channels/new"),
+                ("channel-edit", f"/channels/{ids['sport']}"),
+                ("channel-delete", f"/channels/{ids['sport']}/delete"),
+                ("portals", "/portals"),
+                ("not-found", "/no-such-page"),
+            ]:
+                await page.goto(browsing.url(path))
+                await visit(page, checks, name)
+            await page.goto(browsing.url("/channels/new"))
+            await page.locator("#f-name").fill("sport1")
+            await page.locator("#f-title").fill("Sport again")
+            await page.locator("form.stacked button[type=submit]").click()
+            await visit(page, checks, "channel-new-error")
+            await page.locator("form[action='/sign-out'] button").click()
+
+    return run
+
+
+async def _tour_data(api: Api) -> dict[str, str]:
+    """A small catalogue so that lists have rows, logos and links."""
+    await api.post("/epg-sources", {"name": "main-epg", "url": "http://127.0.0.1:9/guide.xml"})
+    status, sport = await api.post(
+        "/channels",
+        {"name": "sport1", "title": "Sport One", "logo": data_uri(png(48, 32)), "epgSourceName": "main-epg"},
+    )
+    assert status == 200, sport
+    await api.post("/channels", {"name": "news24", "title": "News 24"})
+    await api.post("/channels", {"name": "kids", "title": "Kids & Family"})
+    status, basic = await api.post("/packages", {"name": "basic", "description": "The basic package"})
+    await api.post("/channels-packages", {"channelId": sport["channelId"], "packageId": basic["packageId"]})
+    return {"sport": sport["channelId"]}
