@@ -299,6 +299,8 @@ async def middleware(
         response = await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
         page = Page(request, request.app[CONSOLE])
+        if page.signed_in is not None:
+            page.principal_or_none = await auth.principal_for(page.services, page.signed_in.active.token)
         error = NotFound(_("There is no such page."), code="not_found")
         error.status = exc.status
         response = page.error(error)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from catena import portals
-from tests.admin_api.content_support import data_uri, png
+from tests.admin_api.content_support import data_uri
 from tests.conftest import ROOT, Api
 
 CHROMIUM = Path(os.environ.get("CATENA_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -262,7 +264,7 @@ Check = Callable[[Any], Awaitable[None]]
 
 
 @pytest.fixture
-def tour(request: pytest.FixtureRequest, api: Api, portal: portals.CreatedPortal, browsing: Browsing) -> Any:
+def tour(request: pytest.FixtureRequest, client: TestClient, make_portal: Any, browsing: Browsing) -> Any:
     """``await tour(page, *checks)``: every console page, English then Russian, ``checks`` run on each."""
     folder = request.config.getoption("--console-screenshots")
 
@@ -277,7 +279,8 @@ def tour(request: pytest.FixtureRequest, api: Api, portal: portals.CreatedPortal
             await check(page)
 
     async def run(page: Any, *checks: Check) -> None:
-        ids = await _tour_data(api)
+        portal = await make_portal("demo", owner_email="owner@demo.localhost")
+        ids = await _tour_data(Api(client, portal.apiKey))
         for lang in ("en", "ru"):
             await page.goto(browsing.url("/sign-in"))
             await page.locator(f"button[name=lang][value={lang}]").click()
@@ -308,15 +311,41 @@ def tour(request: pytest.FixtureRequest, api: Api, portal: portals.CreatedPortal
     return run
 
 
+def striped_logo(variant: int = 0, width: int = 96, height: int = 64) -> bytes:
+    """A small PNG with coloured bands, so that screenshots show something like a logo."""
+    colours = [
+        (b"\x1f\x5f\xbf", b"\xff\xff\xff", b"\xd9\x3a\x2b"),
+        (b"\x17\x66\x3a", b"\xf4\xc4\x30", b"\x18\x20\x2e"),
+    ]
+    bands = colours[variant % len(colours)]
+    rows = b"".join(b"\x00" + bands[y * 3 // height] * width for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
 async def _tour_data(api: Api) -> dict[str, str]:
     """A small catalogue so that lists have rows, logos and links."""
     await api.post("/epg-sources", {"name": "main-epg", "url": "http://127.0.0.1:9/guide.xml"})
     status, sport = await api.post(
         "/channels",
-        {"name": "sport1", "title": "Sport One", "logo": data_uri(png(48, 32)), "epgSourceName": "main-epg"},
+        {
+            "name": "sport1",
+            "title": "Sport One",
+            "logo": data_uri(striped_logo()),
+            "epgSourceName": "main-epg",
+        },
     )
     assert status == 200, sport
-    await api.post("/channels", {"name": "news24", "title": "News 24"})
+    await api.post("/channels", {"name": "news24", "title": "News 24", "logo": data_uri(striped_logo(1))})
     await api.post("/channels", {"name": "kids", "title": "Kids & Family"})
     status, basic = await api.post("/packages", {"name": "basic", "description": "The basic package"})
     await api.post("/channels-packages", {"channelId": sport["channelId"], "packageId": basic["packageId"]})

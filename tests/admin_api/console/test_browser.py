@@ -179,7 +179,7 @@ async def test_russian_follows_the_browsers_language(browser: Any, client: Any) 
 
 @pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["1280px", "390px"])
 async def test_every_page_is_accessible_and_fits(
-    browsing: Browsing, api: Api, portal: portals.CreatedPortal, viewport: dict[str, int], tour: Any
+    browsing: Browsing, viewport: dict[str, int], tour: Any
 ) -> None:
     page = await browsing.new_page()
     await page.set_viewport_size(viewport)
