@@ -184,3 +184,20 @@ async def test_every_page_is_accessible_and_fits(
     page = await browsing.new_page()
     await page.set_viewport_size(viewport)
     await tour(page, check_accessibility, check_fits)
+
+
+async def test_next_page_appends_rows_without_reloading(
+    browsing: Browsing, api: Api, portal: portals.CreatedPortal
+) -> None:
+    for n in range(53):
+        await api.post("/channels", {"name": f"ch{n:02}", "title": f"Channel {n:02}"})
+    page = await browsing.new_page()
+    await browser_sign_in(page, browsing.base, portal.ownerEmail, portal.ownerPassword)
+    rows = page.locator("tbody#rows tr")
+    await expect(rows).to_have_count(51)  # 50 channels and the "Next page" row
+    await page.evaluate("window.notReloaded = true")
+    await page.get_by_role("link", name="Next page").click()
+    await expect(rows).to_have_count(53)
+    await expect(page.get_by_role("cell", name="Channel 52", exact=True)).to_be_visible()
+    assert await page.evaluate("window.notReloaded") is True
+    assert page.url == browsing.url("/channels")
