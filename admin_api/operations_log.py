@@ -15,8 +15,10 @@ from catena.errors import InvalidInput, NotFound
 
 from ._filters import MAX_ID, Where, decode_ids, fetch_page, id_at
 from .auth import authenticate_manager
+from .principal import Principal
 from .routing import Api, Call
 from .schema import Response, TextId, Timestamp, iso, opt_text_id, text_id
+from .services import Services
 
 api = Api("Operations", auth=authenticate_manager)
 
@@ -87,24 +89,39 @@ def operation_out(row: asyncpg.Record) -> OperationOut:
     )
 
 
-@api.get("/operations", query=OperationsQuery, response=OperationList)
-async def list_operations(call: Call) -> OperationList:
+# Actions: what the JSON handlers below and the console call.
+
+
+async def list_operations(services: Services, actor: Principal, query: OperationsQuery) -> OperationList:
     """The operations log, oldest first."""
-    query: OperationsQuery = call.query
     rows, cursor = await fetch_page(
-        call.services, "operations", _LIST, query, lambda after: _where(call.portal_id, query, after)
+        services, "operations", _LIST, query, lambda after: _where(actor.portal_id, query, after)
     )
     return OperationList(operations=[operation_out(r) for r in rows], next=cursor)
 
 
-@api.get("/operations/{id}", response=OperationOut)
-async def get_operation(call: Call) -> OperationOut:
-    """One operation."""
-    async with call.db.acquire() as conn:
-        row = await conn.fetchrow(_GET, call.portal_id, call.path_id())
+async def get_operation(services: Services, actor: Principal, operation_id: int) -> OperationOut:
+    """One operation; 404 naming ``id`` for another portal's or an unknown one."""
+    async with services.db.acquire() as conn:
+        row = await conn.fetchrow(_GET, actor.portal_id, operation_id)
     if row is None:
         raise NotFound("no such operation", field="id")
     return operation_out(row)
+
+
+# The JSON API: decode, call the action, encode.
+
+
+@api.get("/operations", response=OperationList)
+async def handle_list_operations(call: Call[None, OperationsQuery]) -> OperationList:
+    """The operations log, oldest first."""
+    return await list_operations(call.services, call.caller, call.query)
+
+
+@api.get("/operations/{id}", response=OperationOut)
+async def handle_get_operation(call: Call[None, None]) -> OperationOut:
+    """One operation."""
+    return await get_operation(call.services, call.caller, call.path_id())
 
 
 def _where(portal_id: int, query: OperationsQuery, after: int | None) -> Where:

@@ -15,8 +15,10 @@ from msgspec import Meta
 
 from ._filters import MAX_ID, Where, decode_ids, fetch_page, id_at
 from .auth import authenticate_manager
+from .principal import Principal
 from .routing import Api, Call
 from .schema import Response, TextId, opt_text_id, text_id
+from .services import Services
 
 api = Api("Play sessions", auth=authenticate_manager)
 
@@ -88,14 +90,24 @@ def session_out(row: asyncpg.Record) -> SessionOut:
     )
 
 
-@api.get("/play-sessions", query=SessionsQuery, response=SessionList)
-async def list_play_sessions(call: Call) -> SessionList:
+# Actions: what the JSON handlers below and the console call.
+
+
+async def list_play_sessions(services: Services, actor: Principal, query: SessionsQuery) -> SessionList:
     """Play sessions, newest first."""
-    query: SessionsQuery = call.query
     rows, cursor = await fetch_page(
-        call.services, "play-sessions", _LIST, query, lambda before: _where(call.portal_id, query, before)
+        services, "play-sessions", _LIST, query, lambda before: _where(actor.portal_id, query, before)
     )
     return SessionList(sessions=[session_out(r) for r in rows], next=cursor)
+
+
+# The JSON API: decode, call the action, encode.
+
+
+@api.get("/play-sessions", response=SessionList)
+async def handle_list_play_sessions(call: Call[None, SessionsQuery]) -> SessionList:
+    """Play sessions, newest first."""
+    return await list_play_sessions(call.services, call.caller, call.query)
 
 
 def _where(portal_id: int, query: SessionsQuery, before: int | None) -> Where:
