@@ -11,13 +11,17 @@ from typing import Annotated
 
 import asyncpg
 import msgspec
+from aiohttp import web
 from msgspec import Meta
 
+from catena import ids
+
+from . import csv_export
 from ._filters import MAX_ID, Where, decode_ids, fetch_page, id_at
 from .auth import authenticate_manager
 from .principal import Principal
 from .routing import Api, Call
-from .schema import Response, TextId, opt_text_id, text_id
+from .schema import Response, TextId
 from .services import Services
 
 api = Api("Play sessions", auth=authenticate_manager)
@@ -68,16 +72,26 @@ _COLUMNS = """id, portal_id, subscriber_id, channel_id, channel_name, program_id
        floor(extract(epoch FROM updated_at))::bigint AS updated_at,
        active, bytes, ip, user_agent, token, device_id"""
 _LIST = f"SELECT {_COLUMNS} FROM play_sessions WHERE {{where}} ORDER BY id DESC LIMIT {{limit}}"
+# A CSV export: every match, newest first, times as whole UTC seconds (ISO 8601 in the file).
+_EXPORT = """
+SELECT id, subscriber_id, channel_id, channel_name, program_id,
+       date_trunc('second', opened_at), date_trunc('second', closed_at), date_trunc('second', updated_at),
+       active, bytes, ip, user_agent, token, device_id
+FROM play_sessions WHERE {where} ORDER BY id DESC
+"""
+_encode = ids.encode
 
 
-def session_out(row: asyncpg.Record) -> SessionOut:
+def session_out(row: asyncpg.Record, portal: str | None = None) -> SessionOut:
+    """The session object; ``portal`` is the portal's text id when the caller has it."""
+    subscriber, channel, program = row["subscriber_id"], row["channel_id"], row["program_id"]
     return SessionOut(
-        sessionId=text_id(row["id"]),
-        subscriberId=opt_text_id(row["subscriber_id"]),
-        channelId=opt_text_id(row["channel_id"]),
+        sessionId=_encode(row["id"]),
+        subscriberId=None if subscriber is None else _encode(subscriber),
+        channelId=None if channel is None else _encode(channel),
         channelName=row["channel_name"],
-        programId=opt_text_id(row["program_id"]),
-        portalId=text_id(row["portal_id"]),
+        programId=None if program is None else _encode(program),
+        portalId=portal or _encode(row["portal_id"]),
         openedAt=row["opened_at"],
         closedAt=row["closed_at"],
         updatedAt=row["updated_at"],
@@ -90,6 +104,26 @@ def session_out(row: asyncpg.Record) -> SessionOut:
     )
 
 
+# CSV columns: the JSON object's fields, in its order.
+CSV_HEADER = SessionOut.__struct_fields__
+
+
+def _csv_rows(portal: str) -> csv_export.Convert:
+    def opt(value: int | None) -> str | None:
+        return None if value is None else _encode(value)
+
+    def convert(rows: list[asyncpg.Record]) -> csv_export.Rows:
+        made = [
+            (_encode(r[0]), opt(r[1]), opt(r[2]), r[3], opt(r[4]), portal, r[5], r[6], r[7],
+             "true" if r[8] else "false", r[9], r[10], r[11], r[12], r[13])
+            for r in rows
+        ]  # fmt: skip
+        converted: csv_export.Rows = msgspec.to_builtins(made)
+        return converted
+
+    return convert
+
+
 # Actions: what the JSON handlers below and the console call.
 
 
@@ -98,15 +132,31 @@ async def list_play_sessions(services: Services, actor: Principal, query: Sessio
     rows, cursor = await fetch_page(
         services, "play-sessions", _LIST, query, lambda before: _where(actor.portal_id, query, before)
     )
-    return SessionList(sessions=[session_out(r) for r in rows], next=cursor)
+    portal = _encode(actor.portal_id)
+    return SessionList(sessions=[session_out(r, portal) for r in rows], next=cursor)
+
+
+async def export_play_sessions(
+    services: Services, actor: Principal, query: SessionsQuery
+) -> csv_export.CsvExport:
+    """Every play session the filters match, newest first, as CSV; ``cursor`` starts after a page."""
+    before = services.cursors.decode("play-sessions", query.cursor, (int,))
+    where = _where(actor.portal_id, query, before[0] if before else None)
+    batches = csv_export.cursor_batches(
+        services, _EXPORT.format(where=where.sql), where.args, _csv_rows(_encode(actor.portal_id))
+    )
+    return csv_export.CsvExport(csv_export.filename("play-sessions"), CSV_HEADER, batches)
 
 
 # The JSON API: decode, call the action, encode.
 
 
-@api.get("/play-sessions", response=SessionList)
-async def handle_list_play_sessions(call: Call[None, SessionsQuery]) -> SessionList:
+@api.get("/play-sessions", response=SessionList, csv=True, description=csv_export.DESCRIPTION)
+async def handle_list_play_sessions(call: Call[None, SessionsQuery]) -> SessionList | web.StreamResponse:
     """Play sessions, newest first."""
+    if call.csv:
+        export = await export_play_sessions(call.services, call.caller, call.query)
+        return await csv_export.stream(call.request, export)
     return await list_play_sessions(call.services, call.caller, call.query)
 
 
