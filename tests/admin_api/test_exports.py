@@ -175,7 +175,7 @@ async def test_csv_asked_of_an_endpoint_without_it_is_406(api: Api, pool: asyncp
     before = await pool.fetchval("SELECT count(*) FROM operations")
     op = (await api.get("/operations"))[1]["operations"][0]["operationId"]
     for path in ("/channels", "/subscribers", f"/subscribers/{made['subscriberId']}", f"/operations/{op}",
-                 "/portal"):  # fmt: skip
+                 "/stats", "/portal"):  # fmt: skip
         status, body = await api.get(path, headers=CSV)
         assert (status, body["error"], body.get("field")) == (406, "not_acceptable", "Accept"), (path, body)
         status, body = await api.get(path + "?format=csv")
