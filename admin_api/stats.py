@@ -3,16 +3,21 @@
 The session and subscriber figures come from counters the writers keep
 (``migrations/0800_stats.sql``): each statement that writes ``play_sessions``,
 ``subscribers`` or ``subscriptions`` adds small delta rows, which this module sums
-and a background task folds every minute.  The EPG figures are read from the
-guide itself: one index probe per channel.  Everything is read in one
-``REPEATABLE READ`` snapshot, so the figures of one answer agree with each other.
+and a background task folds every minute.  The guide figure costs an index probe
+per channel, so each process keeps it per portal (:class:`GuideCache`): it is
+made again at once when the portal's channels or imported guides change, and in
+the background, while the last one is served, once it is a minute old.
+Everything else is read in one ``REPEATABLE READ`` snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -37,6 +42,9 @@ log = logging.getLogger("admin_api.stats")
 # Channels without programmes listed at most (the count covers them all).
 MAX_LISTED = 100
 COMPACT_EVERY = 60.0
+# Seconds a portal's guide figure is served before it is made again in the background.
+GUIDE_FRESH = 60.0
+GUIDE_PORTALS = 10_000
 GUIDE_AHEAD = timedelta(hours=24)
 STALE_AFTER = timedelta(days=2)
 UtcSeconds = Annotated[datetime, Meta(examples=["2024-10-16T14:00:00Z"])]
@@ -135,6 +143,15 @@ WHERE c.portal_id = $1 AND NOT coalesce((
     ORDER BY p.start_at DESC LIMIT 1), false)
 ORDER BY c.name LIMIT $5
 """
+# What the guide figure depends on besides the clock: the portal's channels (any
+# edit bumps updated_at; a deletion changes the count) and each source's imported
+# guide (a new import changes its hash; a new or renamed source its row).
+_GUIDE_VERSION = """
+SELECT (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '') FROM channels WHERE portal_id = $1)
+    || '/' || coalesce((SELECT string_agg(concat_ws(':', id, name, encode(imported_sha256, 'hex'),
+                                                    imported_time_shift), ',' ORDER BY id)
+                        FROM epg_sources WHERE portal_id = $1), '')
+"""
 _EPG_PROBLEMS = """
 SELECT s.id, s.name, f.status, nullif(f.message, '') AS message,
        date_trunc('second', coalesce(f.fetched_at, f.created_at)) AS fetched_at
@@ -160,9 +177,7 @@ async def get_stats(services: Services, actor: Principal, query: StatsQuery) -> 
             counters = {r["name"]: r["value"] for r in await conn.fetch(_COUNTERS, actor.portal_id)}
             top = await conn.fetch(_TOP, actor.portal_id, query.top)
             hours = await conn.fetch(_HOURS, actor.portal_id, now)
-            unguided = await conn.fetch(
-                _WITHOUT_GUIDE, actor.portal_id, now, GUIDE_AHEAD, OPEN_END, MAX_LISTED
-            )
+            unguided = await _GUIDES.get(services.db, conn, actor.portal_id, now)
             problems = await conn.fetch(_EPG_PROBLEMS, actor.portal_id, now, STALE_AFTER)
     return Stats(
         generatedAt=now,
@@ -175,9 +190,7 @@ async def get_stats(services: Services, actor: Principal, query: StatsQuery) -> 
             withPackages=counters.get("subscribers_with_packages", 0),
         ),
         sessionsOpenedPerHour=[HourOpens(hour=r["hour"], opened=r["opened"]) for r in hours],
-        channelsWithoutProgrammes=ChannelsWithoutProgrammes(
-            count=unguided[0]["total"] if unguided else 0, channels=[_unguided(r) for r in unguided]
-        ),
+        channelsWithoutProgrammes=unguided,
         epgSourcesWithProblems=[_problem(r) for r in problems],
     )
 
@@ -199,6 +212,74 @@ def _viewers(row: asyncpg.Record) -> ChannelViewers:
         title=row["title"],
         viewers=row["viewers"],
     )
+
+
+@dataclass
+class _Guide:
+    version: str
+    made: float
+    figure: ChannelsWithoutProgrammes
+
+
+class GuideCache:
+    """Each portal's channels-without-programmes figure, kept while nothing it depends on changes.
+
+    A changed version (channels or imported guides) is computed before answering;
+    a figure only older than :data:`GUIDE_FRESH` is answered and remade in the
+    background, so the clock's effect (a guide running out) shows within a minute
+    or so and no dashboard refresh waits for the probes.
+    """
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[int, _Guide] = OrderedDict()
+        self._refreshing: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(
+        self, pool: asyncpg.Pool, conn: asyncpg.Connection, portal_id: int, now: datetime
+    ) -> ChannelsWithoutProgrammes:
+        version: str = await conn.fetchval(_GUIDE_VERSION, portal_id)
+        entry = self._entries.get(portal_id)
+        if entry is None or entry.version != version:
+            entry = await self._make(conn, portal_id, now, version)
+        elif time.monotonic() - entry.made > GUIDE_FRESH and portal_id not in self._refreshing:
+            self._refresh(pool, portal_id)
+        self._entries.move_to_end(portal_id)
+        return entry.figure
+
+    async def _make(self, conn: asyncpg.Connection, portal_id: int, now: datetime, version: str) -> _Guide:
+        rows = await conn.fetch(_WITHOUT_GUIDE, portal_id, now, GUIDE_AHEAD, OPEN_END, MAX_LISTED)
+        figure = ChannelsWithoutProgrammes(
+            count=rows[0]["total"] if rows else 0, channels=[_unguided(r) for r in rows]
+        )
+        entry = self._entries[portal_id] = _Guide(version, time.monotonic(), figure)
+        while len(self._entries) > GUIDE_PORTALS:
+            self._entries.popitem(last=False)
+        return entry
+
+    def _refresh(self, pool: asyncpg.Pool, portal_id: int) -> None:
+        async def remake() -> None:
+            try:
+                async with pool.acquire() as conn:
+                    async with conn.transaction(isolation="repeatable_read", readonly=True):
+                        await conn.execute(_GENERIC_PLANS)
+                        now = await conn.fetchval(_NOW)
+                        await self._make(conn, portal_id, now, await conn.fetchval(_GUIDE_VERSION, portal_id))
+            except Exception:
+                log.exception("refreshing the guide figure failed", extra={"portal": portal_id})
+            finally:
+                self._refreshing.discard(portal_id)
+
+        self._refreshing.add(portal_id)
+        task = asyncio.create_task(remake())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_GUIDES = GuideCache()
 
 
 def _unguided(row: asyncpg.Record) -> ChannelWithoutGuide:

@@ -285,6 +285,50 @@ async def test_guide_and_epg_source_figures(
     assert theirs["channelsWithoutProgrammes"]["count"] == 1 and theirs["epgSourcesWithProblems"] == []
 
 
+async def test_the_guide_figure_follows_changes(
+    api: Api, portal: Any, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept per portal: remade at once when channels or guides change, in the background as time passes."""
+    portal_id = ids.decode(portal.portalId)
+    source = ids.new_id()
+    await pool.execute(
+        "INSERT INTO epg_sources (id, portal_id, name, url) VALUES ($1, $2, 'main', 'http://x/')",
+        source,
+        portal_id,
+    )
+    status, channel = await api.post("/channels", {"name": "sport", "title": "Sport"})
+    assert status == 200, channel
+
+    async def unguided() -> list[str]:
+        return [c["name"] for c in (await get_stats(api))["channelsWithoutProgrammes"]["channels"]]
+
+    assert await unguided() == ["sport"]
+    now = datetime.now(UTC)
+    await pool.execute(
+        "INSERT INTO epg_programs (id, portal_id, epg_source_id, epg_channel_name, start_at, end_at, title)"
+        " VALUES ($1, $2, $3, 'sport-epg', $4, $5, 'x')",
+        ids.new_id(), portal_id, source, now, now + timedelta(hours=1),
+    )  # fmt: skip
+    body = {"epgSourceName": "main", "epgChannelName": "sport-epg"}
+    assert (await api.put(f"/channels/{channel['channelId']}", body))[0] == 200
+    assert await unguided() == []  # the channel changed: made again before answering
+    await pool.execute("DELETE FROM epg_programs WHERE epg_source_id = $1", source)
+    assert await unguided() == []  # nothing it watches changed: the kept figure
+    await pool.execute("UPDATE epg_sources SET imported_sha256 = '\\x01' WHERE id = $1", source)
+    assert await unguided() == ["sport"]  # a new guide was imported
+    await pool.execute(
+        "INSERT INTO epg_programs (id, portal_id, epg_source_id, epg_channel_name, start_at, end_at, title)"
+        " VALUES ($1, $2, $3, 'sport-epg', $4, $5, 'x')",
+        ids.new_id(), portal_id, source, now, now + timedelta(hours=1),
+    )  # fmt: skip
+    monkeypatch.setattr(stats, "GUIDE_FRESH", 0.0)
+    for _ in range(50):  # older than GUIDE_FRESH: answered, and made again behind the answer
+        if await unguided() == []:
+            break
+        await asyncio.sleep(0.05)
+    assert await unguided() == []
+
+
 async def test_every_manager_reads_and_bad_input_is_400(api: Api, pool: asyncpg.Pool) -> None:
     reader = await manager_session(api, "reader@example.com")
     body = await get_stats(reader)
