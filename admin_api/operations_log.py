@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -69,7 +70,9 @@ class OperationsQuery(msgspec.Struct, kw_only=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
-COLUMNS = """id, portal_id, type, subscriber_id, package_id, payload::text AS payload,
+# The payload arrives as UTF-8 bytes and is passed through as raw JSON (no decoding
+# to str and encoding back); times in whole seconds, which msgspec writes itself.
+COLUMNS = """id, portal_id, type, subscriber_id, package_id, convert_to(payload::text, 'UTF8') AS payload,
        date_trunc('second', created_at) AS created_at, date_trunc('second', updated_at) AS updated_at"""
 _GET = f"SELECT {COLUMNS} FROM operations WHERE portal_id = $1 AND id = $2"
 _LIST = f"SELECT {COLUMNS} FROM operations WHERE {{where}} ORDER BY id LIMIT {{limit}}"
@@ -101,23 +104,38 @@ def operation_out(row: asyncpg.Record, portal: str | None = None) -> OperationOu
         packageId=None if package is None else _encode(package),
         createdAt=row["created_at"],
         updatedAt=row["updated_at"],
-        payload=msgspec.Raw(row["payload"].encode()),
+        payload=msgspec.Raw(row["payload"]),
     )
+
+
+def operations_out(rows: Sequence[asyncpg.Record], portal: str) -> list[OperationOut]:
+    """A page of operations of one portal: each id column encoded in one call."""
+    operation_ids = ids.encode_many([r["id"] for r in rows])
+    subscribers = ids.encode_optional_many([r["subscriber_id"] for r in rows])
+    packages = ids.encode_optional_many([r["package_id"] for r in rows])
+    raw, out = msgspec.Raw, OperationOut
+    return [
+        out(operationId=o, type=r["type"], portalId=portal, subscriberId=s, packageId=p,
+            createdAt=r["created_at"], updatedAt=r["updated_at"], payload=raw(r["payload"]))
+        for o, s, p, r in zip(operation_ids, subscribers, packages, rows, strict=True)
+    ]  # fmt: skip
 
 
 def _csv_rows(portal: str) -> csv_export.Convert:
     def convert(rows: list[asyncpg.Record]) -> csv_export.Rows:
-        made = []
-        for r in rows:
-            subscriber, package = r["subscriber_id"], r["package_id"]
-            made.append((
-                _encode(r["id"]), r["type"], portal,
-                None if subscriber is None else _encode(subscriber),
-                None if package is None else _encode(package),
-                r["created_at"], r["updated_at"], r["payload"],
-            ))  # fmt: skip
+        made = zip(
+            ids.encode_many([r["id"] for r in rows]),
+            [r["type"] for r in rows],
+            [portal] * len(rows),
+            ids.encode_optional_many([r["subscriber_id"] for r in rows]),
+            ids.encode_optional_many([r["package_id"] for r in rows]),
+            [r["created_at"] for r in rows],
+            [r["updated_at"] for r in rows],
+            [r["payload"].decode() for r in rows],
+            strict=True,
+        )
         # One C call turns every datetime of the batch into its ISO 8601 text.
-        converted: csv_export.Rows = msgspec.to_builtins(made)
+        converted: csv_export.Rows = msgspec.to_builtins(list(made))
         return converted
 
     return convert
@@ -131,8 +149,7 @@ async def list_operations(services: Services, actor: Principal, query: Operation
     rows, cursor = await fetch_page(
         services, "operations", _LIST, query, lambda after: _where(actor.portal_id, query, after)
     )
-    portal = ids.encode(actor.portal_id)
-    return OperationList(operations=[operation_out(r, portal) for r in rows], next=cursor)
+    return OperationList(operations=operations_out(rows, ids.encode(actor.portal_id)), next=cursor)
 
 
 async def export_operations(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
+import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest
 
 from admin_api import csv_export, operations_log, play_sessions
@@ -298,3 +301,105 @@ def _services(api: Api) -> Any:
     from admin_api import keys
 
     return api.client.app[keys.SERVICES]
+
+
+def _reference_id(value: int | None) -> str | None:
+    return (
+        None
+        if value is None
+        else base64.urlsafe_b64encode(struct.pack(">q", value)).decode().replace("=", ".")
+    )
+
+
+def _reference_iso(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+async def test_json_pages_keep_their_bytes(api: Api, portal: Any, pool: asyncpg.Pool) -> None:
+    """The faster page encoding writes exactly what the straightforward one did."""
+    await some_operations(api, pool, portal)
+    portal_id = ids.decode(portal.portalId)
+    odd = datetime(2024, 10, 16, 10, 5, 59, 999_999, tzinfo=UTC)
+    await pool.execute(
+        "INSERT INTO operations (id, portal_id, type, package_id, payload, created_at, updated_at)"
+        " VALUES ($1, $2, 'updatePackage', $3, $4, $5, $6)",
+        ids.lowest_at(int(odd.timestamp() * 1000)),
+        portal_id,
+        ids.new_id(),
+        {"name": 'a "quoted"\\ \u2028 name\n', "n": [1, 2.5, None]},
+        odd,
+        odd + timedelta(days=1),
+    )
+    rows = await pool.fetch(
+        "SELECT id, portal_id, type, subscriber_id, package_id, payload::text AS payload, created_at,"
+        " updated_at FROM operations WHERE portal_id = $1 ORDER BY id",
+        portal_id,
+    )
+    reference = [
+        {
+            "operationId": _reference_id(r["id"]),
+            "type": r["type"],
+            "portalId": _reference_id(r["portal_id"]),
+            "subscriberId": _reference_id(r["subscriber_id"]),
+            "packageId": _reference_id(r["package_id"]),
+            "createdAt": _reference_iso(r["created_at"]),
+            "updatedAt": _reference_iso(r["updated_at"]),
+            "payload": msgspec.Raw(r["payload"].encode()),
+        }
+        for r in rows
+    ]
+    expected = msgspec.json.encode({"operations": reference})
+    async with api.client.get(
+        BASE + "/operations?limit=1000", headers={"X-Auth-Token": api.token or ""}
+    ) as r:
+        assert await r.read() == expected
+    one = await api.client.get(
+        BASE + f"/operations/{_reference_id(rows[0]['id'])}", headers={"X-Auth-Token": api.token or ""}
+    )
+    assert await one.read() == msgspec.json.encode(reference[0])
+
+
+async def test_session_pages_keep_their_bytes(api: Api, portal: Any, pool: asyncpg.Pool) -> None:
+    for n in range(3):
+        await insert_session(
+            pool,
+            portal.portalId,
+            T0 + n,
+            subscriber=ids.new_id() if n else None,
+            channel=ids.new_id(),
+            active=n == 1,
+            n=n,
+        )
+    odd = "UPDATE play_sessions SET user_agent = 'Плеер \"1\"\\\\', program_id = $1 WHERE active"
+    await pool.execute(odd, ids.new_id())
+    rows = await pool.fetch("SELECT * FROM play_sessions ORDER BY id DESC")
+
+    def unix(value: datetime | None) -> int | None:
+        return None if value is None else int(value.timestamp() // 1)
+
+    expected = msgspec.json.encode(
+        {
+            "sessions": [
+                {
+                    "sessionId": _reference_id(r["id"]),
+                    "subscriberId": _reference_id(r["subscriber_id"]),
+                    "channelId": _reference_id(r["channel_id"]),
+                    "channelName": r["channel_name"],
+                    "programId": _reference_id(r["program_id"]),
+                    "portalId": _reference_id(r["portal_id"]),
+                    "openedAt": unix(r["opened_at"]),
+                    "closedAt": unix(r["closed_at"]),
+                    "updatedAt": unix(r["updated_at"]),
+                    "active": r["active"],
+                    "bytes": r["bytes"],
+                    "ip": r["ip"],
+                    "userAgent": r["user_agent"],
+                    "token": r["token"],
+                    "deviceId": r["device_id"],
+                }
+                for r in rows
+            ]
+        }
+    )
+    async with api.client.get(BASE + "/play-sessions", headers={"X-Auth-Token": api.token or ""}) as r:
+        assert await r.read() == expected
