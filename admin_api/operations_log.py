@@ -76,8 +76,14 @@ COLUMNS = """id, portal_id, type, subscriber_id, package_id, convert_to(payload:
        date_trunc('second', created_at) AS created_at, date_trunc('second', updated_at) AS updated_at"""
 _GET = f"SELECT {COLUMNS} FROM operations WHERE portal_id = $1 AND id = $2"
 _LIST = f"SELECT {COLUMNS} FROM operations WHERE {{where}} ORDER BY id LIMIT {{limit}}"
-# The same rows for a CSV export: every match, through a server-side cursor.
-_EXPORT = f"SELECT {COLUMNS} FROM operations WHERE {{where}} ORDER BY id"
+# The same rows for a CSV export: every match, through a server-side cursor, with
+# PostgreSQL writing the times (ISO 8601 UTC) while Python formats the batch before.
+_iso, _quoted = csv_export.ISO_UTC.format, csv_export.QUOTED.format
+_EXPORT = f"""
+SELECT id, type, subscriber_id, package_id, {_quoted("payload::text")} AS payload,
+       {_iso("created_at")} AS created_at, {_iso("updated_at")} AS updated_at
+FROM operations WHERE {{where}} ORDER BY id
+"""
 # CSV columns: the JSON object's fields, in its order.
 CSV_HEADER = OperationOut.__struct_fields__
 
@@ -121,22 +127,15 @@ def operations_out(rows: Sequence[asyncpg.Record], portal: str) -> list[Operatio
     ]  # fmt: skip
 
 
-def _csv_rows(portal: str) -> csv_export.Convert:
-    def convert(rows: list[asyncpg.Record]) -> csv_export.Rows:
-        made = zip(
-            ids.encode_many([r["id"] for r in rows]),
-            [r["type"] for r in rows],
-            [portal] * len(rows),
-            ids.encode_optional_many([r["subscriber_id"] for r in rows]),
-            ids.encode_optional_many([r["package_id"] for r in rows]),
-            [r["created_at"] for r in rows],
-            [r["updated_at"] for r in rows],
-            [r["payload"].decode() for r in rows],
-            strict=True,
-        )
-        # One C call turns every datetime of the batch into its ISO 8601 text.
-        converted: csv_export.Rows = msgspec.to_builtins(list(made))
-        return converted
+def _csv_lines(portal: str) -> csv_export.Convert:
+    def convert(rows: list[asyncpg.Record]) -> csv_export.Lines:
+        operation_ids = ids.encode_many([r["id"] for r in rows])
+        subscribers = ids.encode_optional_many([r["subscriber_id"] for r in rows])
+        packages = ids.encode_optional_many([r["package_id"] for r in rows])
+        return [
+            f"{o},{r['type']},{portal},{s or ''},{p or ''},{r['created_at']},{r['updated_at']},{r['payload']}"
+            for o, s, p, r in zip(operation_ids, subscribers, packages, rows, strict=True)
+        ]
 
     return convert
 
@@ -159,7 +158,7 @@ async def export_operations(
     after = services.cursors.decode("operations", query.cursor, (int,))
     where = _where(actor.portal_id, query, after[0] if after else None)
     batches = csv_export.cursor_batches(
-        services, _EXPORT.format(where=where.sql), where.args, _csv_rows(ids.encode(actor.portal_id))
+        services, _EXPORT.format(where=where.sql), where.args, _csv_lines(ids.encode(actor.portal_id))
     )
     return csv_export.CsvExport(csv_export.filename("operations"), CSV_HEADER, batches)
 

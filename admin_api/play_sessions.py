@@ -8,7 +8,7 @@ the monthly partitions concerned are read (see docs/subscribers.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 import msgspec
@@ -74,11 +74,13 @@ _COLUMNS = """id, portal_id, subscriber_id, channel_id, channel_name, program_id
        active, bytes, ip, user_agent, token, device_id"""
 _LIST = f"SELECT {_COLUMNS} FROM play_sessions WHERE {{where}} ORDER BY id DESC LIMIT {{limit}}"
 # A CSV export: every match, newest first, times as whole UTC seconds (ISO 8601 in the file).
-_EXPORT = """
-SELECT id, subscriber_id, channel_id, channel_name, program_id,
-       date_trunc('second', opened_at), date_trunc('second', closed_at), date_trunc('second', updated_at),
-       active, bytes, ip, user_agent, token, device_id
-FROM play_sessions WHERE {where} ORDER BY id DESC
+_iso, _quoted = csv_export.ISO_UTC.format, csv_export.QUOTED.format
+_EXPORT = f"""
+SELECT id, subscriber_id, channel_id, {_quoted("channel_name")} AS channel_name, program_id,
+       {_iso("opened_at")} AS opened_at, {_iso("closed_at")} AS closed_at, {_iso("updated_at")} AS updated_at,
+       active, bytes, {_quoted("ip")} AS ip, {_quoted("user_agent")} AS user_agent,
+       {_quoted("token")} AS token, {_quoted("device_id")} AS device_id
+FROM play_sessions WHERE {{where}} ORDER BY id DESC
 """
 _encode = ids.encode
 
@@ -125,32 +127,18 @@ def sessions_out(rows: Sequence[asyncpg.Record], portal: str) -> list[SessionOut
     ]  # fmt: skip
 
 
-def _csv_rows(portal: str) -> csv_export.Convert:
-    def convert(rows: list[asyncpg.Record]) -> csv_export.Rows:
-        def column(i: int) -> list[Any]:
-            return [r[i] for r in rows]
-
-        made = zip(
-            ids.encode_many(column(0)),
-            ids.encode_optional_many(column(1)),
-            ids.encode_optional_many(column(2)),
-            column(3),
-            ids.encode_optional_many(column(4)),
-            [portal] * len(rows),
-            column(5),
-            column(6),
-            column(7),
-            ["true" if a else "false" for a in column(8)],
-            column(9),
-            column(10),
-            column(11),
-            column(12),
-            column(13),
-            strict=True,
-        )
-        # One C call turns every datetime of the batch into its ISO 8601 text.
-        converted: csv_export.Rows = msgspec.to_builtins(list(made))
-        return converted
+def _csv_lines(portal: str) -> csv_export.Convert:
+    def convert(rows: list[asyncpg.Record]) -> csv_export.Lines:
+        session_ids = ids.encode_many([r["id"] for r in rows])
+        subscribers = ids.encode_optional_many([r["subscriber_id"] for r in rows])
+        channels = ids.encode_optional_many([r["channel_id"] for r in rows])
+        programs = ids.encode_optional_many([r["program_id"] for r in rows])
+        return [
+            f"{i},{s or ''},{c or ''},{r['channel_name']},{p or ''},{portal},{r['opened_at']},"
+            f"{r['closed_at'] or ''},{r['updated_at']},{'true' if r['active'] else 'false'},{r['bytes']},"
+            f"{r['ip'] or ''},{r['user_agent'] or ''},{r['token'] or ''},{r['device_id'] or ''}"
+            for i, s, c, p, r in zip(session_ids, subscribers, channels, programs, rows, strict=True)
+        ]
 
     return convert
 
@@ -173,7 +161,7 @@ async def export_play_sessions(
     before = services.cursors.decode("play-sessions", query.cursor, (int,))
     where = _where(actor.portal_id, query, before[0] if before else None)
     batches = csv_export.cursor_batches(
-        services, _EXPORT.format(where=where.sql), where.args, _csv_rows(_encode(actor.portal_id))
+        services, _EXPORT.format(where=where.sql), where.args, _csv_lines(_encode(actor.portal_id))
     )
     return csv_export.CsvExport(csv_export.filename("play-sessions"), CSV_HEADER, batches)
 

@@ -255,7 +255,7 @@ async def test_a_failure_mid_export_cuts_the_download(
         await r.content.readany()
         killed = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE query LIKE 'SELECT id, portal_id, type%ORDER BY id' AND pid <> pg_backend_pid()"
+            "WHERE query LIKE '%to_char(created_at%FROM operations WHERE%' AND pid <> pg_backend_pid()"
         )
         assert killed == 1
         with pytest.raises(aiohttp.ClientPayloadError):
