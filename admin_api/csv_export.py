@@ -18,7 +18,6 @@ While one batch is converted and sent, PostgreSQL already reads the next.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
@@ -111,11 +110,15 @@ async def cursor_batches(
 
 
 async def _settle(fetch: asyncio.Future[Any]) -> None:
-    """Let a read-ahead end before its connection goes back to the pool (cancelled if still running)."""
+    """Let a read-ahead end before its connection goes back to the pool (cancelled if still running).
+
+    Its own outcome no longer matters; a cancellation of this task still propagates.
+    """
     if not fetch.done():
         fetch.cancel()
-    with contextlib.suppress(BaseException):
-        await fetch
+    await asyncio.wait([fetch])
+    if not fetch.cancelled():
+        fetch.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _chunk(lines: Lines) -> bytes:

@@ -107,8 +107,11 @@ class Stats(Response):
     epgSourcesWithProblems: list[EpgSourceProblem]
 
 
-_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
-_NOW = "SELECT date_trunc('second', now())"
+# Custom plans cost more to make than these statements take to run, and the guide
+# probe's custom plan is twice as slow as its generic one (transaction-local).
+_GENERIC_PLANS_NOW = (
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), date_trunc('second', now())"
+)
 _COUNTERS = "SELECT name, sum(value)::bigint AS value FROM stats_counters WHERE portal_id = $1 GROUP BY name"
 # The total comes with the top rows: one pass over the per-channel counters.
 _TOP = """
@@ -170,10 +173,7 @@ async def get_stats(services: Services, actor: Principal, query: StatsQuery) -> 
     """The portal now: viewers, top channels, subscribers, opens per hour, guide and EPG problems."""
     async with services.db.acquire() as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            # Custom plans cost more to make than these statements take to run, and
-            # the guide probe's custom plan is twice as slow as its generic one.
-            await conn.execute(_GENERIC_PLANS)
-            now: datetime = await conn.fetchval(_NOW)
+            now: datetime = (await conn.fetchrow(_GENERIC_PLANS_NOW))[1]
             counters = {r["name"]: r["value"] for r in await conn.fetch(_COUNTERS, actor.portal_id)}
             top = await conn.fetch(_TOP, actor.portal_id, query.top)
             hours = await conn.fetch(_HOURS, actor.portal_id, now)
@@ -262,8 +262,7 @@ class GuideCache:
             try:
                 async with pool.acquire() as conn:
                     async with conn.transaction(isolation="repeatable_read", readonly=True):
-                        await conn.execute(_GENERIC_PLANS)
-                        now = await conn.fetchval(_NOW)
+                        now = (await conn.fetchrow(_GENERIC_PLANS_NOW))[1]
                         await self._make(conn, portal_id, now, await conn.fetchval(_GUIDE_VERSION, portal_id))
             except Exception:
                 log.exception("refreshing the guide figure failed", extra={"portal": portal_id})

@@ -259,9 +259,8 @@ async def main() -> None:
                 f"{'csv export, all':<26} {exported:>9,} ops  {'1':>5} answer {export_time:8.2f} s  "
                 f"{exported / export_time:>9,.0f} ops/s  first bytes after {first[0] * 1000:.1f} ms"
             )
-            print(
-                f"admin_api peak RSS: {rss:.0f} MB after JSON paging, {peak_rss_mb(server.pid):.0f} MB after CSV"
-            )
+            after = peak_rss_mb(server.pid)
+            print(f"admin_api peak RSS: {rss:.0f} MB after JSON paging, {after:.0f} MB after CSV")
             print(f"csv export speed / baseline speed: {sql_time / export_time:.2f}  (at least 0.50 wanted)")
             ratio = statistics.median(pages) / statistics.median(sql_pages)
             print(f"json page / sql page (medians): {ratio:.2f}")

@@ -214,8 +214,8 @@ async def measure_endpoint(args: argparse.Namespace, key: str) -> tuple[list[flo
 
 async def measure_statements(url: str, portal_id: int) -> None:
     conn = await db.connect(url)
-    await conn.execute(stats._GENERIC_PLANS.replace(" LOCAL", ""))
-    now = await conn.fetchval(stats._NOW)
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    now = await conn.fetchval("SELECT date_trunc('second', now())")
     statements = {
         "counters": (stats._COUNTERS, portal_id),
         "top channels": (stats._TOP, portal_id, 10),
