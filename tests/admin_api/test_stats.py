@@ -391,3 +391,45 @@ async def test_sessions_opened_by_a_real_gateway(
         assert figures(await recounted(pool, api)) == figures(body)
     finally:
         await launcher.stop_all()
+
+
+async def test_gateways_writing_at_once_keep_the_figures_exact(
+    api: Api, portal: Any, pool: asyncpg.Pool
+) -> None:
+    """Two gateways' batches touching the same subscribers, a sweep and compaction, all at once."""
+    subs = [(await create_subscriber(api, phone=str(n)))["subscriberId"] for n in range(6)]
+    rng = random.Random(5)
+    now_ms = int(time.time() * 1000)
+
+    async def gateway(node: int) -> None:
+        async with pool.acquire() as conn:
+            for round_ in range(15):
+                rows = []
+                for k in range(8):  # every third round new sessions; two of each eight on both gateways
+                    n = (0 if k < 2 else node * 1000) + round_ // 3 * 10 + k
+                    closed = now_ms + round_ if rng.random() < 0.3 else None
+                    channel = rng.choice(["sport", "news", "kids"])
+                    rows.append(
+                        session_row(portal.portalId, n, rng.choice(subs), channel, now_ms, closed_ms=closed)
+                    )
+                await write_batch(conn, rows)
+
+    async def sweep_and_compact() -> None:
+        for _ in range(5):
+            async with pool.acquire() as conn:
+                await sweeper.sweep(conn, 600, 60)
+            await stats.compact(pool)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(gateway(1), gateway(2), sweep_and_compact())
+    body = await get_stats(api)
+    truth = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE active) AS viewers,"
+        " count(DISTINCT subscriber_id) FILTER (WHERE active) AS watching, count(*) AS opened"
+        " FROM play_sessions WHERE portal_id = $1",
+        ids.decode(portal.portalId),
+    )
+    assert (body["viewersNow"], body["subscribersWatchingNow"]) == (truth["viewers"], truth["watching"])
+    assert sum(h["opened"] for h in body["sessionsOpenedPerHour"]) == truth["opened"]
+    assert sum(c["viewers"] for c in body["topChannels"]) == truth["viewers"]
+    assert figures(await recounted(pool, api)) == figures(body)
