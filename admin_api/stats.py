@@ -1,7 +1,7 @@
 """``/stats``: the portal at a glance, for the console's dashboard and for monitoring.
 
 The session and subscriber figures come from counters the writers keep
-(``migrations/0800_stats.sql``): each statement that writes ``play_sessions``,
+(``catena/migrations/0800_stats.sql``): each statement that writes ``play_sessions``,
 ``subscribers`` or ``subscriptions`` adds small delta rows, which this module sums
 and a background task folds every minute.  The guide figure costs an index probe
 per channel, so each process keeps it per portal (:class:`GuideCache`): it is

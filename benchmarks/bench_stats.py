@@ -47,6 +47,8 @@ from benchmarks import stats_dataset  # noqa: E402
 from catena import db, ids, migrations  # noqa: E402
 
 BASE = "/tv-management/api/v1"
+# Services refuse the public development secret; any other will do for a benchmark.
+TOKEN_SECRETS = "bench:catena-stats-benchmark-secret-0123456789"
 TRIGGERS = ("stats_sessions_insert", "stats_sessions_update", "stats_sessions_delete")
 
 
@@ -91,11 +93,14 @@ async def scratch_database(server_url: str, keep: bool) -> AsyncIterator[str]:
 
 
 def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
+    # A service refuses CATENA_* names it does not read, such as this benchmark's own.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CATENA_BENCH_")}
     env = {
-        **os.environ,
+        **inherited,
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
         "CATENA_REDIS_PREFIX": "catena-bench-" + secrets.token_hex(4),
+        "CATENA_TOKEN_SECRETS": TOKEN_SECRETS,
         "CATENA_ADMIN_PORT": str(args.port),
         "CATENA_WEBHOOKS_ENABLED": "false",
         "CATENA_LOG_LEVEL": "warning",
