@@ -91,6 +91,12 @@ lock:
 bench-operations: install
 	$(BIN)/python benchmarks/bench_operations_paging.py
 
+# Latency of GET /stats with 100,000 subscribers, 1,000 channels and 50,000 open sessions
+# while a writer merges gateway batches, and what the stats triggers cost those batches.
+.PHONY: bench-stats
+bench-stats: install
+	$(BIN)/python benchmarks/bench_stats.py $(BENCH_ARGS)
+
 # Latency of GET /channels?limit=100 with 100,000 channels (issue #3); makes and drops its own database.
 .PHONY: bench-content
 bench-content: install

@@ -29,6 +29,7 @@ from . import (
     packages,
     play_sessions,
     portal,
+    stats,
     subscribers,
     subscriptions,
     webhook_delivery,
@@ -61,6 +62,7 @@ MODULES = [
     subscriptions,
     operations_log,
     play_sessions,
+    stats,
     webhooks,
     client_portal,
     client_login,
@@ -84,6 +86,7 @@ def create_app(settings: AdminSettings) -> web.Application:
     app[keys.CURSORS] = Cursors(settings.token_secrets)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_partition_maintenance)
+    app.cleanup_ctx.append(stats.background)
     if settings.webhooks_enabled:
         app.cleanup_ctx.append(webhook_delivery.background)
     health.add_routes(app)
