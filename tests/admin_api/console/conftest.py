@@ -334,7 +334,7 @@ def striped_logo(variant: int = 0, width: int = 96, height: int = 64) -> bytes:
 
 async def _tour_data(api: Api) -> dict[str, str]:
     """A small catalogue so that lists have rows, logos and links."""
-    await api.post("/epg-sources", {"name": "main-epg", "url": "http://127.0.0.1:9/guide.xml"})
+    await api.post("/epg-sources", {"name": "main-epg", "url": "https://epg.example.com/guide.xml"})
     status, sport = await api.post(
         "/channels",
         {

@@ -71,7 +71,7 @@ async def test_a_manager_of_two_portals_picks_and_switches(
 async def test_create_edit_and_delete_a_channel_with_a_logo(
     browsing: Browsing, api: Api, portal: portals.CreatedPortal
 ) -> None:
-    await api.post("/epg-sources", {"name": "main-epg", "url": "http://127.0.0.1:9/guide.xml"})
+    await api.post("/epg-sources", {"name": "main-epg", "url": "https://epg.example.com/guide.xml"})
     page = await browsing.new_page()
     await browser_sign_in(page, browsing.base, portal.ownerEmail, portal.ownerPassword)
     await page.get_by_role("link", name="Create channel").click()

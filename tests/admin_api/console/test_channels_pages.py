@@ -40,7 +40,7 @@ async def signed_in_owner(console: Console, portal: portals.CreatedPortal) -> Co
 async def test_the_list_shows_logo_title_name_packages_and_epg(
     console: Console, api: Api, portal: portals.CreatedPortal
 ) -> None:
-    await api.post("/epg-sources", {"name": "main-epg", "url": "http://127.0.0.1:9/guide.xml"})
+    await api.post("/epg-sources", {"name": "main-epg", "url": "https://epg.example.com/guide.xml"})
     status, sport = await api.post(
         "/channels",
         {"name": "sport1", "title": "Спорт 1", "logo": data_uri(png()), "epgSourceName": "main-epg"},
