@@ -114,6 +114,7 @@ _LIST_NAMED = (
 )
 # ?q= (admin_api._search): the ids of a page's matches, then the page's columns.
 _SEARCH = _search.SearchSql(
+    count=_search.count("channels"),
     walk=_SELECT
     + """JOIN (SELECT w.id FROM (SELECT id, sort_number, search FROM channels
                         WHERE portal_id = $1 AND (sort_number, id) > ($2, $3)

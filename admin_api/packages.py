@@ -120,6 +120,7 @@ ORDER BY p.id LIMIT $3"""
 )
 # ?q= (admin_api._search): the ids of a page's matches, then the page's columns.
 _SEARCH = _search.SearchSql(
+    count=_search.count("packages"),
     walk=_SELECT
     + """JOIN (SELECT w.id FROM (SELECT id, search FROM packages WHERE portal_id = $1 AND id > $2
                         ORDER BY id LIMIT $5) w
