@@ -52,12 +52,6 @@ class ChannelPage(Response):
     next: str | None = None
 
 
-class ChannelQuery(NamedPageQuery):
-    """The channel list: numbered channels by number, then the others in creation order."""
-
-    q: _search.SearchText | None = None
-
-
 class ChannelCreate(Request):
     name: Name
     title: Text200
@@ -186,7 +180,7 @@ async def load_channel(conn: asyncpg.Connection, portal_id: int, channel_id: int
 # Actions: what the JSON handlers below and the console call.
 
 
-async def list_channels(services: Services, actor: Principal, query: ChannelQuery) -> ChannelPage:
+async def list_channels(services: Services, actor: Principal, query: NamedPageQuery) -> ChannelPage:
     """Numbered channels by number, then the rest in creation order; ``name``, ``q`` filter."""
     after = services.cursors.decode(_CURSOR, query.cursor, (int, int)) or (0, FIRST_ID)
     async with services.db.acquire() as conn:
@@ -196,7 +190,7 @@ async def list_channels(services: Services, actor: Principal, query: ChannelQuer
 
 
 async def _page(
-    conn: asyncpg.Connection, portal_id: int, after: tuple[Any, ...], query: ChannelQuery
+    conn: asyncpg.Connection, portal_id: int, after: tuple[Any, ...], query: NamedPageQuery
 ) -> list[asyncpg.Record]:
     want = query.limit + 1
     if query.name is not None:
@@ -300,7 +294,7 @@ async def delete_channel(services: Services, actor: Principal, channel_id: int) 
 
 
 @api.get("/channels", response=ChannelPage)
-async def handle_list_channels(call: Call[None, ChannelQuery]) -> ChannelPage:
+async def handle_list_channels(call: Call[None, NamedPageQuery]) -> ChannelPage:
     """The portal's channels: numbered ones by number, then the rest in creation order.
 
     ``name`` (repeatable) keeps those names; ``q`` keeps channels whose name or title

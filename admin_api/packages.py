@@ -56,12 +56,6 @@ class PackagePage(Response):
     next: str | None = None
 
 
-class PackageQuery(NamedPageQuery):
-    """The package list, in creation order."""
-
-    q: _search.SearchText | None = None
-
-
 class PackageCreate(Request):
     name: Name
     description: Description = ""
@@ -181,7 +175,7 @@ async def load_package(conn: asyncpg.Connection, portal_id: int, package_id: int
 # Actions: what the JSON handlers below and the console call.
 
 
-async def list_packages(services: Services, actor: Principal, query: PackageQuery) -> PackagePage:
+async def list_packages(services: Services, actor: Principal, query: NamedPageQuery) -> PackagePage:
     """The portal's packages in creation order; ``name`` (repeatable) and ``q`` filter."""
     after = services.cursors.decode("packages", query.cursor, (int,)) or (FIRST_ID,)
     async with services.db.acquire() as conn:
@@ -191,7 +185,7 @@ async def list_packages(services: Services, actor: Principal, query: PackageQuer
 
 
 async def _page(
-    conn: asyncpg.Connection, portal_id: int, after: tuple[int, ...], query: PackageQuery
+    conn: asyncpg.Connection, portal_id: int, after: tuple[int, ...], query: NamedPageQuery
 ) -> list[asyncpg.Record]:
     want = query.limit + 1
     if query.name is not None:
@@ -303,7 +297,7 @@ async def unlink_channel(services: Services, actor: Principal, body: ChannelPack
 
 
 @api.get("/packages", response=PackagePage)
-async def handle_list_packages(call: Call[None, PackageQuery]) -> PackagePage:
+async def handle_list_packages(call: Call[None, NamedPageQuery]) -> PackagePage:
     """The portal's packages in creation order; ``name`` (repeatable) filters by name.
 
     ``q`` keeps packages whose name or description contains it, ignoring case.

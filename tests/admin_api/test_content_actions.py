@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from admin_api import channels, epg_sources, free_packages, keys, packages
+from admin_api._content import NamedPageQuery
 from admin_api.principal import Principal
 from admin_api.schema import PageQuery
 from admin_api.services import Services
@@ -81,7 +82,7 @@ async def test_every_write_action_checks_the_permission_itself(
 async def test_reads_and_writes_for_a_content_manager(api: Api, services: Services, portal: Any) -> None:
     m = await made(api)
     editor = principal(portal, content=True)
-    page = await channels.list_channels(services, editor, channels.ChannelQuery(q="СПОРТ"))
+    page = await channels.list_channels(services, editor, NamedPageQuery(q="СПОРТ"))
     assert [c.name for c in page.channels] == ["sport1"]
     await packages.link_channel(services, editor, m["link"])
     package = await packages.get_package(services, editor, m["package"])
