@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from aiohttp import web
@@ -29,6 +29,9 @@ ChannelNumber = Annotated[
 ]
 # Unnumbered channels sort after every numbered one (migration 0600's sort_number).
 UNNUMBERED = 100_000
+# Where the channel's guide stands: no link; a link to a source that does not
+# exist (yet); a source without programmes for this channel; programmes.
+EpgStatus = Literal["unlinked", "no_source", "no_programs", "ok"]
 # Mounted under the API base by admin_api.app; the logo lives beside the channel.
 LOGO_URL = "/tv-management/api/v1/channels/{}/logo"
 
@@ -42,6 +45,7 @@ class Channel(Response):
     logoUrl: str | None
     epgSourceName: str | None
     epgChannelName: str | None
+    epgStatus: EpgStatus
     packages: list[str]
     createdAt: Timestamp
     updatedAt: Timestamp
@@ -77,6 +81,7 @@ class ChannelUpdate(Request):
     portalId: str | UnsetType = UNSET
     packages: list[str] | UnsetType = UNSET
     logoUrl: str | UnsetType | None = UNSET
+    epgStatus: str | UnsetType = UNSET
     createdAt: str | UnsetType = UNSET
     updatedAt: str | UnsetType = UNSET
 
@@ -86,13 +91,23 @@ SELECT c.id, c.portal_id, c.name, c.title, c.number, c.sort_number, c.epg_source
        c.created_at, c.updated_at,
        coalesce((SELECT true FROM channel_logos l WHERE l.channel_id = c.id), false) AS has_logo,
        ARRAY(SELECT p.name FROM channel_packages cp JOIN packages p ON p.id = cp.package_id
-             WHERE cp.channel_id = c.id ORDER BY p.name) AS packages
+             WHERE cp.channel_id = c.id ORDER BY p.name) AS packages,
+       CASE WHEN c.epg_source_name IS NULL OR c.epg_channel_name IS NULL THEN 'unlinked'
+            ELSE coalesce((SELECT CASE WHEN (SELECT true FROM epg_programs g
+                                             WHERE g.epg_source_id = s.id
+                                               AND g.epg_channel_name = c.epg_channel_name LIMIT 1)
+                                       THEN 'ok' ELSE 'no_programs' END
+                           FROM epg_sources s WHERE s.portal_id = c.portal_id AND s.name = c.epg_source_name),
+                          'no_source')
+       END AS epg_status
 FROM channels c
 """
 # One statement per page: the package names come from a subquery per row that
-# walks the (channel_id) index, never a round trip per channel.  has_logo is a
-# scalar subquery rather than EXISTS because PostgreSQL's generic plan for EXISTS
-# hashes the whole channel_logos table on every execution (benchmarks/bench_content_api.py).
+# walks the (channel_id) index, never a round trip per channel.  has_logo and
+# epg_status are scalar subqueries rather than EXISTS because PostgreSQL's generic
+# plan for EXISTS hashes the whole channel_logos table on every execution
+# (benchmarks/bench_content_api.py); epg_status costs two index probes per linked
+# channel (the source by name, then one programme of the channel).
 # Lists are keyed by (sort_number, id) and walk the channels_list index.  The
 # cursor's name changed with the key (it was "channels", keyed by id alone), so a
 # cursor issued before numbers existed is a 400 rather than a wrong position.
@@ -167,6 +182,7 @@ def channel_out(row: asyncpg.Record) -> Channel:
         logoUrl=LOGO_URL.format(channel_id) if row["has_logo"] else None,
         epgSourceName=row["epg_source_name"],
         epgChannelName=row["epg_channel_name"],
+        epgStatus=row["epg_status"],
         packages=list(row["packages"]),
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),

@@ -10,7 +10,8 @@ makes two portals and starts ``python -m admin_api`` as a separate process on
 
 - ``bench``: ``--channels`` channels (titles like "Спорт HD 17" drawn from 30 words
   and 10 suffixes, every fifth numbered, every channel in one to two of 50
-  packages, every tenth with a logo);
+  packages, every tenth with a logo, four in five linked to an EPG source that
+  has three programmes for every other channel);
 - ``bench-packages``: ``--packages`` packages (descriptions drawn from the same
   words), each holding up to three of 50 channels, and ``--subscribers``
   subscribers with one or two explicit subscriptions each, plus one package every
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -173,13 +175,16 @@ async def _channels(
         columns=["id", "portal_id", "name"],
         records=[(p, portal_id, f"package-{i}") for i, p in enumerate(package_ids)],
     )
+    linked = {c for i, c in enumerate(channel_ids) if i % 5}
     await conn.copy_records_to_table(
         "channels",
-        columns=["id", "portal_id", "name", "title", "number"],
+        columns=["id", "portal_id", "name", "title", "number", "epg_source_name", "epg_channel_name"],
         records=[
-            (c, portal_id, f"ch{i}", _title(rng, i), numbered.get(c)) for i, c in enumerate(channel_ids)
+            (c, portal_id, f"ch{i}", _title(rng, i), numbered.get(c), *_link(c in linked, i))
+            for i, c in enumerate(channel_ids)
         ],
     )
+    await _guide(conn, portal_id, count)
     links = {(package_ids[i % PACKAGES], c) for i, c in enumerate(channel_ids)}
     links |= {(package_ids[(i * 7 + 3) % PACKAGES], c) for i, c in enumerate(channel_ids) if i % 2 == 0}
     await conn.copy_records_to_table(
@@ -193,6 +198,31 @@ async def _channels(
         records=[(c, "image/png", LOGO, "bench") for c in channel_ids[::10]],
     )
     return sorted((numbered.get(c, channels.UNNUMBERED), c) for c in channel_ids)
+
+
+def _link(linked: bool, i: int) -> tuple[str | None, str | None]:
+    return ("bench-epg", f"ch{i}.tv") if linked else (None, None)
+
+
+async def _guide(conn: asyncpg.Connection, portal_id: int, count: int) -> None:
+    """An EPG source with three programmes for every other channel."""
+    source_id = ids.new_id()
+    await conn.execute(
+        "INSERT INTO epg_sources (id, portal_id, name, url) VALUES ($1, $2, 'bench-epg', 'https://epg.invalid/')",
+        source_id,
+        portal_id,
+    )
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    records = [
+        (ids.new_id(), portal_id, source_id, f"ch{i}.tv", start + timedelta(hours=h), f"Передача {h}")
+        for i in range(0, count, 2)
+        for h in range(3)
+    ]
+    await conn.copy_records_to_table(
+        "epg_programs",
+        columns=["id", "portal_id", "epg_source_id", "epg_channel_name", "start_at", "title"],
+        records=records,
+    )
 
 
 async def _packages(

@@ -338,6 +338,34 @@ async def test_parallel_creates_with_one_number(api: Api, pool: asyncpg.Pool) ->
         assert await conn.fetchval("SELECT count(*) FROM channels") == 1
 
 
+# -- EPG status ------------------------------------------------------------------------
+
+
+async def test_epg_status_follows_the_link_the_source_and_its_programmes(
+    api: Api, pool: asyncpg.Pool
+) -> None:
+    _, channel = await api.post("/channels", {"name": "sport1", "title": "Спорт"})
+    path = f"/channels/{channel['channelId']}"
+    assert channel["epgStatus"] == "unlinked"
+    status, body = await api.put(path, {"epgSourceName": "main-epg", "epgChannelName": "sport.ru"})
+    assert status == 200 and body["epgStatus"] == "no_source"
+    _, source = await api.post("/epg-sources", {"name": "main-epg", "url": "https://epg.example.com/x.xml"})
+    assert (await api.get(path))[1]["epgStatus"] == "no_programs"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO epg_programs (id, portal_id, epg_source_id, epg_channel_name, start_at, title) "
+            "VALUES ($1, $2, $3, 'sport.ru', now(), 'Матч')",
+            ids.new_id(),
+            ids.decode(channel["portalId"]),
+            ids.decode(source["epgSourceId"]),
+        )
+    listed = (await api.get("/channels"))[1]["channels"]
+    assert [c["epgStatus"] for c in listed] == ["ok"]
+    status, body = await api.put(path, {**listed[0], "title": "Спорт HD"})
+    assert status == 200 and body["epgStatus"] == "ok", "a GET body may be PUT back"
+    assert (await api.put(path, {"epgChannelName": None}))[1]["epgStatus"] == "unlinked"
+
+
 # -- package sizes ---------------------------------------------------------------------
 
 
