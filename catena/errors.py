@@ -1,4 +1,4 @@
-"""The error hierarchy every service raises, and its JSON rendering (API.md §0).
+"""The error hierarchy every service raises, and its JSON rendering (docs/api.md).
 
 Raise these anywhere; the HTTP layer renders them once as
 ``{"error": code, "message": text, "field": name?}`` with the class's status.
@@ -60,6 +60,13 @@ class NotFound(CatenaError):
 class Conflict(CatenaError):
     status = 409
     code = "conflict"
+
+
+class NotAcceptable(CatenaError):
+    """The client accepts only a representation the endpoint does not have (e.g. CSV)."""
+
+    status = 406
+    code = "not_acceptable"
 
 
 class PayloadTooLarge(CatenaError):
