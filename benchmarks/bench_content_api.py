@@ -276,7 +276,8 @@ async def _subscribers(
 
 def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
+        # The benchmark's own CATENA_BENCH_* names are not the server's (it refuses them).
+        **{k: v for k, v in os.environ.items() if not k.startswith("CATENA_BENCH_")},
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
         "CATENA_TOKEN_SECRETS": TOKEN_SECRETS,
