@@ -19,12 +19,13 @@ from xml.sax.saxutils import escape, quoteattr
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from catena import ids, jobs
-from catena.settings import EpgSettings, load
+from catena.settings import AdminSettings, EpgSettings, load
 from epg_worker import app as worker_app
 from epg_worker import fetcher
 from epg_worker.scheduler import KIND, Worker
@@ -141,6 +142,12 @@ def epg_settings(database_url: str, tmp_path: Path) -> EpgSettings:
         # The guide server listens on 127.0.0.1: this deployment allows loopback.
         outbound_allow=LOOPBACK,
     )
+
+
+@pytest.fixture
+def admin_settings(admin_settings: AdminSettings) -> AdminSettings:
+    """Sources made through the Management API point at the guide server on 127.0.0.1."""
+    return msgspec.structs.replace(admin_settings, outbound_allow=LOOPBACK)
 
 
 @pytest.fixture

@@ -6,14 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import msgspec
-import pytest
-
-from catena.settings import AdminSettings
 from epg_worker.scheduler import Worker
 from tests.conftest import Api
 from tests.epg_worker.conftest import (
-    LOOPBACK,
     NOW,
     GuideServer,
     Sources,
@@ -22,12 +17,6 @@ from tests.epg_worker.conftest import (
     run_queued,
     schedule,
 )
-
-
-@pytest.fixture
-def admin_settings(admin_settings: AdminSettings) -> AdminSettings:
-    """The guide server is on 127.0.0.1: this deployment allows loopback."""
-    return msgspec.structs.replace(admin_settings, outbound_allow=LOOPBACK)
 
 
 async def test_update_requested_through_the_api(
