@@ -15,6 +15,7 @@ import importlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -71,8 +72,13 @@ class EmbeddedPostgres:
 
     def running(self) -> bool:
         """Whether the cluster's postmaster is alive."""
-        pid = self._postmaster_pid()
-        return pid is not None and _alive(pid)
+        try:
+            head = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        except FileNotFoundError:
+            return False
+        if not head.isdigit():
+            return True  # the file is being written: a postmaster is starting
+        return _alive(int(head))
 
     def recover(self) -> None:
         """Start the server again after it died (same data, socket and URL).
@@ -213,6 +219,22 @@ class EmbeddedRedis:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+def become_subreaper() -> None:
+    """Adopt the embedded servers once they daemonize (Linux), so that this process
+    reaps one that dies and sees it gone at once.
+
+    Otherwise a killed server stays a zombie until init reaps it, and until then
+    PostgreSQL will not start over its lock file (kill(pid, 0) still succeeds).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
 def _wait_gone(pid: int | None, timeout: float) -> None:

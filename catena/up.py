@@ -28,7 +28,7 @@ from typing import IO
 import msgspec
 
 from . import db, demo, logs, migrations
-from .embedded import EmbeddedPostgres, EmbeddedRedis
+from .embedded import EmbeddedPostgres, EmbeddedRedis, become_subreaper
 from .settings import AdminSettings, AuthgateSettings, EpgSettings, load
 
 log = logging.getLogger("catena.up")
@@ -75,6 +75,7 @@ def run(var_dir: str | None = None) -> None:
     logs.setup("catena-up", os.environ.get("CATENA_LOG_LEVEL", "info"))
     var = Path(var_dir or os.environ.get("CATENA_VAR_DIR", "var")).resolve()
     var.mkdir(parents=True, exist_ok=True)
+    become_subreaper()
     env = dict(os.environ, CATENA_VAR_DIR=str(var))
     # The demo's EPG sources and webhooks may be local test servers (docs/client.md
     # walkthrough); a deployment that sets the variable decides for itself.
