@@ -144,6 +144,9 @@ def admin_settings(
     database_url: str, redis_url: str, redis_prefix: str, redis: aioredis.Redis
 ) -> AdminSettings:
     # bcrypt cost 4 keeps the suite fast; the production default (12) has its own test.
+    # A generous database deadline: a test machine shared with other suites can run a
+    # heavy statement for more than the default 5 s; the deadline has its own tests
+    # (tests/admin_api/test_database_down.py).
     return load(
         AdminSettings,
         environ={},
@@ -152,6 +155,7 @@ def admin_settings(
         redis_prefix=redis_prefix,
         bcrypt_rounds=4,
         webhooks_enabled=False,
+        database_timeout=30.0,
     )
 
 
