@@ -62,19 +62,36 @@ class Pool(asyncpg.Pool):
 
 
 class _Acquire(PoolAcquireContext):
-    """``async with pool.acquire()`` that drops a connection whose server stopped answering.
+    """``async with pool.acquire()`` that does not wait for a server that stopped answering.
 
-    Giving a connection back resets it, which waits for the server again (after a
-    statement timeout, first for the cancellation to reach a server that does not
-    listen); a connection that failed for want of the server is closed instead.
+    Giving a connection back resets it, and after a statement timeout first waits
+    for asyncpg's cancel request to reach the server: with a hung server that is
+    one more deadline before the request can answer.  A connection that failed for
+    want of the server is given back in the background instead (the cancel still
+    stops a statement that was only slow; the pool's own deadline closes the
+    connection if the server stays silent).
     """
 
     __slots__ = ()
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if isinstance(exc_info[1], UNAVAILABLE) and self.connection is not None:
-            self.connection.terminate()
+            task = asyncio.get_running_loop().create_task(super().__aexit__(*exc_info))
+            _releasing.add(task)
+            task.add_done_callback(_released)
+            return
         await super().__aexit__(*exc_info)
+
+
+# Connections being given back in the background, kept until they are.
+_releasing: set[asyncio.Task[None]] = set()
+
+
+def _released(task: asyncio.Task[None]) -> None:
+    _releasing.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        # asyncpg closes a connection it could not reset; nothing is lost.
+        log.debug("connection dropped after a database failure", extra={"error": str(task.exception())})
 
 
 async def create_pool(
