@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from catena import passwords
 from catena.errors import TooManyRequests, Unauthorized
-from catena.redis import Keys, count_in_window
+from catena.redis import KeySpace, count_in_window, get_many
 
 from . import keys
 from .auth import open_session
@@ -94,17 +94,17 @@ class LoginLimiter:
     def __init__(self, call: Call) -> None:
         settings = call.settings
         self.redis = call.request.app[keys.REDIS]
-        self.keys = Keys(settings.redis_prefix)
+        self.keys = KeySpace(settings.redis_prefix)
         self.limit = settings.login_fail_limit
         self.window = int(settings.login_fail_window)
         self.ip = call.request.remote or "unknown"
 
     def _names(self, email: str) -> tuple[str, str]:
-        return self.keys.key("login-fail", "email", email), self.keys.key("login-fail", "ip", self.ip)
+        return self.keys.login_failures("email", email), self.keys.login_failures("ip", self.ip)
 
     async def check(self, email: str) -> None:
         try:
-            counts = await self.redis.mget(self._names(email))
+            counts = await get_many(self.redis, self._names(email))
         except (RedisError, OSError) as exc:
             log.warning("login throttling unavailable", extra={"error": str(exc)})
             return

@@ -12,6 +12,7 @@ import msgspec
 
 from . import db, ids, migrations, portals
 from .errors import CatenaError
+from .redis import RedisSettingsError
 from .settings import BaseSettings, SettingsError, load
 
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         args.run(args)
-    except SettingsError as exc:
+    except (SettingsError, RedisSettingsError) as exc:
         sys.exit(f"catena: {exc}")
     except CatenaError as exc:
         sys.exit(f"catena: {exc.message}")

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from catena import db, migrations
 from catena import redis as catena_redis
+from catena.redis_keys import KeySpace
 
 from .conftest import Gateway, Launcher, Portal, PrivatePostgres, PrivateRedis, Sub, World, eventually
 
@@ -114,8 +115,9 @@ async def test_redis_down_answers_from_memory_and_postgres_then_recovers(
     try:
         # The sessions admitted while Redis was away are counted there again.
         await gateway.auth(unseen, "sport", session="u1", request_type="update_session")
-        assert await eventually(lambda: client.zcard(f"{prefix}:lim:{unseen.id}"), timeout=5.0) == 1
-        assert await client.zcard(f"{prefix}:lim:{limited.id}") == 1
+        keys = KeySpace(prefix)
+        assert await eventually(lambda: client.zcard(keys.sessions(unseen.id)[0]), timeout=5.0) == 1
+        assert await client.zcard(keys.sessions(limited.id)[0]) == 1
     finally:
         await client.aclose()
     assert (await gateway.auth(limited, "sport", session="l2")).reason == "session_limit"

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from authgate import session_limiter
 from authgate.caches import Caches
 from authgate.decision import Decider
 from authgate.health import Health
@@ -18,10 +19,13 @@ from authgate.redis_pipe import RedisPipe
 from authgate.session_limiter import EVICTED, FULL, OK, SessionLimiter
 from authgate.sessions import KnownSession, SessionTable
 from authgate.spool import Spool
+from catena.redis_keys import KeySpace
 
-from .conftest import CODEC, Gateway, Portal, World, eventually
+from .conftest import CODEC, MODES, Gateway, Portal, World, eventually
 
 pytestmark = pytest.mark.slow
+# The gateways of this module run against a single Redis, a cluster and a sentinel group.
+REDIS_MODES = MODES
 
 
 @pytest.fixture
@@ -166,14 +170,15 @@ async def test_a_slot_freed_at_the_same_gateway_ends_its_refusals_at_once(
 
 
 async def test_redis_counts_each_session_once(
-    world: World, gateways: list[Gateway], portal: Portal, redis: aioredis.Redis, redis_prefix: str
+    world: World, gateways: list[Gateway], portal: Portal, backend_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
     sub = await world.subscriber(portal, ["basic"], max_sessions=3)
     for round_ in range(3):
         for gateway in gateways:
             kind = "new_session" if round_ == 0 else "update_session"
             assert (await gateway.auth(sub, "sport", session="x", request_type=kind)).status == 200
-    assert await redis.zcard(f"{redis_prefix}:lim:{sub.id}") == 1
+    counted, _, _ = KeySpace(redis_prefix).sessions(sub.id)
+    assert await backend_redis.zcard(counted) == 1
 
 
 # ---------------------------------------------------------------- the limiter itself, with a clock
@@ -190,7 +195,11 @@ class Clocked(SessionLimiter):
 
 @pytest.fixture
 async def limiter(
-    redis: aioredis.Redis, redis_url: str, redis_prefix: str, tmp_path: object
+    redis: aioredis.Redis,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Clocked]:
     metrics, sessions = Metrics(), SessionTable()
     health = Health(lambda trusting: None)
@@ -211,13 +220,12 @@ async def limiter(
         Caches(100), sessions, recorder, CODEC, metrics, deny_duration=10, grace=60.0, stale_limit=300.0
     )
 
-    async def recover() -> bool:
-        await redis.set(f"{redis_prefix}:lim:ready", "1")
+    async def restore(slots: set[int]) -> bool:
         return True
 
+    monkeypatch.setattr(session_limiter, "SETTLE", 0.0)
     limiter = Clocked(
-        redis,
-        RedisPipe(redis_url),
+        RedisPipe(redis_url, deadline=1.0),
         redis_prefix,
         sessions,
         decider,
@@ -225,7 +233,7 @@ async def limiter(
         metrics,
         grace=60.0,
         on_evicted=recorder.touch,
-        recover=recover,
+        restore=restore,
     )
     assert await limiter.connect()
     limiter.now = time.time()
