@@ -67,6 +67,7 @@ class Gate:
             entry.evict,
             entry.auth_duration * 1000,
             partial(self._admitted, admission, session, answer),
+            admission.fields.get(b"request_type") == b"update_session",
         )
         return answer
 

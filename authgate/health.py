@@ -11,6 +11,7 @@ counts being rebuilt after Redis lost them: admissions there wait).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -31,6 +32,8 @@ class Health:
 
     def __init__(self, on_change: Callable[[bool], None]) -> None:
         self.redis_up = False
+        # Since when Redis is lost (it starts lost: counts as lost since start).
+        self.redis_lost_at = time.monotonic()
         # Reachable, but part of a cluster is not / some counts are being rebuilt.
         self.redis_partial = False
         self.redis_rebuilding = False
@@ -40,8 +43,14 @@ class Health:
         self._on_change = on_change
 
     def set_redis(self, up: bool) -> None:
+        if self.redis_up and not up:
+            self.redis_lost_at = time.monotonic()
         self.redis_up = up
         self._changed()
+
+    def redis_lost_for(self) -> float:
+        """Seconds since Redis was lost (0 while it answers)."""
+        return 0.0 if self.redis_up else time.monotonic() - self.redis_lost_at
 
     def set_pg(self, up: bool) -> None:
         self.pg_up = up

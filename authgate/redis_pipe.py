@@ -149,6 +149,8 @@ class NodeConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._overdue = False
         self._lost_reason = "closed"
+        # A server that keeps not answering is reported once, until it answers again.
+        self._quiet = False
 
     def __repr__(self) -> str:
         return f"<NodeConnection {self.address} ready={self.ready}>"
@@ -194,7 +196,9 @@ class NodeConnection(asyncio.Protocol):
         else:
             self._overdue = False
             self._lost_reason = f"no answer within {self.deadline * 1000:.0f} ms"
-            log.warning("Redis did not answer in time; closing", extra={"redis": str(self.address)})
+            level = logging.DEBUG if self._quiet else logging.WARNING
+            log.log(level, "Redis did not answer in time; closing", extra={"redis": str(self.address)})
+            self._quiet = True
             self.close()
 
     def close(self) -> None:
@@ -251,6 +255,8 @@ class NodeConnection(asyncio.Protocol):
         replies = await self._exchange(commands)
         if replies is None:
             return False  # no answer in time: a hung server, or one going away
+        if any(isinstance(r, RedisConnectionError) for r in replies):
+            return False
         refusals = [str(r) for r in replies if isinstance(r, Exception)]
         if refusals:
             log.error("Redis refused the gateway's connection", extra={"error": "; ".join(refusals)})
@@ -261,6 +267,7 @@ class NodeConnection(asyncio.Protocol):
             log.warning("the server named primary is not one (yet)", extra={"redis": str(self.address)})
             return False
         self.ready = True
+        self._quiet = False
         return True
 
     async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Reply] | None:

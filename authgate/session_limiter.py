@@ -32,8 +32,8 @@ gateways already hold) and releases.  Then (:meth:`SessionLimiter.recover`) ever
 gateway re-counts the sessions it holds, one of them (holding ``…:lim:lock``) also
 re-counts the sessions PostgreSQL shows open, waits ``SETTLE`` seconds for every
 gateway to have re-counted, and marks the slots ready on the server that now serves
-them.  Admissions of those slots wait for that (at most ``RECOVERY_WAIT``), then get
-``UNAVAILABLE`` (503): never an admission from counts that may be missing sessions.
+them.  Until then admissions of those slots are ``UNAVAILABLE`` (503, at once: the
+rebuild takes seconds): never an admission from counts that may be missing sessions.
 
 While Redis as a whole is unreachable, each process counts the sessions it knows
 itself; those sessions are counted in Redis again as soon as it answers.  When only
@@ -49,13 +49,13 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
 
 from catena.portals import PortalSettings, load_settings
-from catena.redis import RUN_ID, Script
+from catena.redis import RUN_ID, Script, by_slot
 from catena.redis_keys import SLOTS, KeySpace, key_slot
 
 from .decision import Decider
@@ -71,7 +71,7 @@ NOT_READY, OK, FULL, EVICTED, UNAVAILABLE = 0, 1, 2, 3, 4
 ITEMS_PER_CALL = 500
 # Admission calls out at once; past that, admissions gather for the next call.
 IN_FLIGHT = 2
-# How long an admission of a slot being recovered waits before it is UNAVAILABLE.
+# How long a gateway waits for another one's rebuild before it tries itself.
 RECOVERY_WAIT = 3.0
 # How long the recovering gateway waits, after re-counting, for every other gateway
 # to have re-counted its own sessions (each does within a probe interval of noticing).
@@ -79,8 +79,8 @@ SETTLE = 1.5
 # The recovery lock lapses this soon after its holder stops renewing it (a holder
 # renews it every second while it works; one that died blocks others this long).
 LOCK_TTL_MS = 5_000
-# Writes per batch when re-counting from PostgreSQL.
-RECOUNT_CHUNK = 1000
+# Sessions per round trip when re-counting from PostgreSQL.
+RECOUNT_CHUNK = 256
 
 # KEYS: four per item — the slot's marker, counted, opened, evicted.  ARGV: now (ms),
 # this server's run_id, then the items in one argument: six space-separated words
@@ -176,17 +176,28 @@ return out
 """
 )
 
-# KEYS[1]: a slot's marker; ARGV[1]: this server's run_id.  The run_id and the marker.
-_MARKER = Script("return {ARGV[1], redis.call('GET', KEYS[1])}")
-# KEYS[1]: a slot's marker; ARGV: this server's run_id, the run_id found when the
-# recovery began.  Marks the slot ready unless another server answers now.
+# KEYS: slots' markers (one slot on a cluster, any number elsewhere); ARGV[1]: this
+# server's run_id.  The run_id, then each marker (false when missing).
+_MARKERS = Script(
+    """
+local out = {ARGV[1]}
+for i = 1, #KEYS do out[i + 1] = redis.call('GET', KEYS[i]) end
+return out
+"""
+)
+# KEYS: slots' markers; ARGV: this server's run_id, the run_id found when the recovery
+# began.  Marks the slots ready unless another server answers for them now.
 _MARK = Script(
     """
 if ARGV[1] ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1]) end
+return #KEYS
 """
 )
+# Markers per call outside a cluster, and calls per round trip: bulk work goes in
+# small round trips so that admissions on the same connection never wait long.
+MARKERS_PER_CALL = 256
+BULK_KEYS = 1024
 # KEYS: counted, opened; ARGV: session, expiry, opened at.  A session PostgreSQL shows
 # open, counted again without shortening an expiry a gateway has just refreshed.
 _RESTORE = Script(
@@ -229,7 +240,7 @@ def _ignore(code: int) -> None:
 class _Item:
     """One session to send to the script: admit, refresh (both 'count it') or release."""
 
-    __slots__ = ("auth_ms", "code", "done", "evict", "expiry", "limit", "op", "session")
+    __slots__ = ("auth_ms", "code", "done", "evict", "expiry", "limit", "op", "renewal", "session")
 
     def __init__(self, session: KnownSession, limit: int, evict: bool, auth_ms: int, op: str) -> None:
         self.session = session
@@ -239,6 +250,8 @@ class _Item:
         self.op = op
         self.expiry = 0
         self.code = OK
+        # An admission whose check says the session is already playing (elsewhere).
+        self.renewal = False
         # What to tell once the code is known (admissions: the gate's answer).
         self.done: Done = _ignore
 
@@ -275,6 +288,7 @@ class SessionLimiter:
         metrics: Metrics,
         *,
         grace: float,
+        local_after: float = 0.0,
         on_evicted: Callable[[KnownSession], None],
         restore: Callable[[set[int]], Awaitable[bool]],
         rebuilt: Callable[[], None] = lambda: None,
@@ -289,10 +303,10 @@ class SessionLimiter:
         self.health = health
         self.metrics = metrics
         self.grace_ms = int(grace * 1000)
+        self.local_after = local_after
         self._pending: list[_Item] = []
         self._scheduled = False
         self._in_flight = 0
-        self._retries: set[asyncio.Future[None]] = set()
         self._recovery: asyncio.Future[bool] | None = None
         self._requeued_at = -1.0
         # The last limit and policy seen per subscriber (refreshes carry them).
@@ -315,15 +329,22 @@ class SessionLimiter:
         self.enqueue(session, limit, evict, auth_ms, counted.set_result)
         return await counted
 
-    def enqueue(self, session: KnownSession, limit: int, evict: bool, auth_ms: int, done: Done) -> None:
-        """:meth:`admit` for the request path: ``done(code)`` is called when it is known."""
+    def enqueue(
+        self, session: KnownSession, limit: int, evict: bool, auth_ms: int, done: Done, renewal: bool = False
+    ) -> None:
+        """:meth:`admit` for the request path: ``done(code)`` is called when it is known.
+
+        ``renewal``: the check says it re-checks a session already playing (one this
+        process may not know: the balancer sent the re-check here).
+        """
         assert session.subscriber_id is not None
         self.limits[session.subscriber_id] = (limit, evict)
         if not self.health.redis_up:
-            done(self.admit_locally(session, limit, evict, auth_ms))
+            done(self.without_redis(session, limit, evict, auth_ms, renewal))
             return
         item = _Item(session, limit, evict, auth_ms, ADMIT)
         item.done = done
+        item.renewal = renewal
         self._pending.append(item)
         self._schedule()
 
@@ -347,27 +368,12 @@ class SessionLimiter:
 
     def _admitted(self, chunk: list[_Item], results: list[Any]) -> None:
         self._in_flight -= 1
-        waiting = [i for i, result in enumerate(results) if _not_ready(result)]
-        if waiting:
-            later = [chunk[i] for i in waiting]
-            retry = asyncio.ensure_future(self._after_recovery(later))
-            self._retries.add(retry)
-            retry.add_done_callback(self._retries.discard)
-            keep = [i for i in range(len(chunk)) if i not in set(waiting)]
-            chunk, results = [chunk[i] for i in keep], [results[i] for i in keep]
+        if any(_not_ready(result) for result in results):
+            # Those items are UNAVAILABLE (503): waiting for the rebuild (seconds) would
+            # hold the answers longer than Flussonic should wait.
+            self.recover()
         self._finish(chunk, results)
         self._schedule()
-
-    async def _after_recovery(self, chunk: list[_Item]) -> None:
-        results: list[Any] = [[NOT_READY]] * len(chunk)
-        try:
-            async with asyncio.timeout(RECOVERY_WAIT):
-                # Shielded: giving up waiting must not stop the recovery itself.
-                if await asyncio.shield(self.recover()):
-                    results = await self._call(chunk)
-        except TimeoutError:
-            pass
-        self._finish(chunk, results)
 
     def _finish(self, chunk: list[_Item], results: list[Any]) -> None:
         self._settle(chunk, results)
@@ -486,10 +492,29 @@ class SessionLimiter:
         if item.op == REFRESH:
             self.decider.refresh[item.session.key] = item.session
             return OK
-        if admission is not None:
+        if admission is not None and not item.renewal:
             self.metrics.unavailable_admissions += 1
             return admission
-        return self.admit_locally(item.session, item.limit, item.evict, item.auth_ms)
+        return self.without_redis(item.session, item.limit, item.evict, item.auth_ms, item.renewal)
+
+    def without_redis(
+        self, session: KnownSession, limit: int, evict: bool, auth_ms: int, renewal: bool = False
+    ) -> int:
+        """An admission while Redis cannot count: ``UNAVAILABLE`` for the first
+        ``local_after`` seconds of the outage (a failover is over by then), then counted
+        here.  A session already held, here or (says its check) elsewhere, is counted here."""
+        if renewal:
+            # Held elsewhere (it counted there when it opened): this process has no
+            # better count to refuse it by — its knowledge of the subscriber's other
+            # sessions may be stale (closed through another gateway).
+            return self.hold_locally(session, auth_ms)
+        held = session.counted and session.closed_ms is None and session.expires_ms >= self.clock() * 1000
+        if held:
+            return self.admit_locally(session, limit, evict, auth_ms)
+        if self.health.redis_lost_for() < self.local_after:
+            self.metrics.unavailable_admissions += 1
+            return UNAVAILABLE
+        return self.admit_locally(session, limit, evict, auth_ms)
 
     def _apply(self, item: _Item, result: list[Any], now_ms: int) -> int:
         session = item.session
@@ -533,6 +558,17 @@ class SessionLimiter:
         session.expires_ms = now_ms + auth_ms + self.grace_ms
         session.auth_ms = auth_ms
         # Counted here only: admit it in Redis as soon as Redis answers.
+        self.decider.refresh[session.key] = session
+        return OK
+
+    def hold_locally(self, session: KnownSession, auth_ms: int) -> int:
+        """Count a session already playing here, without a limit check; Redis gets it later."""
+        self.metrics.local_admissions += 1
+        if session.evicted:
+            return EVICTED
+        session.counted = True
+        session.expires_ms = int(self.clock() * 1000) + auth_ms + self.grace_ms
+        session.auth_ms = auth_ms
         self.decider.refresh[session.key] = session
         return OK
 
@@ -601,13 +637,29 @@ class SessionLimiter:
 
     async def check(self) -> Readiness:
         """Whether the ready markers name the servers that answer (one slot per range)."""
-        slots = self.pipe.probe_slots()
-        calls = [_MARKER.call(slot, [self.space.marker(slot)], [RUN_ID]) for slot in slots]
-        self.metrics.redis_round_trips += len(calls)
-        replies = await _MARKER.run(self.pipe, calls)
-        failed = sum(isinstance(r, Exception) for r in replies)
-        not_ready = sum(not isinstance(r, Exception) and r[0] != r[1] for r in replies)
-        return Readiness(len(replies) - failed, failed, not_ready)
+        found = await self._markers(self.pipe.probe_slots())
+        failed = sum(state is None for state in found.values())
+        not_ready = sum(state is not None and state[0] != state[1] for state in found.values())
+        return Readiness(len(found) - failed, failed, not_ready)
+
+    async def _markers(self, slots: Iterable[int]) -> dict[int, tuple[bytes, bytes | None] | None]:
+        """Per slot: the run_id of the server answering for it and its marker (``None``: no answer)."""
+        groups = by_slot(self.pipe.clustered, slots, lambda slot: slot)
+        calls, members = [], []
+        for slot, group in groups.items():
+            for start in range(0, len(group), MARKERS_PER_CALL):
+                part = group[start : start + MARKERS_PER_CALL]
+                calls.append(_MARKERS.call(slot, [self.space.marker(s) for s in part], [RUN_ID]))
+                members.append(part)
+        found: dict[int, tuple[bytes, bytes | None] | None] = {}
+        step = self._bulk_calls()
+        for start in range(0, len(calls), step):
+            self.metrics.redis_round_trips += 1
+            replies = await _MARKERS.run(self.pipe, calls[start : start + step])
+            for part, reply in zip(members[start : start + step], replies, strict=True):
+                for index, slot in enumerate(part):
+                    found[slot] = None if isinstance(reply, Exception) else (reply[0], reply[index + 1])
+        return found
 
     def recover(self) -> asyncio.Future[bool]:
         """Rebuild the counts of slots not ready, once, whoever asks; ``True`` when ready."""
@@ -638,7 +690,9 @@ class SessionLimiter:
             if not await self._restore(set(stale)):
                 return False
             await asyncio.sleep(SETTLE)
-            await self._mark(stale)
+            if not await self._mark(stale):
+                log.warning("session counts rebuilt, but not all slots could be marked ready")
+                return False
             log.info("session counts rebuilt", extra={"slots": len(stale)})
             self._rebuilt()
         return True
@@ -682,22 +736,33 @@ class SessionLimiter:
             await asyncio.sleep(0.05)
         return False
 
+    def _bulk_calls(self) -> int:
+        """Marker calls per round trip: about ``BULK_KEYS`` keys (one per call on a cluster)."""
+        return BULK_KEYS if self.pipe.clustered else max(1, BULK_KEYS // MARKERS_PER_CALL)
+
     async def _stale_slots(self) -> dict[int, bytes] | None:
         """Every slot whose marker does not name the server answering for it: slot → that run_id."""
-        calls = [_MARKER.call(slot, [self.space.marker(slot)], [RUN_ID]) for slot in range(SLOTS)]
-        replies: list[Any] = []
-        for start in range(0, SLOTS, RECOUNT_CHUNK):
-            replies += await _MARKER.run(self.pipe, calls[start : start + RECOUNT_CHUNK])
-        if any(isinstance(r, Exception) for r in replies):
+        found = await self._markers(range(SLOTS))
+        if any(state is None for state in found.values()):
             return None
-        return {slot: r[0] for slot, r in enumerate(replies) if r[0] != r[1]}
+        return {slot: state[0] for slot, state in found.items() if state is not None and state[0] != state[1]}
 
-    async def _mark(self, stale: dict[int, bytes]) -> None:
-        calls = [
-            _MARK.call(slot, [self.space.marker(slot)], [RUN_ID, run_id]) for slot, run_id in stale.items()
-        ]
-        for start in range(0, len(calls), RECOUNT_CHUNK):
-            await _MARK.run(self.pipe, calls[start : start + RECOUNT_CHUNK])
+    async def _mark(self, stale: dict[int, bytes]) -> bool:
+        """Mark the slots ready; ``False`` when some could not be (they stay not ready)."""
+        by_server: dict[tuple[int, bytes], list[int]] = {}
+        for slot, run_id in stale.items():
+            by_server.setdefault((slot if self.pipe.clustered else 0, run_id), []).append(slot)
+        calls = []
+        for (at, run_id), slots in by_server.items():
+            for start in range(0, len(slots), MARKERS_PER_CALL):
+                keys = [self.space.marker(s) for s in slots[start : start + MARKERS_PER_CALL]]
+                calls.append(_MARK.call(at, keys, [RUN_ID, run_id]))
+        marked = True
+        step = self._bulk_calls()
+        for start in range(0, len(calls), step):
+            replies = await _MARK.run(self.pipe, calls[start : start + step])
+            marked = marked and not any(isinstance(r, Exception) for r in replies)
+        return marked
 
     async def recount(self, pool: asyncpg.Pool, slots: set[int]) -> bool:
         """Count into Redis every session PostgreSQL shows active, not yet expired, in ``slots``."""

@@ -112,6 +112,7 @@ class Worker:
             self.status,
             self.metrics,
             grace=s.auth_session_grace,
+            local_after=s.auth_local_count_after,
             on_evicted=self.recorder.touch,
             restore=self.restore,
             rebuilt=self.rebuilt,

@@ -128,6 +128,11 @@ class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
     # its connection is closed and the gateway answers without Redis until a probe
     # finds it answering again (a hung or stopped Redis never freezes answers).
     auth_redis_timeout: Annotated[float, Meta(gt=0, le=10)] = 0.05
+    # While Redis cannot count sessions (unreachable, hung, its primary failing over),
+    # new sessions get 503 (Flussonic applies its own policy) for this many seconds;
+    # after that each process counts the sessions it knows, which may exceed a limit
+    # across processes until Redis is back.  0 = count locally at once.
+    auth_local_count_after: Annotated[float, Meta(ge=0)] = 30.0
     # The gateway's Redis connections: its own pipelined ones ("pipe"), or redis-py's
     # client ("redis-py", slower; kept to compare in make bench-auth).
     auth_redis_client: Annotated[str, Meta(pattern=r"^(pipe|redis-py)$")] = "pipe"

@@ -255,12 +255,13 @@ class Gateway:
             )
 
     async def ready(self, timeout: float = 30.0) -> None:
+        """Until the gateway answers, and has finished rebuilding Redis's counts if it had to."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.poll() is None, self.log()
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                status, _, _ = await self.request("GET", "/health")
-                if status in (200, 503):
+                status, _, body = await self.request("GET", "/health")
+                if status in (200, 503) and msgspec.json.decode(body).get("redis") != "rebuilding":
                     return
             await asyncio.sleep(0.1)
         raise AssertionError(f"gateway did not start:\n{self.log()}")
@@ -338,6 +339,10 @@ class Launcher:
     @property
     def mode(self) -> str:
         return self.backend.mode
+
+    def using(self, backend: RedisBackend) -> Launcher:
+        """A launcher of gateways on another Redis (stopped with this one's)."""
+        return Launcher(self.database_url, backend, self.redis_prefix, self.tmp, self.started)
 
     def env(self, **overrides: Any) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATENA_")}

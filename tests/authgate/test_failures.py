@@ -82,7 +82,7 @@ async def test_redis_down_answers_from_memory_and_postgres_then_recovers(
     world: World, launcher: Launcher, private_redis: PrivateRedis
 ) -> None:
     portal, (cached, unseen, limited) = await scene(world)
-    gateway = await launcher.start(redis_url=private_redis.url, auth_stale_limit=2)
+    gateway = await launcher.start(redis_url=private_redis.url, auth_stale_limit=2, auth_local_count_after=0)
     assert (await gateway.auth(cached, "sport", session="c1")).status == 200
 
     private_redis.stop()
