@@ -180,10 +180,10 @@ class Viewers:
             "proto": "hls",
             "ip": "10.0.0.9",
             "request_type": request_type,
-            "request_number": 1,
+            "request_number": "1",
             "session_id": session,
-            "stream_clients": 1,
-            "total_clients": 1,
+            "stream_clients": "1",
+            "total_clients": "1",
             "token": sub.token,
         }
         assert self._session is not None
