@@ -1,4 +1,4 @@
-"""``POST /login``: a manager's email and password → one session per portal (API.md §2)."""
+"""``POST /login``: a manager's email and password → one session per portal (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from . import private_redis
 from .redis_keys import SLOTS, KeySpace, key_slot
 
 log = logging.getLogger("catena.redis")
@@ -105,19 +106,13 @@ class RedisTarget:
 
 
 def url_options(url: str) -> dict[str, Any]:
-    """Connection options of a Redis URL (host, port, db, path, credentials, TLS class).
-
-    The one use of redis-py's URL parser, kept here so it is easy to replace.
-    """
-    from redis.asyncio.connection import parse_url
-
-    return dict(parse_url(url))
+    """Connection options of a Redis URL (host, port, db, path, credentials, ``tls``)."""
+    return private_redis.url_options(url)
 
 
 def uses_tls(options: dict[str, Any]) -> bool:
     """Whether :func:`url_options` describes a ``rediss://`` URL."""
-    cls = options.get("connection_class")
-    return cls is not None and "SSL" in cls.__name__
+    return bool(options.get("tls"))
 
 
 def tls_context(options: dict[str, Any]) -> ssl.SSLContext | None:
