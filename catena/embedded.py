@@ -531,3 +531,31 @@ def _role(node: LocalRedis) -> str:
 
 def _slot_rows(rows: Any) -> list[Any]:
     return [row for row in rows if len(row) >= 3]
+
+
+def serve_local_redis(kind: str, port: int | None, primaries: int, replicas: int, where: str | None) -> None:
+    """``catena local-redis``: a cluster or sentinel group in the foreground until Ctrl-C."""
+    import shutil
+    import threading
+
+    base = port or (7000 if kind == "cluster" else 7100)
+    directory = Path(where or f"var/redis-{kind}-{base}").resolve()
+    shutil.rmtree(directory, ignore_errors=True)
+    servers: LocalCluster | LocalSentinel
+    if kind == "cluster":
+        servers = LocalCluster(directory, base, primaries, replicas, node_timeout=5000)
+        hint = f"CATENA_REDIS_MODE=cluster CATENA_REDIS_URL={servers.nodes[0].url}"
+    else:
+        servers = LocalSentinel(directory, [base + i for i in range(5)], down_after=5000)
+        hint = f"CATENA_REDIS_MODE=sentinel CATENA_REDIS_SENTINELS={servers.addresses} "
+        hint += f"CATENA_REDIS_SENTINEL_SERVICE={servers.service}"
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        servers.start()
+        print(f"Redis {kind} running under {directory}; use it with:\n  {hint} make up\nCtrl-C stops it.")
+        stop.wait()
+    finally:
+        servers.stop()
+        shutil.rmtree(directory, ignore_errors=True)
