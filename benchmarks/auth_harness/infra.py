@@ -23,7 +23,7 @@ import redis
 from yarl import URL
 
 from catena import db, ids, migrations
-from catena.embedded import EmbeddedPostgres, EmbeddedRedis
+from catena.embedded import EmbeddedPostgres, EmbeddedRedis, LocalCluster, free_cluster_ports
 from catena.settings import BenchSettings, load
 
 
@@ -40,6 +40,8 @@ class Backends:
     database: str = field(default_factory=lambda: "catena_bench_" + secrets.token_hex(5))
     redis_prefix: str = field(default_factory=lambda: "catena-bench-" + secrets.token_hex(4))
     embedded: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
+    # A Redis Cluster the run started (a cluster target, --hosts 2); stopped at the end.
+    cluster: LocalCluster | None = None
 
     @property
     def database_url(self) -> str:
@@ -47,9 +49,10 @@ class Backends:
         # with_query keeps the ?host= of an embedded server's Unix-socket URL.
         return str(server.with_path("/" + self.database).with_query(server.query))
 
-    def service_env(self, token_secrets: str, var_dir: Path) -> dict[str, str]:
-        """``CATENA_*`` variables that point a service at the run's database and keys."""
-        return {
+    def service_env(self, token_secrets: str, var_dir: Path, cluster: bool = False) -> dict[str, str]:
+        """``CATENA_*`` variables that point a service at the run's database and keys
+        (``cluster``: at the run's Redis Cluster instead of its single Redis)."""
+        env = {
             "CATENA_DATABASE_URL": self.database_url,
             "CATENA_REDIS_URL": self.redis_url,
             "CATENA_REDIS_PREFIX": self.redis_prefix,
@@ -58,6 +61,10 @@ class Backends:
             "CATENA_VAR_DIR": str(var_dir),
             "CATENA_AUTH_SPOOL_DIR": str(var_dir / "spool"),
         }
+        if cluster and self.cluster is not None:
+            # Only then: a gateway of an older checkout (--authgate-python) knows no mode.
+            env.update(CATENA_REDIS_MODE="cluster", CATENA_REDIS_URL=self.cluster.url)
+        return env
 
     @property
     def where(self) -> str:
@@ -83,6 +90,19 @@ def start_backends(var_dir: Path, settings: BenchSettings | None = None) -> Back
         redis_url = embedded.start()
         started.append(embedded)
     return Backends(pg_url, redis_url, embedded=started)
+
+
+def start_cluster(backends: Backends, var_dir: Path, primaries: int = 3, replicas: int = 0) -> LocalCluster:
+    """A private Redis Cluster for the run (loopback ports found free), kept in ``backends``."""
+    count = primaries * (1 + replicas)
+    cluster = LocalCluster(var_dir / "redis-cluster", 0, primaries, replicas, ports=free_cluster_ports(count))
+    try:
+        cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+    backends.cluster = cluster
+    return cluster
 
 
 async def _postgres_answers(url: str) -> bool:
@@ -136,6 +156,8 @@ def clean_up(backends: Backends, keep: bool = False) -> None:
             client.close()
     for server in reversed(backends.embedded):
         server.stop()
+    if backends.cluster is not None:
+        backends.cluster.stop()
 
 
 class Server:
