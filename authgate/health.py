@@ -43,10 +43,16 @@ class Health:
         self._on_change = on_change
 
     def set_redis(self, up: bool) -> None:
-        if self.redis_up and not up:
+        lost = self.redis_up and not up
+        if lost:
             self.redis_lost_at = time.monotonic()
         self.redis_up = up
         self._changed()
+        if lost:
+            self.on_redis_lost()
+
+    def on_redis_lost(self) -> None:
+        """Called once when Redis is lost (the worker probes again at once)."""
 
     def redis_lost_for(self) -> float:
         """Seconds since Redis was lost (0 while it answers)."""

@@ -231,8 +231,14 @@ class Worker:
     # ------------------------------------------------------------ probes and recovery
 
     async def _watch(self) -> None:
+        # A Redis lost on the request path (a reply past the deadline: maybe only a
+        # spike) is probed again at once rather than at the next interval.
+        lost = asyncio.Event()
+        self.status.on_redis_lost = lost.set  # type: ignore[method-assign]
         while True:
-            await asyncio.sleep(PROBE_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), PROBE_INTERVAL)
+            lost.clear()
             try:
                 await self._probe_redis()
                 await self._probe_pg()

@@ -7,6 +7,8 @@ import time
 import urllib.error
 import urllib.request
 
+from .infra import ServerFailed
+
 # Checks decided, and commands written to Redis on the gateway's own connections.
 _CHECKS = "authgate_checks_total{"
 _COMMANDS = "authgate_redis_commands_total{"
@@ -44,4 +46,4 @@ def wait_redis_ready(port: int, timeout: float = 60.0) -> None:
         if state == "up":
             return
         time.sleep(0.1)
-    raise RuntimeError(f"the gateway on port {port} never reported Redis up (last: {state})")
+    raise ServerFailed(f"the gateway on port {port} never reported Redis up (last: {state})")

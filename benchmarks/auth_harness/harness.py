@@ -82,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
         plan, portal_id = asyncio.run(_prepare(backends, args))
         env = backends.service_env(TOKEN_SECRETS, workdir / "var")
         env["CATENA_AUTH_SESSION_GRACE"] = SESSION_GRACE
+        env["CATENA_AUTH_REDIS_TIMEOUT"] = str(args.redis_timeout)
         cluster_env = None
         if set(targets.ON_CLUSTER) & set(args.only):
             infra.start_cluster(backends, workdir, args.cluster_primaries, args.cluster_replicas)
             cluster_env = backends.service_env(TOKEN_SECRETS, workdir / "var", cluster=True)
             cluster_env["CATENA_AUTH_SESSION_GRACE"] = SESSION_GRACE
+            cluster_env["CATENA_AUTH_REDIS_TIMEOUT"] = str(args.redis_timeout)
         if set(targets.GATEWAYS) & set(args.only):
             targets.migrate(args.authgate_python, env, workdir)
         setup = Setup(
@@ -193,6 +195,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the Python that runs `-m authgate` (another checkout's venv)",
     )
     parser.add_argument("--authgate-workers", type=int, default=1)
+    parser.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=0.05,
+        help="the gateways' CATENA_AUTH_REDIS_TIMEOUT (default 0.05, the production default; "
+        "raise it on a machine whose Redis others load, or the gateway keeps finding Redis too slow)",
+    )
     parser.add_argument(
         "--cluster-primaries", type=int, default=3, help="primaries of the Redis Cluster of (f) (default 3)"
     )

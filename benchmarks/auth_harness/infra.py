@@ -150,8 +150,9 @@ def clean_up(backends: Backends, keep: bool = False) -> None:
         asyncio.run(_on_server(backends, f'DROP DATABASE IF EXISTS "{backends.database}" WITH (FORCE)'))
         client = redis.Redis.from_url(backends.redis_url)
         try:
-            for key in client.scan_iter(match=backends.redis_prefix + ":*", count=1000):
-                client.delete(key)
+            keys = list(client.scan_iter(match=backends.redis_prefix + ":*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start : start + 1000])
         finally:
             client.close()
     for server in reversed(backends.embedded):
