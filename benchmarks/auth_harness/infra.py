@@ -174,9 +174,10 @@ class Server:
         cpu: int | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name, self.argv, self.port, self.log = name, argv, port, log
-        self.cpu, self.env, self.cwd = cpu, env, cwd
+        self.cpu, self.env, self.cwd, self.host = cpu, env, cwd, host
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
@@ -192,7 +193,7 @@ class Server:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        while not answers_http("127.0.0.1", self.port):
+        while not answers_http(self.host, self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise ServerFailed(f"{self.name} did not start; its log ends:\n{self.log_tail()}")
@@ -231,7 +232,7 @@ def answers_http(host: str, port: int) -> bool:
     """Whether something on ``host:port`` answers a ``GET /health`` with an HTTP status line."""
     try:
         with socket.create_connection((host, port), timeout=1.0) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             return sock.recv(16).startswith(b"HTTP/1.")
     except OSError:
         return False
