@@ -121,10 +121,7 @@ def _start_host(python: str, env_for: object, base_port: int, directory: Path, a
         CATENA_EPG_PORT=str(base_port + 3),
         CATENA_EPG_POLL_INTERVAL="0.5",
     )
-    gateway = targets.authgate(
-        python, base_port, 1, {**env, "CATENA_AUTH_HOST": address}, directory / "authgate.log"
-    )
-    gateway.host = address
+    gateway = targets.authgate(python, base_port, 1, env, directory / "authgate.log", host=address)
     admin = infra.Server(
         f"admin_api {address}",
         [python, "-m", "admin_api"],
@@ -206,6 +203,7 @@ async def _serve_guide() -> web.AppRunner:
     )
     app = web.Application()
     body = XMLTV.format(programmes=programmes).encode()
+
     async def guide(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/xml")
 
@@ -234,7 +232,7 @@ async def _create_sources(
         ) as r:
             created = await r.json()
             assert r.status in (200, 201), created
-            sources.append(created["id"])
+            sources.append(created["epgSourceId"])
     return sources
 
 

@@ -79,13 +79,20 @@ def server(target: Target, setup: Setup) -> Server:
 
 
 def authgate(
-    python: str, port: int, workers: int, env: dict[str, str], log: Path, *, cpu: int | None = None
+    python: str,
+    port: int,
+    workers: int,
+    env: dict[str, str],
+    log: Path,
+    *,
+    cpu: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Server:
-    """``python -m authgate --workers N`` on ``port``, run from the log's directory."""
+    """``python -m authgate --workers N`` on ``host:port``, run from the log's directory."""
     argv = [python, "-m", "authgate", "--workers", str(workers)]
-    env = {**env, "CATENA_AUTH_HOST": "127.0.0.1", "CATENA_AUTH_PORT": str(port)}
+    env = {**env, "CATENA_AUTH_HOST": host, "CATENA_AUTH_PORT": str(port)}
     # Started from the work directory so that nothing it writes lands in a source tree.
-    return Server(f"authgate :{port}", argv, port, log, cpu=cpu, env=env, cwd=log.parent)
+    return Server(f"authgate {host}:{port}", argv, port, log, cpu=cpu, env=env, cwd=log.parent, host=host)
 
 
 def migrate(python: str, env: dict[str, str], cwd: Path) -> None:
