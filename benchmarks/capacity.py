@@ -89,10 +89,40 @@ async def _measure_redis(url: str, subscribers: int, channels: int) -> list[str]
             used = _used(sync)
             _count_sessions(sync, keys, subscribers, sessions, offset=sessions * 10_000_000)
             lines.append(_line(f"subscriber holding {sessions} session(s)", _used(sync) - used, subscribers))
+        for per_call in (1, 100):
+            micros = await _admission_cost(emap, sync, keys, min(subscribers, 20_000), per_call)
+            lines.append(
+                f"  {f'Redis CPU per admission, {per_call} per script call':<44} {micros:>12.1f} µs each"
+            )
         return lines
     finally:
         await client.aclose()
         sync.close()
+
+
+async def _admission_cost(
+    emap: EntitlementMap, client: redis.Redis, keys: KeySpace, count: int, per_call: int
+) -> float:
+    """Redis CPU per session admitted by the limiter's script, ``per_call`` sessions per call
+    (a cluster sends about one per call, one server a whole loop turn's)."""
+    from authgate.session_limiter import _ADMIT
+
+    client.config_resetstat()
+    now = int(time.time() * 1000)
+    offset = 30_000_000 + per_call * 1_000_000
+    calls = []
+    for start in range(0, count, per_call):
+        subscribers = range(offset + start, offset + min(count, start + per_call))
+        names = [k for s in subscribers for k in (keys.marker(keys.subscriber_slot(s)), *keys.sessions(s))]
+        words = b" ".join(
+            b"%s %d 2 0 %d a" % (secrets.token_hex(16).encode(), now + 240_000, now) for _ in subscribers
+        )
+        calls.append(_ADMIT.call(0, names, [now, catena_redis.RUN_ID, words]))
+    for start in range(0, len(calls), 200):
+        catena_redis.first_error(await _ADMIT.run(emap.commands, calls[start : start + 200]))
+    stats = client.info("commandstats")
+    spent = sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in ("evalsha", "eval"))
+    return float(spent) / count
 
 
 def _used(client: redis.Redis) -> int:
