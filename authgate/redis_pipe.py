@@ -16,7 +16,7 @@ Three ways to reach Redis, one interface (:class:`Pipe`):
 * :class:`RedisPipe` — one connection to one server (``single`` mode);
 * :class:`SentinelPipe` — one connection to the primary the sentinels name, looked
   up again on every reconnect, dropped when the primary changes or refuses writes;
-* :class:`ClusterPipe` — one connection per primary of a Redis Cluster, commands
+* :class:`authgate.redis_cluster.ClusterPipe` — one connection per primary of a Redis Cluster, commands
   routed by hash slot, ``MOVED``/``ASK``/``TRYAGAIN`` honoured, the slot map read
   again when a node fails or a redirection says it changed.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -39,7 +38,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from catena.redis import RUN_ID, RedisTarget, tls_context, url_options
-from catena.redis_keys import SLOTS
 
 log = logging.getLogger("authgate.redis_pipe")
 
@@ -49,11 +47,6 @@ Address = tuple[str, int] | str  # host and port, or a Unix socket path
 
 DEADLINE = 0.05
 CONNECT_TIMEOUT = 0.5
-# Redirections one command may follow before it fails.
-MAX_HOPS = 5
-TRYAGAIN_DELAY = 0.02
-# The slot map is read again at most this often.
-REFRESH_EVERY = 0.1
 
 
 class RedisTimeout(RedisConnectionError):
@@ -62,10 +55,6 @@ class RedisTimeout(RedisConnectionError):
 
 class Unavailable(RedisConnectionError):
     """No connection serves this slot now."""
-
-
-def _ignore(reply: Reply) -> None:
-    pass
 
 
 class Pipe(Protocol):
@@ -304,7 +293,7 @@ class NodeConnection(asyncio.Protocol):
                 self.close()
                 return
             callback, _ = waiting.popleft()
-            _deliver(callback, reply)
+            deliver(callback, reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -318,12 +307,12 @@ class NodeConnection(asyncio.Protocol):
         lost = error_class(f"the connection to Redis at {self.address} was lost: {reason}")
         waiting, self._waiting = self._waiting, deque()
         for callback, _ in waiting:
-            _deliver(callback, lost)
+            deliver(callback, lost)
         if self.on_lost is not None:
             self.on_lost(self)
 
 
-def _deliver(callback: Callback, reply: Reply) -> None:
+def deliver(callback: Callback, reply: Reply) -> None:
     # One failing callback (say, a future cancelled at shutdown) must not cost the
     # replies behind it their callbacks, nor the connection its state.
     try:
@@ -475,313 +464,18 @@ class SentinelPipe(RedisPipe):
             self.node.close()
 
 
-# ---------------------------------------------------------------- cluster
-
-
-class ClusterPipe:
-    """One connection per primary of a Redis Cluster; commands routed by hash slot."""
-
-    clustered = True
-
-    def __init__(self, where: RedisTarget, *, deadline: float = DEADLINE) -> None:
-        self.options = where.options
-        self.seeds = list(where.nodes)
-        self.deadline = deadline
-        self.nodes: dict[tuple[str, int], NodeConnection] = {}
-        self.slots: list[NodeConnection | None] = [None] * SLOTS
-        self.ranges: list[tuple[int, int, tuple[str, int]]] = []
-        self._refreshing: asyncio.Task[bool] | None = None
-        self._refreshed_at = -1.0
-        self._retired = 0
-
-    @property
-    def commands(self) -> int:
-        return self._retired + sum(node.sent for node in self.nodes.values())
-
-    @property
-    def connected(self) -> bool:
-        return any(node.ready for node in self.nodes.values())
-
-    # ------------------------------------------------------------ commands
-
-    def call(self, args: Sequence[Any], callback: Callback, slot: int = 0) -> None:
-        node = self.slots[slot]
-        if node is None or not node.ready:
-            if node is not None:
-                node.ensure_connected()
-            self.refresh_soon()
-            callback(Unavailable(f"no connection serves hash slot {slot} now"))
-            return
-        node.send(args, self._follow(args, callback, slot, 0))
-
-    def _follow(self, args: Sequence[Any], callback: Callback, slot: int, hops: int) -> Callback:
-        def replied(reply: Reply) -> None:
-            if isinstance(reply, ResponseError):
-                self._redirected(reply, args, callback, slot, hops)
-            else:
-                if isinstance(reply, RedisConnectionError):
-                    self.refresh_soon()
-                callback(reply)
-
-        return replied
-
-    def _redirected(
-        self, reply: ResponseError, args: Sequence[Any], callback: Callback, slot: int, hops: int
-    ) -> None:
-        text = str(reply)
-        kind = text.split(" ", 1)[0]
-        if kind not in ("MOVED", "ASK", "TRYAGAIN") or hops >= MAX_HOPS:
-            if kind in ("CLUSTERDOWN", "MOVED", "ASK"):
-                self.refresh_soon()
-            callback(reply)
-            return
-        if kind == "TRYAGAIN":  # keys of the slot half migrated: soon done
-            loop = asyncio.get_running_loop()
-            loop.call_later(TRYAGAIN_DELAY, self._again, args, callback, slot, hops + 1)
-            return
-        _, _, where = text.split(" ")
-        host, _, port = where.rpartition(":")
-        node = self._node((host or self.seeds[0][0], int(port)))
-        if kind == "MOVED":
-            self.slots[slot] = node
-            self.refresh_soon()
-        if not node.ready:
-            node.ensure_connected()
-            callback(Unavailable(f"hash slot {slot} moved to {where}, not connected yet"))
-            return
-        if kind == "ASK":
-            node.send(("ASKING",), _ignore)
-        node.send(args, self._follow(args, callback, slot, hops + 1))
-
-    def _again(self, args: Sequence[Any], callback: Callback, slot: int, hops: int) -> None:
-        node = self.slots[slot]
-        if node is None or not node.ready:
-            callback(Unavailable(f"no connection serves hash slot {slot} now"))
-            return
-        node.send(args, self._follow(args, callback, slot, hops))
-
-    async def run(self, calls: Sequence[tuple[int, Sequence[Any]]]) -> list[Reply]:
-        return await gather(self, calls)
-
-    def probe_slots(self) -> list[int]:
-        """The first slot of each range of the slot map (all of them when none is known)."""
-        return [start for start, _, _ in self.ranges] or [0]
-
-    # ------------------------------------------------------------ nodes and the slot map
-
-    def _node(self, address: tuple[str, int]) -> NodeConnection:
-        node = self.nodes.get(address)
-        if node is None:
-            node = NodeConnection(address, self.options, deadline=self.deadline, on_lost=self._lost)
-            self.nodes[address] = node
-        return node
-
-    def _lost(self, node: NodeConnection) -> None:
-        if any(node is self.slots[start] for start, _, _ in self.ranges):
-            self.refresh_soon()
-
-    def ensure_connected(self) -> None:
-        if not self.ranges:
-            self.refresh_soon()
-        for node in set(self.slots):
-            if node is not None:
-                node.ensure_connected()
-
-    async def wait_connected(self) -> bool:
-        if self._refreshing is not None and not self._refreshing.done():
-            await asyncio.shield(self._refreshing)
-        await asyncio.gather(*(n.wait_connected() for n in set(self.slots) if n is not None))
-        return self.connected
-
-    def refresh_soon(self) -> None:
-        """Read the slot map again (at most every ``REFRESH_EVERY`` seconds, one at a time)."""
-        if self._refreshing is not None and not self._refreshing.done():
-            return
-        loop = asyncio.get_running_loop()
-        wait = max(0.0, self._refreshed_at + REFRESH_EVERY - loop.time())
-        self._refreshing = asyncio.ensure_future(self._refresh(wait))
-
-    async def check_topology(self) -> None:
-        """Read the slot map now (the gateway's probe, every half second)."""
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._refresh(0.0))
-        await asyncio.shield(self._refreshing)
-
-    async def _refresh(self, wait: float) -> bool:
-        if wait:
-            await asyncio.sleep(wait)
-        self._refreshed_at = asyncio.get_running_loop().time()
-        for address in self._candidates():
-            rows = await self._slots_from(address)
-            if rows:
-                self._apply(rows)
-                return True
-        return False
-
-    def _candidates(self) -> list[tuple[str, int]]:
-        """Nodes to ask: connected ones first, then the other known ones and the seeds."""
-        known = list(self.nodes)
-        random.shuffle(known)
-        known.sort(key=lambda a: not self.nodes[a].ready)
-        return known + [seed for seed in self.seeds if seed not in self.nodes]
-
-    async def _slots_from(self, address: tuple[str, int]) -> list[Any] | None:
-        node = self._node(address)
-        if not node.ready:
-            node.ensure_connected()
-            if not await node.wait_connected():
-                return None
-        done: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-
-        def got(reply: Reply) -> None:
-            if not done.done():
-                done.set_result(reply)
-
-        node.send(("CLUSTER", "SLOTS"), got)
-        reply = await done
-        if isinstance(reply, Exception) or not reply:
-            return None
-        return list(reply)
-
-    def _apply(self, rows: list[Any]) -> None:
-        slots: list[NodeConnection | None] = [None] * SLOTS
-        ranges = []
-        for row in rows:
-            start, end, primary = int(row[0]), int(row[1]), row[2]
-            host = primary[0].decode() if primary[0] else self.seeds[0][0]
-            address = (host, int(primary[1]))
-            node = self._node(address)
-            node.ensure_connected()
-            slots[start : end + 1] = [node] * (end - start + 1)
-            ranges.append((start, end, address))
-        ranges.sort()
-        if ranges != self.ranges:
-            log.info(
-                "Redis Cluster slot map", extra={"ranges": [f"{s}-{e} {h}:{p}" for s, e, (h, p) in ranges]}
-            )
-        self.slots = slots
-        self.ranges = ranges
-        self._retire({address for _, _, address in ranges})
-
-    def _retire(self, primaries: set[tuple[str, int]]) -> None:
-        # Nodes that serve no slot any more (a demoted primary, a removed node):
-        # their connections are closed and forgotten, but kept as places to ask.
-        for address in [a for a in self.nodes if a not in primaries]:
-            node = self.nodes.pop(address)
-            self._retired += node.sent
-            node.on_lost = None
-            node.close()
-            if address not in self.seeds:
-                self.seeds.append(address)
-
-    def close(self) -> None:
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-        for node in self.nodes.values():
-            node.on_lost = None
-            node.close()
-
-
-# ---------------------------------------------------------------- redis-py, to compare
-
-
-class RedisPyPipe:
-    """The same interface over redis-py's client of the mode (``CATENA_AUTH_REDIS_CLIENT=redis-py``).
-
-    Kept to measure against (``make bench-auth``): every command is a task and goes
-    through redis-py's routing, retries and reply callbacks.
-    """
-
-    def __init__(self, where: RedisTarget, *, deadline: float = DEADLINE) -> None:
-        from catena import redis as catena_redis
-
-        self.client = catena_redis.connect(where, socket_timeout=max(deadline * 4, 0.5))
-        self.clustered = where.mode == "cluster"
-        self.deadline = deadline
-        self.sent = 0
-        self.ready = False
-        self._run_ids: dict[str, bytes] = {}
-
-    @property
-    def connected(self) -> bool:
-        return self.ready
-
-    @property
-    def commands(self) -> int:
-        return self.sent
-
-    def call(self, args: Sequence[Any], callback: Callback, slot: int = 0) -> None:
-        self.sent += 1
-        task = asyncio.ensure_future(self._execute(args, slot))
-        task.add_done_callback(lambda done: _deliver(callback, done.result()))
-
-    async def _execute(self, args: Sequence[Any], slot: int) -> Reply:
-        try:
-            async with asyncio.timeout(self.deadline):
-                if RUN_ID in args:
-                    run_id = await self._run_id(slot)
-                    args = [run_id if a is RUN_ID else a for a in args]
-                return await self.client.execute_command(*args)
-        except ResponseError as exc:
-            return exc
-        except TimeoutError:
-            self._run_ids.clear()
-            return RedisTimeout(f"no answer within {self.deadline * 1000:.0f} ms")
-        except (OSError, RedisConnectionError, Exception) as exc:
-            self._run_ids.clear()
-            return RedisConnectionError(str(exc))
-
-    async def _run_id(self, slot: int) -> bytes:
-        if self.clustered:
-            cluster: Any = self.client
-            await cluster.initialize()
-            node = cluster.nodes_manager.get_node_from_slot(slot)
-            name, target = node.name, {"target_nodes": node}
-        else:
-            name, target = "", {}
-        if name not in self._run_ids:
-            info = await self.client.execute_command("INFO", "server", **target)
-            self._run_ids[name] = str(info["run_id"]).encode()
-        return self._run_ids[name]
-
-    async def run(self, calls: Sequence[tuple[int, Sequence[Any]]]) -> list[Reply]:
-        return await gather(self, calls)
-
-    def probe_slots(self) -> list[int]:
-        if not self.clustered:
-            return [0]
-        cluster: Any = self.client
-        manager = getattr(cluster, "nodes_manager", None)
-        cache = getattr(manager, "slots_cache", None) or {}
-        starts = [s for s in sorted(cache) if s == 0 or cache.get(s - 1) != cache[s]]
-        return starts or [0]
-
-    def ensure_connected(self) -> None:
-        pass
-
-    async def wait_connected(self) -> bool:
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT * 4):
-                self.ready = bool(await self.client.ping())
-        except Exception:
-            self.ready = False
-        return self.ready
-
-    async def check_topology(self) -> None:
-        await self.wait_connected()
-
-    def close(self) -> None:
-        self._closing = asyncio.ensure_future(self.client.aclose())
-
-
 # ---------------------------------------------------------------- factory
 
 
 def open_pipe(where: RedisTarget, deadline: float = DEADLINE, client: str = "pipe") -> Pipe:
     """The connections for the settings' mode (not yet connected)."""
     if client == "redis-py":
+        from .redis_py_pipe import RedisPyPipe
+
         return RedisPyPipe(where, deadline=deadline)
     if where.mode == "cluster":
+        from .redis_cluster import ClusterPipe
+
         return ClusterPipe(where, deadline=deadline)
     if where.mode == "sentinel":
         return SentinelPipe(where, deadline=deadline)
