@@ -11,6 +11,7 @@ from catena.errors import Unauthorized
 
 from .principal import Principal
 from .routing import Call
+from .services import Services
 
 HEADER = "X-Auth-Token"
 
@@ -44,6 +45,15 @@ async def authenticate_manager(call: Call) -> None:
     if principal is None:
         raise Unauthorized(f"the {HEADER} is unknown, revoked or expired", code="invalid_token")
     call.principal = principal
+
+
+async def principal_for(services: Services, token: str) -> Principal | None:
+    """Who ``token`` names, as ``X-Auth-Token`` would; ``None`` when unknown or expired.
+
+    The console authenticates the session in its cookie with this.
+    """
+    async with services.db.acquire() as conn:
+        return await _lookup(conn, token, services.settings.manager_session_idle)
 
 
 async def _lookup(conn: asyncpg.Connection, token: str, idle: float) -> Principal | None:
