@@ -331,10 +331,14 @@ class Gateway:
 @dataclass
 class Launcher:
     database_url: str
-    backend: RedisBackend
+    backend: RedisBackend  # or a single server's URL
     redis_prefix: str
     tmp: Path
     started: list[Gateway] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backend, str):
+            self.backend = RedisBackend.single(self.backend)
 
     @property
     def mode(self) -> str:
