@@ -306,12 +306,16 @@ async def verify(where: RedisTarget, timeout: float = VERIFY_TIMEOUT) -> None:
     if where.mode == "sentinel":
         await _verify_sentinels(where, timeout)
         return
+    # Every node at once: a list of unreachable seeds costs one timeout, not one each.
+    found = await asyncio.gather(
+        *(_cluster_enabled(url, timeout) for url in where.urls), return_exceptions=True
+    )
     answered = 0
-    for index, url in enumerate(where.urls, 1):
-        try:
-            enabled = await _cluster_enabled(url, timeout)
-        except (RedisError, OSError, TimeoutError):
+    for index, (url, enabled) in enumerate(zip(where.urls, found, strict=True), 1):
+        if isinstance(enabled, RedisError | OSError | TimeoutError):
             continue
+        if isinstance(enabled, BaseException):
+            raise enabled
         answered += 1
         _check_cluster_flag(where, index, url, enabled)
     if not answered:
