@@ -48,6 +48,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -69,6 +70,8 @@ NOT_READY, OK, FULL, EVICTED, UNAVAILABLE = 0, 1, 2, 3, 4
 ITEMS_PER_CALL = 500
 # Admission calls out at once; past that, admissions gather for the next call.
 IN_FLIGHT = 2
+# Subscribers whose key names are kept built.
+KEYS_CACHED = 100_000
 
 # KEYS: four per item — the slot's marker, counted, opened, evicted.  ARGV: now (ms),
 # this server's run_id, then the items in one argument: six space-separated words
@@ -231,6 +234,8 @@ class SessionLimiter:
         self.metrics = metrics
         self.grace_ms = int(grace * 1000)
         self.local_after = local_after
+        # Key names are built once per subscriber seen lately (a few microseconds each).
+        self._keys_of = lru_cache(maxsize=KEYS_CACHED)(self._script_keys)
         self._pending: list[_Item] = []
         self._scheduled = False
         self._in_flight = 0
@@ -365,15 +370,14 @@ class SessionLimiter:
     def _pack(self, chunk: list[_Item], indexes: list[int], now_ms: int) -> tuple[list[Any], list[bytes]]:
         keys: list[Any] = []
         words = []
-        space = self.space
+        keys_of = self._keys_of
         for index in indexes:
             item = chunk[index]
             session = item.session
             subscriber_id = session.subscriber_id
             assert subscriber_id is not None
             item.expiry = now_ms + item.auth_ms + self.grace_ms
-            keys.append(space.marker(space.subscriber_slot(subscriber_id)))
-            keys += space.sessions(subscriber_id)
+            keys += keys_of(subscriber_id)
             words.append(
                 b"%s %d %d %d %d %s"
                 % (
@@ -386,6 +390,12 @@ class SessionLimiter:
                 )
             )
         return keys, words
+
+    def _script_keys(self, subscriber_id: int) -> tuple[bytes, bytes, bytes, bytes]:
+        """The subscriber's slot marker and session keys, in the script's order."""
+        space = self.space
+        marker = space.marker(space.subscriber_slot(subscriber_id)).encode()
+        return (marker, *space.sessions(subscriber_id))
 
     def _settle(self, chunk: list[_Item], results: list[Any]) -> None:
         now_ms = int(self.clock() * 1000)
