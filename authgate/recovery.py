@@ -241,9 +241,13 @@ class CountRecovery:
         return BULK_KEYS if self.pipe.clustered else max(1, BULK_KEYS // MARKERS_PER_CALL)
 
     async def _stale_slots(self) -> dict[int, bytes] | None:
-        """Every slot whose marker does not name the server answering for it: slot → that run_id."""
+        """Every slot whose marker does not name the server answering for it: slot → that run_id.
+
+        Slots no server answers for (a lost part of a cluster) are left for a later
+        recovery, when they are served again; ``None`` when no slot answered.
+        """
         found = await self._markers(range(SLOTS))
-        if any(state is None for state in found.values()):
+        if all(state is None for state in found.values()):
             return None
         return {slot: state[0] for slot, state in found.items() if state is not None and state[0] != state[1]}
 
