@@ -32,14 +32,16 @@ gateways already hold) and releases.  Then (:meth:`SessionLimiter.recover`) ever
 gateway re-counts the sessions it holds, one of them (holding ``…:lim:lock``) also
 re-counts the sessions PostgreSQL shows open, waits ``SETTLE`` seconds for every
 gateway to have re-counted, and marks the slots ready on the server that now serves
-them.  Until then admissions of those slots are ``UNAVAILABLE`` (503, at once: the
-rebuild takes seconds): never an admission from counts that may be missing sessions.
+them (:mod:`authgate.recovery`).  Until then admissions of those slots are
+``UNAVAILABLE`` (503, at once: the rebuild takes seconds): never an admission from
+counts that may be missing sessions.
 
-While Redis as a whole is unreachable, each process counts the sessions it knows
-itself; those sessions are counted in Redis again as soon as it answers.  When only
-part of a cluster is unreachable, admissions of the subscribers it holds are
-``UNAVAILABLE``: the other gateways still count them, so a count of one's own would
-disagree with theirs.
+While Redis as a whole is unreachable (or hung: no answer within the deadline),
+new sessions are ``UNAVAILABLE`` for ``local_after`` seconds (a failover is over by
+then), then each process counts the sessions it knows itself; re-checks of sessions
+already playing are answered and counted here all along.  Those sessions are counted
+in Redis again as soon as it answers.  When only part of a cluster is unreachable,
+admissions of the subscribers it holds are ``UNAVAILABLE`` until it is back.
 """
 
 from __future__ import annotations
