@@ -137,9 +137,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     async with pool.acquire() as conn:
         await ids.claim_node(conn)
     app[keys.DB] = pool
-    app[keys.REDIS] = catena_redis.connect(settings.redis_url)
+    app[keys.REDIS] = catena_redis.connect(settings)
     app[keys.SERVICES] = Services(pool, app[keys.REDIS], settings, app[keys.CURSORS], app[keys.TOKENS])
-    app[limiter.LIMITER] = limiter.Limiter.connect(settings.redis_url, settings.redis_prefix)
+    app[limiter.LIMITER] = limiter.Limiter.connect(settings)
     app[limiter.PASSWORDS] = limiter.PasswordChecker(bcrypt_threads(settings))
     yield
     app[limiter.PASSWORDS].close()

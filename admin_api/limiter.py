@@ -1,11 +1,12 @@
 """Sign-in limits that hold under parallel requests, and bcrypt that cannot starve the API.
 
 Every guess (a password, an SMS code, a code request) takes a slot *before* it is
-checked: one Redis script looks at all the counters a guess concerns and either
-refuses it (the counter that is full names the reason) or counts it in every one,
-atomically.  So the guess that would cross a limit is refused, however many arrive
-at once; what must not count (a successful sign-in, a request the cooldown refused)
-gives its slot back afterwards.
+checked: a Redis script per counter either refuses it (the counter is full) or
+counts it, atomically, and a guess refused by one counter gives back the slots it
+took in the others.  So the guess that would cross a limit is refused, however many
+arrive at once; what must not count (a successful sign-in, a request the cooldown
+refused) gives its slot back afterwards.  One key per script call, so that it works
+on a Redis Cluster and behind Sentinel as on a single server.
 
 While Redis is unreachable the same counts are kept in this process's memory: a
 limit then holds per admin_api process instead of per deployment (one warning when
@@ -31,39 +32,35 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from catena import passwords
+from catena import redis as catena_redis
 from catena.errors import ServiceUnavailable, TooManyRequests
-from catena.redis import Keys
+from catena.redis_keys import KeySpace
+from catena.settings import BaseSettings
 
 log = logging.getLogger("admin_api.limiter")
 
-# KEYS: counters; ARGV: limit and window (seconds) of each.  Refuses with the
-# 1-based index of the first full counter and its seconds left, or counts the
-# attempt in every counter and answers {0, 0}.
+# KEYS[1]: a counter; ARGV: its limit and window (seconds).  Refuses with {1, seconds
+# left} when the counter is full, or counts the attempt and answers {0, 0}.  One key
+# per call, so that it runs on a Redis Cluster too (a script's keys must share a slot).
 _TAKE = """
-for i, key in ipairs(KEYS) do
-  local count = tonumber(redis.call('GET', key) or '0')
-  if count >= tonumber(ARGV[2 * i - 1]) then
-    local ttl = redis.call('TTL', key)
-    if ttl < 0 then
-      redis.call('EXPIRE', key, ARGV[2 * i])
-      ttl = tonumber(ARGV[2 * i])
-    end
-    return {i, ttl}
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count >= tonumber(ARGV[1]) then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    ttl = tonumber(ARGV[2])
   end
+  return {1, ttl}
 end
-for i, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 then
-    redis.call('EXPIRE', key, ARGV[2 * i])
-  end
+if redis.call('INCR', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
 return {0, 0}
 """
-# KEYS: counters to give one attempt back to (never below zero, keeping their expiry).
+# KEYS[1]: a counter to give one attempt back to (never below zero, keeping its expiry).
 _GIVE_BACK = """
-for _, key in ipairs(KEYS) do
-  if tonumber(redis.call('GET', key) or '0') > 0 then
-    redis.call('DECR', key)
-  end
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
 end
 return 0
 """
@@ -142,19 +139,19 @@ class Limiter:
     """Takes, gives back and clears attempt slots in Redis, or in memory while it is away."""
 
     @classmethod
-    def connect(cls, url: str, prefix: str) -> Limiter:
-        """A limiter with a Redis client of its own (see :data:`REDIS_CONNECTIONS`)."""
-        client = aioredis.Redis.from_url(
-            url,
+    def connect(cls, settings: BaseSettings) -> Limiter:
+        """A limiter with a Redis client of its own, in the settings' Redis mode."""
+        client = catena_redis.connect(
+            settings,
             max_connections=REDIS_CONNECTIONS,
             socket_connect_timeout=REDIS_TIMEOUT,
             socket_timeout=REDIS_TIMEOUT,
         )
-        return cls(client, prefix)
+        return cls(client, settings.redis_prefix)
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
-        self.keys = Keys(prefix)
+        self.keys = KeySpace(prefix)
         self.local = LocalCounts()
         self._take = client.register_script(_TAKE)
         self._give_back = client.register_script(_GIVE_BACK)
@@ -162,6 +159,8 @@ class Limiter:
         # burst that would count in the per-process fallback and let twice the limit
         # through.  Calls wait here for a connection instead.
         self._calls = asyncio.Semaphore(REDIS_CONNECTIONS)
+        self._initializing = asyncio.Lock()
+        self._ready = False
         self.redis_lost = False
 
     def slot(self, limit: int, window: float, message: str, *parts: object) -> Slot:
@@ -169,18 +168,30 @@ class Limiter:
 
     async def take(self, *slots: Slot) -> Taken:
         """Count one attempt in every slot, or raise 429 naming the first full one (counting nothing)."""
-        local = False
         try:
-            async with self._calls:
-                full, left = await self._take(keys=[s.key for s in slots], args=_limits(slots))
+            taken = await self._take_in_redis(slots)
             self._redis_works()
+            return taken
         except _REDIS_DOWN as exc:
             self._redis_failed(exc)
-            local = True
-            full, left = self.local.take(slots)
+        full, left = self.local.take(slots)
         if full:
-            raise TooManyRequests(slots[int(full) - 1].message, retry_after=max(1, int(left)))
-        return Taken(slots, local)
+            raise TooManyRequests(slots[full - 1].message, retry_after=left)
+        return Taken(slots, local=True)
+
+    async def _take_in_redis(self, slots: Sequence[Slot]) -> Taken:
+        """Each counter in turn (each is atomic); a full one gives back those counted before it."""
+        await self._initialized()
+        counted: list[Slot] = []
+        for slot in slots:
+            async with self._calls:
+                full, left = await self._take(keys=[slot.key], args=[slot.limit, slot.window])
+            if full:
+                if counted:
+                    await self.give_back(Taken(tuple(counted), local=False))
+                raise TooManyRequests(slot.message, retry_after=max(1, int(left)))
+            counted.append(slot)
+        return Taken(tuple(slots), local=False)
 
     async def give_back(self, taken: Taken, *only: Slot) -> None:
         """Un-count an attempt (in ``only`` of its slots, or all) that turned out not to be one."""
@@ -189,8 +200,9 @@ class Limiter:
             self.local.give_back(slots)
             return
         try:
-            async with self._calls:
-                await self._give_back(keys=[s.key for s in slots])
+            for slot in slots:
+                async with self._calls:
+                    await self._give_back(keys=[slot.key])
         except _REDIS_DOWN as exc:
             self._redis_failed(exc)  # the count expires with its window
 
@@ -202,6 +214,17 @@ class Limiter:
         except _REDIS_DOWN as exc:
             self._redis_failed(exc)
         self.local.clear(slot)
+
+    async def _initialized(self) -> None:
+        # redis-py's cluster client, used by many coroutines before it has read the
+        # slot map, fails some of them (AttributeError on a half-made connection):
+        # the first call reads it, the others wait.
+        if self._ready or not isinstance(self.client, aioredis.RedisCluster):
+            return
+        async with self._initializing:
+            if not self._ready:
+                await self.client.initialize()
+                self._ready = True
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -218,10 +241,6 @@ class Limiter:
         if self.redis_lost:
             self.redis_lost = False
             log.info("sign-in limits counted in Redis again")
-
-
-def _limits(slots: Sequence[Slot]) -> list[int]:
-    return [value for slot in slots for value in (slot.limit, slot.window)]
 
 
 class PasswordChecker:

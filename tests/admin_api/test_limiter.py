@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from admin_api.limiter import Limiter, LocalCounts, Slot
+from catena.embedded import LocalCluster
 from catena.errors import TooManyRequests
+from catena.redis_keys import key_slot
+from catena.settings import AdminSettings, load
 
 
 @pytest.fixture
 async def limiter(redis_url: str, redis_prefix: str, redis: aioredis.Redis) -> AsyncIterator[Limiter]:
-    made = Limiter.connect(redis_url, redis_prefix)
+    made = Limiter.connect(load(AdminSettings, environ={}, redis_url=redis_url, redis_prefix=redis_prefix))
     yield made
     await made.close()
 
@@ -52,7 +56,7 @@ async def test_giving_back_frees_a_slot_and_never_goes_below_zero(
 
 
 async def test_redis_down_counts_in_memory() -> None:
-    limiter = Limiter.connect("redis://127.0.0.1:1/0", "t")
+    limiter = Limiter.connect(load(AdminSettings, environ={}, redis_url="redis://127.0.0.1:1/0"))
     slot = limiter.slot(2, 60, "full", "t", "down")
     try:
         first = await limiter.take(slot)
@@ -82,3 +86,27 @@ def test_local_counts_stay_bounded() -> None:
     for n in range(1000):
         counts.take([Slot(f"k{n}", 5, 60, "full")])
     assert len(counts._counts) == 100
+
+
+async def test_on_a_redis_cluster_each_counter_holds_and_a_refusal_takes_nothing(
+    redis_cluster: LocalCluster, redis_prefix: str
+) -> None:
+    settings = load(AdminSettings, environ={}, redis_mode="cluster", redis_url=redis_cluster.url)
+    limiter = Limiter.connect(msgspec.structs.replace(settings, redis_prefix=redis_prefix + "-cluster"))
+    try:
+        email = limiter.slot(3, 60, "email full", "login-fail", "email", "a@b.c")
+        address = limiter.slot(100, 60, "address full", "login-fail", "ip", "203.0.113.9")
+        assert key_slot(email.key) != key_slot(address.key)
+        results = await asyncio.gather(
+            *(limiter.take(email, address) for _ in range(40)), return_exceptions=True
+        )
+        assert sum(not isinstance(r, BaseException) for r in results) == 3
+        assert not limiter.redis_lost
+        # The refused attempts gave back what they had taken from the address.
+        other = limiter.slot(100, 60, "full", "login-fail", "email", "other@b.c")
+        taken = await limiter.take(other, address)
+        assert int(await limiter.client.get(address.key)) == 4
+        await limiter.give_back(taken, address)
+        assert int(await limiter.client.get(address.key)) == 3
+    finally:
+        await limiter.close()
