@@ -1,16 +1,24 @@
 # Everything a new user needs: `make up` and `make test`.  The virtualenv is
-# created and filled from pyproject.toml on first use.
+# created on first use and filled from the lock files (exact versions, hashes):
+# requirements.lock holds what the services need, requirements-dev.lock that plus
+# the `dev` and `embedded` extras.  `make lock` regenerates both from pyproject.toml.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' --quiet
 
-.PHONY: install up test lint check bench bench-auth bench-epg loadtest clean
+.PHONY: install tools up test lint check lock bench bench-auth bench-epg loadtest clean
 
-$(STAMP): pyproject.toml
+# pip installs nothing the lock does not pin (--require-hashes), then the project
+# itself without dependencies; pip check fails when pyproject.toml asks for a
+# package the lock lacks (run `make lock`).
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,8 +26,15 @@ install: $(STAMP)
 up: install
 	$(BIN)/catena up
 
-test: install
+test: install tools
 	$(BIN)/pytest
+
+# promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml in the
+# tests; RUNLEVEL=1 keeps the package from starting a Prometheus server.
+tools:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -28,8 +43,25 @@ lint: install
 
 check: test lint
 
+# docs/api.md from the OpenAPI document (the part below its marker).
+.PHONY: api-doc
+api-doc: install
+	$(BIN)/python -m admin_api.apidoc
+
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
+
+# Resolve pyproject.toml's ranges into the two lock files (keeping current pins where
+# they still fit; LOCK_ARGS=--upgrade moves everything to the newest allowed).  uv
+# resolves once for every platform and Python >= 3.11; the dev lock is constrained
+# by the production one, so both pin the same versions.
+UV_PIN := $(shell grep -oE '^uv==[^ ]+' requirements-dev.lock 2>/dev/null)
+lock:
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	[ -x $(BIN)/uv ] || $(BIN)/pip install --quiet '$(or $(UV_PIN),uv)'
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra embedded -c requirements.lock \
+		$(LOCK_FLAGS) $(LOCK_ARGS) -o requirements-dev.lock
 
 # Paging 1,000,000 operations through the Management API (issue #4); needs a
 # PostgreSQL server (CATENA_TEST_DATABASE_URL or the local one) and port 8120.

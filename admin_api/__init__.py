@@ -1,1 +1,1 @@
-"""The Catena Management API, the subscriber client API and the web UI."""
+"""The Catena Management API and the subscriber client API."""

@@ -6,8 +6,9 @@ import logging
 import sys
 
 from catena import logs
+from catena.safety import load_for_service
 from catena.service import run_app
-from catena.settings import AdminSettings, SettingsError, load
+from catena.settings import AdminSettings, SettingsError
 
 from .app import create_app
 from .errors import JsonErrorRequestHandler
@@ -15,7 +16,7 @@ from .errors import JsonErrorRequestHandler
 
 def main() -> None:
     try:
-        settings = load(AdminSettings)
+        settings = load_for_service(AdminSettings)
     except SettingsError as exc:
         sys.exit(f"admin_api: {exc}")
     logs.setup("admin_api", settings.log_level)

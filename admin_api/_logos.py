@@ -1,4 +1,4 @@
-"""Channel logos: ``data:`` URIs in, raw images with an ETag out (API.md §3)."""
+"""Channel logos: ``data:`` URIs in, raw images with an ETag out (docs/api.md)."""
 
 from __future__ import annotations
 

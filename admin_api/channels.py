@@ -1,4 +1,4 @@
-"""``/channels``: the portal's TV channels, their logos and EPG links (API.md §3)."""
+"""``/channels``: the portal's TV channels, their logos and EPG links (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/epg-sources``, their programmes and ``/epg-fetches``: the EPG as operators see it (API.md §6).
+"""``/epg-sources``, their programmes and ``/epg-fetches``: the EPG as operators see it (docs/api.md).
 
 The EPG worker (``epg_worker``) does the fetching: it claims the ``epg_update`` jobs
 queued here, writes ``epg_fetches`` rows (``pending`` with a ``progress`` object

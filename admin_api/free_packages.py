@@ -1,4 +1,4 @@
-"""``/portal/free-packages/{packageId}``: packages every subscriber may watch (API.md §1, §2.1.7)."""
+"""``/portal/free-packages/{packageId}``: packages every subscriber may watch (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``POST /login`` and ``POST /logout``: manager sessions (API.md §2).
+"""``POST /login`` and ``POST /logout``: manager sessions (docs/api.md).
 
 Email and password give one session per portal where that email has a manager
 with that password; the console signs in through the same :func:`login` and keeps

@@ -1,4 +1,4 @@
-"""``/managers``: the portal's staff accounts and their permission flags (API.md §2)."""
+"""``/managers``: the portal's staff accounts and their permission flags (docs/api.md)."""
 
 from __future__ import annotations
 

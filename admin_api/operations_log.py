@@ -1,4 +1,4 @@
-"""``/operations``: the operations log, read forwards for billing and audit (API.md §8)."""
+"""``/operations``: the operations log, read forwards for billing and audit (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/packages`` and ``/channels-packages``: channel packages and their composition (API.md §4)."""
+"""``/packages`` and ``/channels-packages``: channel packages and their composition (docs/api.md)."""
 
 from __future__ import annotations
 

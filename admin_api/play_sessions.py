@@ -1,4 +1,4 @@
-"""``/play-sessions``: who watched what, when and from where (API.md §7).
+"""``/play-sessions``: who watched what, when and from where (docs/api.md).
 
 The gateway writes these rows; this module only reads them.  A session's id is
 made when the session opens, so ``opened_at`` filters also bound the id and only

@@ -1,4 +1,4 @@
-"""``/portal``: the caller's portal, its branding and settings, its API key (API.md §1)."""
+"""``/portal``: the caller's portal, its branding and settings, its API key (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Who is calling: the portal API key or a manager session (API.md §0, §2)."""
+"""Who is calling: the portal API key or a manager session (docs/api.md)."""
 
 from __future__ import annotations
 

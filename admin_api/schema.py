@@ -10,7 +10,7 @@ from msgspec import Meta
 
 from catena import ids
 
-# Names of channels and packages (API.md §3, §4).  msgspec matches with re.search,
+# Names of channels and packages (docs/api.md).  msgspec matches with re.search,
 # where "$" also matches before a final newline; the lookahead refuses "sport1\n".
 Name = Annotated[
     str,

@@ -1,4 +1,4 @@
-"""``/subscribers``: the viewers of a portal, their playback tokens and access (API.md §5)."""
+"""``/subscribers``: the viewers of a portal, their playback tokens and access (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/packages-subscribers``: explicit subscriptions of subscribers to packages (API.md §5)."""
+"""``/packages-subscribers``: explicit subscriptions of subscribers to packages (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,22 @@
 """Webhook delivery: every new operation, POSTed to each of its portal's webhooks, in order.
 
 Operations reach a webhook in the order of the portal's operations feed (commit
-order, see ``migrations/0200_subscribers_webhooks.sql``), at least once.  A
-webhook is worked on by one worker at a time (a session advisory lock, so any
-number of admin_api instances may run this loop); the worker POSTs the operation
-object, exactly as ``GET /operations/{id}`` returns it, and moves the webhook's
-position only after a 2xx.  Anything else stops that webhook until its next
-attempt, ``webhook_retry_base`` doubled per consecutive failure up to
-``webhook_retry_max``; later operations wait behind the failing one.
+order, see ``catena/migrations/0200_subscribers_webhooks.sql``), at least once.  A
+webhook is worked on by one worker at a time, so any number of admin_api instances
+may run this loop; the worker POSTs the operation object, exactly as
+``GET /operations/{id}`` returns it, and moves the webhook's position only after a
+2xx.  Anything else stops that webhook until its next attempt,
+``webhook_retry_base`` doubled per consecutive failure up to ``webhook_retry_max``;
+later operations wait behind the failing one.
+
+No database connection is held while a receiver is being waited for: a worker
+claims a webhook by moving its ``next_attempt_at`` a lease ahead (one short
+statement), gives the connection back, POSTs, then records the answer with a
+statement that also renews the lease, and only while the lease is still the one
+it set.  A worker that dies mid-delivery leaves a lease that runs out after
+``webhook_timeout`` + :data:`LEASE_MARGIN` seconds, and another worker goes on from
+the last recorded position (at least once).  While a delivery is under way,
+``nextAttemptAt`` is when its lease runs out.
 """
 
 from __future__ import annotations
@@ -18,10 +27,12 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import aiohttp
 import asyncpg
 import msgspec
+import prometheus_client
 from aiohttp import web
 
 from catena import __version__, ids, tasks
@@ -36,6 +47,9 @@ SIGNATURE_HEADER = "X-Catena-Signature"
 OPERATION_HEADER = "X-Catena-Operation-Id"
 WEBHOOK_HEADER = "X-Catena-Webhook-Id"
 PRUNE_EVERY = 60.0
+MEASURE_EVERY = 15.0
+# A claim outlives one POST by this much (database round trips, a slow event loop).
+LEASE_MARGIN = 15.0
 _ERROR_CHARS = 500
 
 _DUE = """
@@ -44,31 +58,41 @@ WHERE w.next_attempt_at <= now()
   AND EXISTS (SELECT 1 FROM operation_feed f WHERE f.portal_id = w.portal_id AND f.seq > w.last_delivered_seq)
 ORDER BY w.next_attempt_at, w.id LIMIT $1
 """
-# Advisory lock class 2002 (two-key form): one webhook being delivered.
-_TRY_LOCK = "SELECT pg_try_advisory_lock(2002, hashint8($1))"
-_UNLOCK = "SELECT pg_advisory_unlock(2002, hashint8($1))"
-_HOOK = """
-SELECT id, portal_id, url, secret, last_delivered_seq FROM webhooks
+# Claim a due webhook for one lease: ``next_attempt_at`` moves past now, so no
+# other worker sees it as due; the value set is the claim's token.
+_CLAIM = """
+UPDATE webhooks SET next_attempt_at = now() + make_interval(secs => $2)
 WHERE id = $1 AND next_attempt_at <= now()
+RETURNING id, portal_id, url, secret, last_delivered_seq, next_attempt_at AS lease
 """
+# Give a claimed webhook back, due at once (more may be pending).
+_RELEASE = "UPDATE webhooks SET next_attempt_at = now() WHERE id = $1 AND next_attempt_at = $2"
 _PENDING = f"""
 SELECT f.seq, o.* FROM operation_feed f
 LEFT JOIN LATERAL (SELECT {COLUMNS} FROM operations WHERE id = f.operation_id) o ON true
 WHERE f.portal_id = $1 AND f.seq > $2 ORDER BY f.seq LIMIT $3
 """
+# Record a 2xx and renew the lease, only while the lease is ours; the new token.
 _DELIVERED = """
 UPDATE webhooks SET last_delivered_seq = $2,
        last_delivered_operation_id = coalesce($3, last_delivered_operation_id),
-       last_delivered_at = now(), last_attempt_at = now(), failures = 0, last_error = NULL
-WHERE id = $1 AND last_delivered_seq < $2
-RETURNING id
+       last_delivered_at = now(), last_attempt_at = now(), failures = 0, last_error = NULL,
+       next_attempt_at = now() + make_interval(secs => $5)
+WHERE id = $1 AND last_delivered_seq < $2 AND next_attempt_at = $4
+RETURNING next_attempt_at
 """
 _FAILED = """
 UPDATE webhooks SET failures = failures + 1, last_error = $2, last_attempt_at = now(),
        next_attempt_at = now() + make_interval(secs => least($3 * power(2, least(failures, 40)), $4))
-WHERE id = $1
+WHERE id = $1 AND next_attempt_at = $5
 """
 # Feed rows every webhook of their portal is past, and rows of portals without webhooks.
+# What the backlog gauges report (every webhook of the deployment, not of one process).
+_BACKLOG = """
+SELECT (SELECT count(*) FROM webhooks w JOIN operation_feed f
+        ON f.portal_id = w.portal_id AND f.seq > w.last_delivered_seq) AS backlog,
+       (SELECT count(*) FROM webhooks WHERE failures > 0) AS failing
+"""
 _PRUNE_DELIVERED = """
 DELETE FROM operation_feed f
 USING (SELECT portal_id, min(last_delivered_seq) AS done FROM webhooks GROUP BY portal_id) w
@@ -77,6 +101,15 @@ WHERE f.portal_id = w.portal_id AND f.seq <= w.done
 _PRUNE_ORPHANS = """
 DELETE FROM operation_feed f WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.portal_id = f.portal_id)
 """
+
+
+DELIVERIES = prometheus_client.Counter(
+    "catena_webhook_deliveries_total", "Webhook POSTs by result (delivered = 2xx)", ["result"]
+)
+BACKLOG = prometheus_client.Gauge(
+    "catena_webhook_backlog_operations", "Operations waiting for delivery, summed over every webhook"
+)
+FAILING = prometheus_client.Gauge("catena_webhook_failing", "Webhooks whose last attempt failed")
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -92,14 +125,19 @@ class Deliverer:
         self.settings = settings
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout)
+        self.lease = settings.webhook_timeout + LEASE_MARGIN
+        self.backoff = (settings.webhook_retry_base, settings.webhook_retry_max)
 
     async def run(self) -> None:
         """Deliver until cancelled; sleep only when there was nothing to do."""
-        pruned_at = 0.0
+        pruned_at = measured_at = 0.0
         while True:
             delivered = 0
             try:
                 delivered = await self.run_once()
+                if time.monotonic() - measured_at > MEASURE_EVERY:
+                    await self.measure()
+                    measured_at = time.monotonic()
                 if time.monotonic() - pruned_at > PRUNE_EVERY:
                     await self.prune()
                     pruned_at = time.monotonic()
@@ -127,36 +165,40 @@ class Deliverer:
         return sum(r for r in results if isinstance(r, int))
 
     async def deliver(self, webhook_id: int) -> int:
-        """Deliver one webhook's pending operations unless another worker holds it."""
+        """Deliver one webhook's pending operations unless another worker has claimed it."""
         async with self.pool.acquire() as conn:
-            if not await conn.fetchval(_TRY_LOCK, webhook_id):
+            hook = await conn.fetchrow(_CLAIM, webhook_id, self.lease)
+            if hook is None:
                 return 0
-            try:
-                return await self._deliver_locked(conn, webhook_id)
-            finally:
-                await conn.execute(_UNLOCK, webhook_id)
+            pending = await conn.fetch(
+                _PENDING, hook["portal_id"], hook["last_delivered_seq"], self.settings.webhook_batch
+            )
+        return await self._deliver_claimed(hook, pending)
 
-    async def _deliver_locked(self, conn: asyncpg.Connection, webhook_id: int) -> int:
-        # Read again under the lock: another worker may have moved it meanwhile.
-        hook = await conn.fetchrow(_HOOK, webhook_id)
-        if hook is None:
-            return 0
-        batch = self.settings.webhook_batch
-        pending = await conn.fetch(_PENDING, hook["portal_id"], hook["last_delivered_seq"], batch)
+    async def _deliver_claimed(self, hook: asyncpg.Record, pending: list[asyncpg.Record]) -> int:
+        """POST ``pending`` in order with no connection held; record each answer while the lease holds."""
+        lease: datetime | None = hook["lease"]
         delivered = 0
         for row in pending:
             # An operation whose partition was dropped meanwhile is skipped, not retried forever.
             error = await self._post(hook, row) if row["id"] is not None else None
             if error is not None:
-                await self._failed(conn, webhook_id, error)
-                break
-            if await conn.fetchval(_DELIVERED, webhook_id, row["seq"], row["id"]) is None:
-                break  # deleted meanwhile
+                await self.pool.execute(_FAILED, hook["id"], error, *self.backoff, lease)
+                return delivered
+            lease = await self.pool.fetchval(_DELIVERED, hook["id"], row["seq"], row["id"], lease, self.lease)
+            if lease is None:
+                return delivered  # deleted, or the lease ran out and another worker took over
             delivered += 1
+        await self.pool.execute(_RELEASE, hook["id"], lease)
         return delivered
 
     async def _post(self, hook: asyncpg.Record, row: asyncpg.Record) -> str | None:
         """POST one operation; ``None`` on a 2xx answer, else why it failed."""
+        error = await self._send(hook, row)
+        DELIVERIES.labels("failed" if error else "delivered").inc()
+        return error
+
+    async def _send(self, hook: asyncpg.Record, row: asyncpg.Record) -> str | None:
         operation = operation_out(row)
         body = msgspec.json.encode(operation)
         headers = {
@@ -178,9 +220,11 @@ class Deliverer:
         except (aiohttp.ClientError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
 
-    async def _failed(self, conn: asyncpg.Connection, webhook_id: int, error: str) -> None:
-        base, cap = self.settings.webhook_retry_base, self.settings.webhook_retry_max
-        await conn.execute(_FAILED, webhook_id, error, base, cap)
+    async def measure(self) -> None:
+        """Set the backlog gauges from the database."""
+        row = await self.pool.fetchrow(_BACKLOG)
+        BACKLOG.set(row["backlog"])
+        FAILING.set(row["failing"])
 
     async def prune(self) -> None:
         """Forget feed entries that no webhook still needs."""

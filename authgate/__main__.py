@@ -21,7 +21,8 @@ import time
 import uvloop
 
 from catena import logs
-from catena.settings import AuthgateSettings, SettingsError, load
+from catena.safety import load_for_service
+from catena.settings import AuthgateSettings, SettingsError
 
 from .worker import serve
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        settings = load(AuthgateSettings)
+        settings = load_for_service(AuthgateSettings)
     except SettingsError as exc:
         sys.exit(f"authgate: {exc}")
     workers = args.workers if args.workers is not None else settings.auth_workers

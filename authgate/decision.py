@@ -1,4 +1,4 @@
-"""The playback decision, in process and without I/O (FLUSSONIC.md §1).
+"""The playback decision, in process and without I/O (docs/authgate.md).
 
 :meth:`Decider.decide` answers a check from the in-process caches alone, or returns
 ``None`` when it needs something only I/O can give (an entry to load, a session to

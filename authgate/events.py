@@ -1,4 +1,4 @@
-"""``POST /events``: Flussonic's event sink (FLUSSONIC.md §2).
+"""``POST /events``: Flussonic's event sink (docs/authgate.md).
 
 The body is a JSON array of events or one event object.  ``play_opened`` and
 ``play_started`` open the session (if the gateway has not already), ``play_updated``

@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+
+from catena import private_redis
 
 log = logging.getLogger("authgate.redis_pipe")
 
@@ -35,7 +36,7 @@ class RedisPipe(asyncio.Protocol):
     """A Redis connection for :meth:`call`; reconnects on the next call after a loss."""
 
     def __init__(self, url: str, *, connect_timeout: float = 0.5, reply_timeout: float = 2.0) -> None:
-        self._options: dict[str, Any] = dict(parse_url(url))
+        self._options: dict[str, Any] = private_redis.url_options(url)
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
         self._transport: asyncio.Transport | None = None
@@ -153,7 +154,7 @@ def _deliver(callback: Callback, reply: Reply) -> None:
 
 def _tls(options: dict[str, Any]) -> ssl.SSLContext | None:
     """The TLS context of a ``rediss://`` URL (its ``ssl_cert_reqs`` / ``ssl_ca_certs`` honoured)."""
-    if options.get("connection_class") is None or "SSL" not in options["connection_class"].__name__:
+    if not options["tls"]:
         return None
     context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
     if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", str(int(ssl.CERT_NONE))):

@@ -1,4 +1,4 @@
-"""Every answer the gateway sends, encoded once as bytes (FLUSSONIC.md §1).
+"""Every answer the gateway sends, encoded once as bytes (docs/authgate.md).
 
 Allow answers depend on the portal's ``authDuration`` and the subscriber's id and
 limit, so each subscriber entry keeps its own (``caches.SubscriberEntry.prepare``);

@@ -7,7 +7,7 @@ and chunked bodies, ``Expect: 100-continue``, limits on header and body size (43
 413), a deadline for a request to arrive in full (408) and for an idle connection,
 and ``400`` then close for anything malformed.  Answers are pre-encoded bytes.
 
-Routes: ``GET /auth?…`` and ``POST /auth`` (JSON body, FLUSSONIC.md §1),
+Routes: ``GET /auth?…`` and ``POST /auth`` (JSON body, docs/authgate.md),
 ``POST /events`` (§2), ``GET /health``, ``GET /metrics``.
 """
 

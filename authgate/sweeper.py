@@ -1,4 +1,4 @@
-"""Closing play sessions nobody has updated for a while (API.md §7).
+"""Closing play sessions nobody has updated for a while (docs/api.md).
 
 A session is idle when its ``updated_at`` is older than ``auth_session_idle``, and
 also older than its portal's ``authDuration`` plus ``auth_session_grace`` (Flussonic

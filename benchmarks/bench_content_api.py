@@ -42,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 from admin_api import channels  # noqa: E402
 from catena import db, ids, migrations, portals  # noqa: E402
 from catena.pagination import Cursors  # noqa: E402
-from catena.settings import AdminSettings, load  # noqa: E402
 
 BASE = "/tv-management/api/v1"
 PACKAGES = 50
-CURSORS = Cursors(load(AdminSettings).token_secrets)
+# The server under test is given this secret, so cursors made here are its own.
+TOKEN_SECRETS = "bench:catena-content-benchmark-secret-0123456789"
+CURSORS = Cursors(TOKEN_SECRETS)
 # The smallest PNG signature plus a few bytes: the list only asks whether a logo exists.
 LOGO = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
@@ -127,6 +128,7 @@ def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         **os.environ,
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
+        "CATENA_TOKEN_SECRETS": TOKEN_SECRETS,
         "CATENA_REDIS_PREFIX": "catena-bench-" + secrets.token_hex(4),
         "CATENA_ADMIN_HOST": "127.0.0.1",
         "CATENA_ADMIN_PORT": str(args.port),

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from admin_api import operations_log  # noqa: E402
 from catena import db, ids, migrations, portals  # noqa: E402
+from catena.settings import DEFAULT_REDIS_URL  # noqa: E402
 
 BASE = "/tv-management/api/v1"
 TYPES = ("createSubscriber", "createPackageSubscriber", "deletePackageSubscriber", "disableSubscriber")
@@ -211,6 +212,8 @@ async def main() -> None:
         portal_id, key, seconds = await fill(url, args.rows)
         print(f"inserted {args.rows:,} operations with COPY in {seconds:.1f} s ({url.rsplit('/', 1)[1]})")
         env = {**os.environ, "CATENA_DATABASE_URL": url, "CATENA_ADMIN_PORT": str(args.port),
+               "CATENA_REDIS_URL": os.environ.get("CATENA_REDIS_URL", DEFAULT_REDIS_URL),
+               "CATENA_TOKEN_SECRETS": "bench:catena-paging-benchmark-secret-0123456789",
                "CATENA_WEBHOOKS_ENABLED": "false", "CATENA_LOG_LEVEL": "warning"}  # fmt: skip
         server = subprocess.Popen([sys.executable, "-m", "admin_api"], cwd=ROOT, env=env)  # noqa: ASYNC220
         try:

@@ -1,4 +1,5 @@
-"""The ``catena`` command line: ``up``, ``migrate``, ``portal create``, ``cache rebuild``."""
+"""The ``catena`` command line: ``up``, ``migrate``, ``secret new``, ``health``, ``portal create``,
+``cache rebuild``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 import msgspec
 
-from . import db, ids, migrations, portals
+from . import db, ids, migrations, portals, safety
 from .errors import CatenaError
+from .health_check import SERVICES, check
 from .settings import BaseSettings, SettingsError, load
 
 
@@ -40,7 +42,25 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_run_up)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument(
+        "--accept-changed",
+        action="store_true",
+        help="emergencies only: record the new checksums of applied migrations whose files changed "
+        "(by default a changed applied migration stops the run); see docs/deploy.md",
+    )
     migrate.set_defaults(run=_sync(_migrate))
+
+    secret = commands.add_parser("secret", help="playback-token and cursor secrets")
+    secret_commands = secret.add_subparsers(title="secret commands")
+    new_secret = secret_commands.add_parser(
+        "new", help="print a new kid:secret for CATENA_TOKEN_SECRETS (put it first to rotate)"
+    )
+    new_secret.add_argument("--kid", default=None, help="the key id (default: k<UTC date and time>)")
+    new_secret.set_defaults(run=_secret_new)
+
+    health = commands.add_parser("health", help="exit 0 when a service on this host answers /health")
+    health.add_argument("service", nargs="?", choices=sorted(SERVICES), help="default: any of them")
+    health.set_defaults(run=_health)
 
     portal = commands.add_parser("portal", help="manage portals")
     portal_commands = portal.add_subparsers(title="portal commands")
@@ -74,12 +94,22 @@ async def _migrate(args: argparse.Namespace) -> None:
     settings = load(BaseSettings)
     conn = await db.connect(settings.database_url)
     try:
-        applied = await migrations.apply(conn)
+        applied = await migrations.apply(conn, accept_changed=args.accept_changed)
     finally:
         await conn.close()
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
     print(f"database is up to date ({len(applied)} applied now)")
+
+
+def _secret_new(args: argparse.Namespace) -> None:
+    print(safety.new_token_secret(args.kid))
+
+
+def _health(args: argparse.Namespace) -> None:
+    problem = check(args.service)
+    if problem:
+        sys.exit(f"catena: {problem}")
 
 
 async def _portal_create(args: argparse.Namespace) -> None:

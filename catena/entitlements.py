@@ -1,4 +1,4 @@
-"""The entitlement change signal (DESIGN.md, "Contracts between the pieces").
+"""The entitlement change signal (docs/contracts.md).
 
 Every mutation that changes who may watch what calls :func:`changed` inside its
 own transaction.  It bumps the portal's entitlement version and queues a

@@ -1,4 +1,4 @@
-"""The error hierarchy every service raises, and its JSON rendering (API.md §0).
+"""The error hierarchy every service raises, and its JSON rendering (docs/api.md).
 
 Raise these anywhere; the HTTP layer renders them once as
 ``{"error": code, "message": text, "field": name?}`` with the class's status.

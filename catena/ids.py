@@ -1,4 +1,4 @@
-"""Snowflake ids and their 12-character text form (API.md §0).
+"""Snowflake ids and their 12-character text form (docs/api.md).
 
 An id is a signed 64-bit integer, stored as ``BIGINT``: 41 bits of milliseconds
 since :data:`EPOCH_MS`, 10 bits of node number, 12 bits of sequence.  At the edge it

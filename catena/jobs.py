@@ -1,4 +1,4 @@
-"""The jobs table (DESIGN.md "Jobs"): enqueue, claim with SKIP LOCKED, finish.
+"""The jobs table (docs/contracts.md, "Jobs"): enqueue, claim with SKIP LOCKED, finish.
 
 A job goes queued → running → done | failed.  A running job whose worker stopped
 sending heartbeats is queued again by :func:`reclaim_stale`, so work left by a

@@ -1,4 +1,4 @@
-"""The operations log (API.md §8): one writer, called inside each mutation's transaction."""
+"""The operations log (docs/api.md): one writer, called inside each mutation's transaction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Keyset-cursor pagination shared by every list endpoint (API.md §0).
+"""Keyset-cursor pagination shared by every list endpoint (docs/api.md).
 
 A cursor is the URL-safe base64 of an HMAC tag followed by a small JSON array: the
 list's name, then the sort key of the last row returned.  It is opaque to clients.

@@ -1,4 +1,4 @@
-"""Manager passwords: bcrypt hashes and the password policy (API.md §2)."""
+"""Manager passwords: bcrypt hashes and the password policy (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Portals: their settings schema and their creation by the system operator.
 
-Portals and owners are made outside the Management API (API.md §1): by
+Portals and owners are made outside the Management API (docs/api.md): by
 ``catena portal create`` and by ``catena up`` for the demo portal.
 """
 
@@ -24,7 +24,7 @@ EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
 
 
 class PortalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Operator settings of a portal (API.md §1); read by every service."""
+    """Operator settings of a portal (docs/api.md); read by every service."""
 
     autoCreateSubscribers: bool = False
     # Concurrent sessions per subscriber unless the subscriber overrides it.
@@ -36,7 +36,7 @@ class PortalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     archiveDays: Annotated[int, Meta(ge=0, le=3650)] = 7
     # Base URL of the streaming servers; playback URLs are {base}/{name}/index.m3u8.
     playbackUrlTemplate: Annotated[str, Meta(max_length=500)] = "http://127.0.0.1:8090"
-    # SMS gateway for subscriber sign-in (API.md §9); None = the logging gateway.
+    # SMS gateway for subscriber sign-in (docs/api.md); None = the logging gateway.
     smsGateway: dict[str, Any] | None = None
 
 

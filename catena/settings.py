@@ -22,6 +22,8 @@ PositiveInt = Annotated[int, Meta(ge=1)]
 PREFIX = "CATENA_"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Public in the source: services refuse it (catena.safety); tests and `catena up` never need it.
+DEVELOPMENT_TOKEN_SECRETS = "dev:catena-development-secret-change-me-0123456789"
 
 
 class SettingsError(Exception):
@@ -40,12 +42,12 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     database_pool_size: PositiveInt = 10
     # Playback-token signing keys: "kid:secret[,kid:secret...]"; the first signs,
     # all verify, so a secret can be rotated without logging anybody out.
-    token_secrets: str = "dev:catena-development-secret-change-me-0123456789"
+    token_secrets: str = DEVELOPMENT_TOKEN_SECRETS
     var_dir: str = "var"
 
 
 class AdminSettings(BaseSettings, frozen=True, kw_only=True):
-    """The Management API, client API and web UI (``admin_api``)."""
+    """The Management API and the subscriber client API (``admin_api``)."""
 
     admin_host: str = "127.0.0.1"
     admin_port: Port = 8080

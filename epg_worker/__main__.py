@@ -8,7 +8,8 @@ import uvloop
 from aiohttp import web
 
 from catena import logs
-from catena.settings import EpgSettings, SettingsError, load
+from catena.safety import load_for_service
+from catena.settings import EpgSettings, SettingsError
 
 from . import importer
 from .app import create_app
@@ -16,7 +17,7 @@ from .app import create_app
 
 def main() -> None:
     try:
-        settings = load(EpgSettings)
+        settings = load_for_service(EpgSettings)
     except SettingsError as exc:
         sys.exit(f"epg_worker: {exc}")
     logs.setup("epg_worker", settings.log_level)

@@ -23,6 +23,7 @@ from catena import redis as catena_redis
 from catena.settings import EpgSettings, var_path
 
 from . import fetcher, update
+from . import metrics as epg_metrics
 from .scheduler import Worker
 
 log = logging.getLogger("epg_worker")
@@ -126,7 +127,22 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+# Per source: its last attempt's status and its last success (or creation) time.
+_SOURCE_STATE = """
+SELECT count(*) FILTER (WHERE last.status IN ('error', 'timeout')) AS failing,
+       coalesce(extract(epoch FROM now() - min(coalesce(ok.at, s.created_at))), 0) AS stalest
+FROM epg_sources s
+LEFT JOIN epg_fetches last ON last.id = s.last_fetch_id
+LEFT JOIN LATERAL (SELECT max(f.fetched_at) AS at FROM epg_fetches f
+                   WHERE f.epg_source_id = s.id AND f.status = 'success') ok ON true
+"""
+
+
 async def metrics(request: web.Request) -> web.Response:
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        row = await request.app[WORKER].ctx.pool.fetchrow(_SOURCE_STATE, timeout=5)
+        epg_metrics.SOURCES_FAILING.set(row["failing"])
+        epg_metrics.STALEST_SOURCE.set(float(row["stalest"]))
     return web.Response(
         body=prometheus_client.generate_latest(),
         headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},

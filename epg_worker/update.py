@@ -358,6 +358,9 @@ class Attempt:
     def _finished(self, result: fetches.Result) -> None:
         """Count and log an attempt whose record is committed."""
         metrics.FETCHES.labels(result.status).inc()
+        metrics.DURATION.labels(result.status).observe(
+            (result.fetch_duration or 0) + (result.import_duration or 0)
+        )
         fields = {**self._log_fields(), "status": result.status, "result": result.message}
         if result.status == "success":
             log.info("update finished", extra=fields)

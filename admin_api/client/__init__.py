@@ -1,4 +1,4 @@
-"""The subscriber client API (API.md §9): what the subscribers' apps and players call.
+"""The subscriber client API (docs/api.md): what the subscribers' apps and players call.
 
 Paths live under :data:`PREFIX`, outside the Management API's base path.
 """

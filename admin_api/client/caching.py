@@ -6,8 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
-from aiohttp import web
-from aiohttp.helpers import ETag
+from aiohttp import ETag, web
 
 
 def fingerprint(parts: Iterable[object]) -> str:

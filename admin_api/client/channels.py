@@ -23,7 +23,7 @@ from .portal import PortalQuery, resolve
 api = Api(TAG, prefix=PREFIX, auth=authenticate_subscriber)
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-# Channel names as the Management API allows them (API.md §3).
+# Channel names as the Management API allows them (docs/api.md).
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{2,20}$")
 # Logo URLs carry the image's version, so caches may keep an answer for a day.
 LOGO_CACHE = "public, max-age=86400"

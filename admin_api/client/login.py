@@ -1,4 +1,4 @@
-"""Subscriber sign-in by phone and SMS code (API.md §9, manual §4.1.3, §6.1.3).
+"""Subscriber sign-in by phone and SMS code (docs/api.md, manual §4.1.3, §6.1.3).
 
 ``POST /login/sms`` answers the same whether or not the phone belongs to a
 subscriber: a code row is stored either way (so cooldown, attempts and expiry

@@ -1,6 +1,6 @@
 """SMS gateways: how a sign-in code reaches the subscriber's phone.
 
-A portal chooses its gateway in ``settings.smsGateway`` (API.md §1, §9):
+A portal chooses its gateway in ``settings.smsGateway`` (docs/api.md):
 
 - ``null`` or ``{"type": "log"}`` — the code is written to the service log as a JSON
   line (development, ``catena up``);

@@ -1,4 +1,4 @@
-"""The URLs handed to apps and players: live and archive playback (FLUSSONIC.md §3), logos.
+"""The URLs handed to apps and players: live and archive playback (docs/authgate.md), logos.
 
 ``{base}`` is the portal's ``playbackUrlTemplate``: the streaming servers' base
 URL.  The player appends nothing; the token travels as ``?token=`` so that

@@ -187,7 +187,7 @@ async def test_forged_cursors_are_400_on_every_list(api: Api) -> None:
 
 
 async def test_hand_made_cursors_are_400_on_every_list(api: Api) -> None:
-    """A well-formed position without this deployment's signature is refused (API.md §0)."""
+    """A well-formed position without this deployment's signature is refused (docs/api.md)."""
     for path in ("/operations", "/subscribers", "/play-sessions", "/webhooks"):
         tag = path.strip("/")
         unsigned = base64.urlsafe_b64encode(f'["{tag}",1]'.encode()).decode().rstrip("=")

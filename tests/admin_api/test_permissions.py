@@ -1,7 +1,7 @@
 """The permission matrix, against every Management API endpoint the app declares.
 
 Reads are open to every manager of the portal; a write needs its flag; the owner
-and the API key may do everything (API.md §2).  A refused call changes nothing.
+and the API key may do everything (docs/api.md).  A refused call changes nothing.
 """
 
 from __future__ import annotations

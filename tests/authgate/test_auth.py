@@ -1,4 +1,4 @@
-"""``/auth`` answers exactly as FLUSSONIC.md §1 lays them out, from real gateway processes."""
+"""``/auth`` answers exactly as docs/authgate.md lays them out, from real gateway processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``POST /events`` (FLUSSONIC.md §2): formats, counts, and what it refuses."""
+"""``POST /events`` (docs/authgate.md): formats, counts, and what it refuses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Play sessions recorded from checks and events (API.md §7, issue item 5)."""
+"""Play sessions recorded from checks and events (docs/api.md, issue item 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Concurrent-session limits held across gateway processes (FLUSSONIC.md §1, issue item 4)."""
+"""Concurrent-session limits held across gateway processes (docs/authgate.md, issue item 4)."""
 
 from __future__ import annotations
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from catena import db, migrations
-from tests.conftest import replace_database
+from tests.catena.test_cli import catena
+from tests.conftest import ROOT, replace_database
 
 
 @pytest.fixture
@@ -50,10 +52,8 @@ async def test_concurrent_runs_apply_each_migration_once(empty_database: str) ->
             await conn.close()
 
 
-async def test_a_failing_migration_leaves_nothing_behind(empty_database: str, tmp_path: object) -> None:
-    from pathlib import Path
-
-    directory = Path(str(tmp_path))
+async def test_a_failing_migration_leaves_nothing_behind(empty_database: str, tmp_path: Path) -> None:
+    directory = tmp_path
     (directory / "0001_ok.sql").write_text("CREATE TABLE ok_table (id int);")
     (directory / "0002_broken.sql").write_text("CREATE TABLE half (id int); SELECT no_such_function();")
     conn = await db.connect(empty_database)
@@ -67,18 +67,71 @@ async def test_a_failing_migration_leaves_nothing_behind(empty_database: str, tm
         await conn.close()
 
 
-def test_file_names_are_checked(tmp_path: object) -> None:
-    from pathlib import Path
+def test_file_names_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "1_bad.sql").write_text("SELECT 1;")
+    with pytest.raises(migrations.MigrationError, match="NNNN_name"):
+        migrations.discover(tmp_path)
+    (tmp_path / "1_bad.sql").unlink()
+    (tmp_path / "0003_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0003_b.sql").write_text("SELECT 1;")
+    with pytest.raises(migrations.MigrationError, match="two migrations"):
+        migrations.discover(tmp_path)
 
-    directory = Path(str(tmp_path))
-    (directory / "1_bad.sql").write_text("SELECT 1;")
-    with pytest.raises(ValueError, match="NNNN_name"):
-        migrations.discover(directory)
-    (directory / "1_bad.sql").unlink()
-    (directory / "0003_a.sql").write_text("SELECT 1;")
-    (directory / "0003_b.sql").write_text("SELECT 1;")
-    with pytest.raises(ValueError, match="two migrations"):
-        migrations.discover(directory)
+
+async def test_no_migration_files_is_an_error_not_an_empty_run(empty_database: str, tmp_path: Path) -> None:
+    (tmp_path / "README.txt").write_text("no SQL here")
+    conn = await db.connect(empty_database)
+    try:
+        with pytest.raises(migrations.MigrationError, match="no migration files"):
+            await migrations.apply(conn, tmp_path)
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations') IS NULL")
+    finally:
+        await conn.close()
+
+
+def test_the_package_carries_every_migration_and_nothing_is_left_outside() -> None:
+    """SQL files are read from the package; a ``migrations/`` at the top of the
+    repository (where they used to live) would be left out of the wheel."""
+    names = [entry.name for entry in migrations.default_source().iterdir() if entry.name.endswith(".sql")]
+    assert len(migrations.discover()) == len(names) > 0
+    stray = sorted(p.relative_to(ROOT) for p in ROOT.glob("*/*.sql") if p.parent.name == "migrations")
+    assert stray == [], f"move these into catena/migrations/: {stray}"
+
+
+async def test_a_changed_applied_migration_stops_the_run(empty_database: str, tmp_path: Path) -> None:
+    (tmp_path / "0001_one.sql").write_text("CREATE TABLE one (id int);")
+    conn = await db.connect(empty_database)
+    try:
+        await migrations.apply(conn, tmp_path)
+        (tmp_path / "0001_one.sql").write_text("CREATE TABLE one (id bigint);")
+        (tmp_path / "0002_two.sql").write_text("CREATE TABLE two (id int);")
+        with pytest.raises(migrations.ChangedMigration, match="0001_one"):
+            await migrations.apply(conn, tmp_path)
+        assert await conn.fetchval("SELECT to_regclass('two') IS NULL")  # nothing applied
+        applied = await migrations.apply(conn, tmp_path, accept_changed=True)
+        assert [m.label for m in applied] == ["0002_two"]
+        assert await migrations.apply(conn, tmp_path) == []  # the new checksum is the recorded one
+        recorded = await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1")
+        assert recorded == migrations.discover(tmp_path)[0].checksum
+    finally:
+        await conn.close()
+
+
+async def test_catena_migrate_refuses_a_changed_migration(empty_database: str) -> None:
+    conn = await db.connect(empty_database)
+    try:
+        await migrations.apply(conn)
+        await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    finally:
+        await conn.close()
+    refused = catena(empty_database, "migrate")
+    assert refused.returncode == 1, refused
+    assert "0001_core differ" in refused.stderr and "--accept-changed" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    accepted = catena(empty_database, "migrate", "--accept-changed")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "accepted the changed migration 0001_core" in accepted.stderr
+    assert catena(empty_database, "migrate").returncode == 0
 
 
 async def test_monthly_partitions_exist_ahead(pool: asyncpg.Pool) -> None:

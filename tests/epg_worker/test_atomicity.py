@@ -121,10 +121,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _spawn_worker(database_url: str, var_dir: Path) -> subprocess.Popen[bytes]:
+def _spawn_worker(database_url: str, redis_url: str, var_dir: Path) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
         CATENA_DATABASE_URL=database_url,
+        CATENA_REDIS_URL=redis_url,
+        CATENA_TOKEN_SECRETS="epg:test-secret-of-the-epg-worker-0123456789",
         CATENA_VAR_DIR=str(var_dir),
         CATENA_EPG_PORT=str(_free_port()),
         CATENA_EPG_POLL_INTERVAL="0.1",
@@ -158,13 +160,14 @@ async def test_killing_a_worker_mid_import_keeps_the_old_guide_and_retries_the_j
     make_worker: Callable[..., Any],
     big_guide: bytes,
     database_url: str,
+    redis_url: str,
     tmp_path: Path,
 ) -> None:
     source, before = await _first_guide(guides, sources, await make_worker())
     guides.put("/guide.xml", big_guide)
     job_id = await sources.request_update(source)
 
-    process = _spawn_worker(database_url, tmp_path / "killed")
+    process = _spawn_worker(database_url, redis_url, tmp_path / "killed")
     try:
         progress = await _wait_for_import(sources.pool, process)
         process.send_signal(signal.SIGKILL)

@@ -1,7 +1,7 @@
 """Fixtures of the client API tests: a subscriber app, and content made with plain SQL.
 
 Subscribers, packages, channels and programmes are written straight into the
-tables of ``migrations/0001_core.sql``: the Management API modules that make them
+tables of ``catena/migrations/0001_core.sql``: the Management API modules that make them
 are built elsewhere, and the client API must work with whatever they write.
 """
 
