@@ -58,6 +58,9 @@ async def authenticate_session(call: Call) -> None:
     refuse_api_key(call.caller)
 
 
+authenticate_session.openapi_scheme = "managerSession"  # type: ignore[attr-defined]
+
+
 def refuse_api_key(actor: Principal) -> None:
     if actor.is_api_key:
         raise Forbidden(
