@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -105,3 +106,20 @@ async def test_the_api_refuses_what_the_rules_refuse(
             assert status in (403, 409) and answer["message"], answer
     if not any(getattr(rule, name) for name, _, _ in attempts):
         assert await pool.fetch("SELECT * FROM managers ORDER BY id") == before
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one(api: Api, pool: asyncpg.Pool) -> None:
+    sessions = [await manager_session(api, f"admin{n}@x.co", isAdmin=True) for n in range(2)]
+    made = {r["email"]: ids.encode(r["id"]) for r in await pool.fetch("SELECT id, email FROM managers")}
+    targets = [made["admin1@x.co"], made["admin0@x.co"]]
+    answers = await asyncio.gather(
+        *(s.put(f"/managers/{t}", {"isAdmin": False}) for s, t in zip(sessions, targets, strict=True))
+    )
+    assert sorted(status for status, _ in answers) == [200, 409], answers
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM managers m JOIN portals p ON p.id = m.portal_id"
+            " WHERE m.is_admin AND m.id <> p.owner_id"
+        )
+        == 1
+    )
