@@ -19,9 +19,10 @@ drawn from the data itself:
 
 and, for scale, the first page without ``q``.
 
-Each is timed through HTTP and, in this process, through the action the handler
-and the console call (``subscribers.list_subscribers``: SQL, rows and tokens, no
-HTTP), which shows where the time goes.  ``--requests`` queries per kind.
+Each is timed through HTTP; in this process through the action the handler and
+the console call (``subscribers.list_subscribers``: SQL, objects and playback
+tokens, no HTTP); and as the page's SQL alone (finding the ids, reading their
+rows), which shows where the time goes.  ``--requests`` queries per kind.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from admin_api import subscribers  # noqa: E402
+from admin_api import subscriber_search, subscribers  # noqa: E402
+from admin_api._content import FIRST_ID  # noqa: E402
 from admin_api.principal import Principal  # noqa: E402
 from admin_api.services import Services  # noqa: E402
 from catena import db, ids, migrations, portals  # noqa: E402
@@ -57,6 +59,8 @@ from catena.tokens import TokenCodec  # noqa: E402
 
 BASE = "/tv-management/api/v1"
 PACKAGES = 10
+# The server under test and the in-process actions sign with this secret.
+TOKEN_SECRETS = "bench:catena-search-benchmark-secret-0123456789"
 FIRST = (
     "Александр Алексей Анастасия Андрей Анна Антон Артём Валентина Василий Вера Виктор Виктория "
     "Владимир Галина Дарья Денис Дмитрий Евгений Екатерина Елена Иван Игорь Илья Ирина Кирилл "
@@ -198,6 +202,7 @@ def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         **os.environ,
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
+        "CATENA_TOKEN_SECRETS": TOKEN_SECRETS,
         "CATENA_REDIS_PREFIX": "catena-bench-" + secrets.token_hex(4),
         "CATENA_ADMIN_HOST": "127.0.0.1",
         "CATENA_ADMIN_PORT": str(args.port),
@@ -262,7 +267,7 @@ async def measure(
 
 
 async def in_process(args: argparse.Namespace, url: str, portal_id: int, texts: dict[str, Any]) -> list[str]:
-    settings = load(AdminSettings, environ={})
+    settings = load(AdminSettings, environ={}, token_secrets=TOKEN_SECRETS)
     pool = await db.create_pool(url, max_size=2)
     redis = catena_redis.connect(args.redis_url)
     services = Services(
@@ -276,15 +281,32 @@ async def in_process(args: argparse.Namespace, url: str, portal_id: int, texts: 
         )
         return len(page.subscribers)
 
+    async def sql(text: str) -> int:
+        return len(await page_sql(pool, portal_id, text))
+
     lines = []
     try:
-        for kind, sample in texts.items():
-            await timed(action, sample[:50])
-            lines.append(summary(f"action, {kind}", *await timed(action, sample)))
+        for name, call in (("action", action), ("SQL", sql)):
+            for kind, sample in texts.items():
+                await timed(call, sample[:50])
+                lines.append(summary(f"{name}, {kind}", *await timed(call, sample)))
     finally:
         await pool.close()
         await redis.aclose()
     return lines
+
+
+async def page_sql(pool: asyncpg.Pool, portal_id: int, text: str) -> list[asyncpg.Record]:
+    """One page's statements alone: finding the ids, reading their rows (no objects, no tokens)."""
+    search = subscriber_search.parse(text)
+    async with pool.acquire() as conn:
+        if search is None:
+            sql = subscribers._LIST.format(where="s.portal_id = $1", limit="$2")
+            return list(await conn.fetch(sql, portal_id, 101))
+        found = await subscriber_search.matching_ids(
+            conn, portal_id, FIRST_ID, 101, search, lambda where: None
+        )
+        return list(await conn.fetch(subscribers._BY_IDS, portal_id, found))
 
 
 async def main() -> None:
