@@ -142,7 +142,8 @@ def manager_rules(
         return ManagerRules(False, False, False, False, _OWNER_IMMUTABLE)
     last_admin = is_admin and other_admins == 0
     if manager_id == actor.manager_id:
-        return ManagerRules(True, False, False, not last_admin, _OWN_FLAGS)
+        reason = f"{_OWN_FLAGS}; {_LAST_ADMIN}" if last_admin else _OWN_FLAGS
+        return ManagerRules(True, False, False, not last_admin, reason)
     return ManagerRules(True, True, not last_admin, not last_admin, _LAST_ADMIN if last_admin else None)
 
 
@@ -157,7 +158,7 @@ async def rules_for(
     for manager in managers:
         target = ids.decode(manager.managerId)
         assert target is not None
-        others = admins - (manager.isAdmin and target != owner_id)
+        others = admins - 1 if manager.isAdmin and target != owner_id else admins
         rules[manager.managerId] = manager_rules(actor, target, manager.isAdmin, owner_id, others)
     return rules
 
