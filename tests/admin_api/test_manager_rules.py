@@ -108,14 +108,38 @@ async def test_the_api_refuses_what_the_rules_refuse(
         assert await pool.fetch("SELECT * FROM managers ORDER BY id") == before
 
 
-async def test_two_admins_demoting_each_other_at_once_leave_one(api: Api, pool: asyncpg.Pool) -> None:
+async def test_two_admins_demoting_each_other_at_once_leave_one(
+    api: Api, portal: Any, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Both demotions are authenticated and wait on the portal lock; the second to get it
+    finds it would leave no admin."""
     sessions = [await manager_session(api, f"admin{n}@x.co", isAdmin=True) for n in range(2)]
     made = {r["email"]: ids.encode(r["id"]) for r in await pool.fetch("SELECT id, email FROM managers")}
     targets = [made["admin1@x.co"], made["admin0@x.co"]]
-    answers = await asyncio.gather(
-        *(s.put(f"/managers/{t}", {"isAdmin": False}) for s, t in zip(sessions, targets, strict=True))
-    )
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute(
+                "SELECT 1 FROM portals WHERE id = $1 FOR UPDATE", ids.decode(portal.portalId)
+            )
+            demotions = [
+                asyncio.create_task(s.put(f"/managers/{t}", {"isAdmin": False}))
+                for s, t in zip(sessions, targets, strict=True)
+            ]
+            for _ in range(200):
+                waiting = await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if waiting >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert waiting >= 2
+        answers = await asyncio.gather(*demotions)
+    finally:
+        await blocker.close()
     assert sorted(status for status, _ in answers) == [200, 409], answers
+    assert [a["error"] for s, a in answers if s == 409] == ["last_admin"]
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM managers m JOIN portals p ON p.id = m.portal_id"
