@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' --quiet
 
-.PHONY: install tools up test lint check lock bench bench-auth bench-epg loadtest clean
+.PHONY: install tools up test lint check lock bench bench-auth bench-epg loadtest clean browser messages
 
 # pip installs nothing the lock does not pin (--require-hashes), then the project
 # itself without dependencies; pip check fails when pyproject.toml asks for a
@@ -26,7 +26,7 @@ install: $(STAMP)
 up: install
 	$(BIN)/catena up
 
-test: install tools
+test: install tools browser
 	$(BIN)/pytest
 
 # promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml in the
@@ -42,6 +42,28 @@ lint: install
 	$(BIN)/mypy
 
 check: test lint
+
+# The console's browser tests drive Debian's Chromium.  Installed with apt when missing;
+# if that fails the browser tests skip, except under CI=true, where they fail.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM ?= /usr/bin/chromium
+
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing Debian's chromium for the console's browser tests"; \
+		{ $(SUDO) apt-get update -qq && \
+		  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "chromium could not be installed: the browser tests will skip (fail under CI=true)"; \
+	fi
+
+# Extract the console's messages and merge them into the English and Russian
+# catalogues (admin_api/locale/*/LC_MESSAGES/messages.po); translate the new
+# Russian entries, then `make test` checks that none is missing.
+LOCALE := admin_api/locale
+messages: install
+	$(BIN)/pybabel extract -F $(LOCALE)/babel.cfg -k N_ -k NP_:1c,2 --no-location --sort-output --no-wrap --project Catena --version 0.1 -o $(LOCALE)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALE)/messages.pot -d $(LOCALE) --no-fuzzy-matching --ignore-obsolete --no-wrap
+	rm $(LOCALE)/messages.pot
 
 # docs/api.md from the OpenAPI document (the part below its marker).
 .PHONY: api-doc
@@ -69,6 +91,12 @@ lock:
 bench-operations: install
 	$(BIN)/python benchmarks/bench_operations_paging.py
 
+# Latency of GET /stats with 100,000 subscribers, 1,000 channels and 50,000 open sessions
+# while a writer merges gateway batches, and what the stats triggers cost those batches.
+.PHONY: bench-stats
+bench-stats: install
+	$(BIN)/python benchmarks/bench_stats.py $(BENCH_ARGS)
+
 # Latency of GET /channels?limit=100 with 100,000 channels (issue #3); makes and drops its own database.
 .PHONY: bench-content
 bench-content: install
@@ -83,7 +111,6 @@ bench-search: install
 # The gateway's side-by-side throughput harness (docs/bench-auth.md).  Installs
 # Debian's nginx-light and wrk when missing; RUNLEVEL=1 keeps the package from
 # starting a system nginx on port 80.  Options: make bench-auth BENCH_ARGS="--duration 30"
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NGINX := $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
 
 bench-auth: install

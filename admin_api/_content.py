@@ -11,6 +11,7 @@ from msgspec import UNSET, Meta
 from catena import ids
 from catena.errors import Conflict, InvalidInput, NotFound
 
+from ._search import SearchText
 from .schema import NO_NUL, NO_NUL_TEXT, PageQuery
 from .services import Services
 
@@ -92,15 +93,7 @@ async def id_page(
 
 
 class NamedPageQuery(PageQuery):
-    """A list that can also be filtered by exact names (``?name=a&name=b``)."""
+    """A list that can also be filtered by exact names (``?name=a&name=b``) and searched (``?q=``)."""
 
     name: list[Annotated[str, Meta(max_length=200, pattern=NO_NUL, description=NO_NUL_TEXT)]] | None = None
-
-
-async def named_page(
-    services: Services, portal_id: int, query: NamedPageQuery, tag: str, sql: str, named_sql: str
-) -> tuple[Sequence[asyncpg.Record], str | None]:
-    """:func:`id_page` with ``named_sql`` (names as $4) when the query filters by name."""
-    if query.name is None:
-        return await id_page(services, portal_id, tag, sql, query)
-    return await id_page(services, portal_id, tag, named_sql, query, query.name)
+    q: SearchText | None = None

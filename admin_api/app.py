@@ -17,6 +17,7 @@ from catena.tokens import TokenCodec
 
 from . import (
     channels,
+    console,
     epg_sources,
     free_packages,
     health,
@@ -28,6 +29,7 @@ from . import (
     packages,
     play_sessions,
     portal,
+    stats,
     subscribers,
     subscriptions,
     webhook_delivery,
@@ -60,6 +62,7 @@ MODULES = [
     subscriptions,
     operations_log,
     play_sessions,
+    stats,
     webhooks,
     client_portal,
     client_login,
@@ -75,7 +78,7 @@ def apis() -> list[Api]:
 def create_app(settings: AdminSettings) -> web.Application:
     """Build the application; connections open in ``cleanup_ctx`` when it starts."""
     app = web.Application(
-        middlewares=[health.metrics_middleware, error_middleware],
+        middlewares=[health.metrics_middleware, error_middleware, console.middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
@@ -83,6 +86,7 @@ def create_app(settings: AdminSettings) -> web.Application:
     app[keys.CURSORS] = Cursors(settings.token_secrets)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_partition_maintenance)
+    app.cleanup_ctx.append(stats.background)
     if settings.webhooks_enabled:
         app.cleanup_ctx.append(webhook_delivery.background)
     health.add_routes(app)
@@ -94,6 +98,8 @@ def create_app(settings: AdminSettings) -> web.Application:
         api.add_to(app)
     document = msgspec.json.encode(openapi.build(e for a in apis() for e in a.endpoints))
     app.router.add_get(OPENAPI_PATH, _serve_bytes(document))
+    # The staff web console at "/", beside the APIs (docs/console.md).
+    console.setup(app, settings.token_secrets)
     return app
 
 

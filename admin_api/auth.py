@@ -71,8 +71,10 @@ def refuse_api_key(actor: Principal) -> None:
 
 
 async def principal_for(services: Services, token: str) -> Principal | None:
-    """Who ``token`` (an API key or a manager session secret) is; ``None`` when unknown,
-    revoked or idle for longer than ``CATENA_MANAGER_SESSION_IDLE``."""
+    """Who ``token`` names, as ``X-Auth-Token`` would; ``None`` when unknown or expired.
+
+    The console authenticates the session in its cookie with this.
+    """
     async with services.db.acquire() as conn:
         return await _lookup(conn, token, services.settings.manager_session_idle)
 

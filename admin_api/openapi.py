@@ -67,7 +67,7 @@ def _operation(endpoint: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         "tags": [endpoint.tag],
         "summary": endpoint.summary,
         "operationId": endpoint.operation_id,
-        "parameters": _path_params(endpoint.path) + _query_params(endpoint.query),
+        "parameters": _path_params(endpoint.path) + _query_params(endpoint.query) + _format_param(endpoint),
         "responses": _responses(endpoint, refs),
     }
     if endpoint.description:
@@ -93,6 +93,10 @@ def _responses(endpoint: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         }
     else:
         ok = {"description": "Done", "content": {"application/json": {"schema": {"type": "object"}}}}
+    if endpoint.csv:
+        ok["content"]["text/csv"] = {
+            "schema": {"type": "string", "description": "RFC 4180 CSV, header row first"}
+        }
     responses: dict[str, Any] = {str(endpoint.status): ok}
     for status, (description, media) in endpoint.produces.items():
         responses[str(status)] = {"description": description, "content": {media: {}}}
@@ -102,6 +106,20 @@ def _responses(endpoint: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
             continue
         responses.setdefault(str(status), {"description": description, "content": error})
     return responses
+
+
+def _format_param(endpoint: Endpoint) -> list[dict[str, Any]]:
+    if not endpoint.csv:
+        return []
+    return [
+        {
+            "name": "format",
+            "in": "query",
+            "required": False,
+            "description": "csv: every matching row as CSV (as Accept: text/csv); json: one page (default)",
+            "schema": {"enum": ["json", "csv"], "type": "string"},
+        }
+    ]
 
 
 def _path_params(path: str) -> list[dict[str, Any]]:

@@ -10,6 +10,11 @@ A module declares its endpoints on an :class:`Api`; the handler's annotation
     async def handle_create_channel(call: Call[ChannelCreate, None]) -> Channel:
         return await create_channel(call.services, call.caller, call.body)
 
+An endpoint declared with ``csv=True`` also answers in CSV: the wrapper
+negotiates the representation (``?format=csv|json``, else ``Accept``) and sets
+``call.csv``; the handler then streams a :class:`admin_api.csv_export.CsvExport`.
+CSV asked of any other endpoint is a 406 (see :func:`wants_csv`).
+
 The wrapper authenticates the caller, checks the permission a write needs, decodes
 the JSON body into the declared Struct and the query string into the declared
 query Struct (400 naming the field on anything wrong), runs the handler and
@@ -34,7 +39,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from catena import ids
-from catena.errors import InvalidInput, NotFound, UnsupportedMediaType, from_validation
+from catena.errors import InvalidInput, NotAcceptable, NotFound, UnsupportedMediaType, from_validation
 from catena.pagination import Cursors
 from catena.settings import AdminSettings
 
@@ -58,7 +63,7 @@ class Call(Generic[BodyT, QueryT]):
     ``Call[Body, Query]`` in a handler's signature is what the endpoint decodes.
     """
 
-    __slots__ = ("body", "principal", "query", "request", "subject")
+    __slots__ = ("body", "csv", "principal", "query", "request", "subject")
 
     body: BodyT
     query: QueryT
@@ -70,6 +75,8 @@ class Call(Generic[BodyT, QueryT]):
         self.subject: Any = None
         self.body = body
         self.query = query
+        # The client asked for CSV and the endpoint has it (endpoints declared csv=True).
+        self.csv = False
 
     @property
     def services(self) -> Services:
@@ -133,6 +140,8 @@ class Endpoint:
     # application's client_max_size (e.g. inline images, so that an oversized one
     # gets a 400 naming its field instead of a bare 413).
     max_body: int | None = None
+    # The endpoint also answers text/csv (?format=csv or Accept); see wants_csv.
+    csv: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -205,13 +214,17 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             await endpoint.auth(call)
         if endpoint.permission is not None:
             call.caller.require(endpoint.permission, reading=endpoint.method == "GET")
+        call.csv = wants_csv(request, offered=endpoint.csv)
         if endpoint.query is not None:
             call.query = decode_query(request, endpoint.query, query_lists)
         if body_decoder is not None:
             raw = await read_json(request, optional=endpoint.optional_body, max_body=endpoint.max_body)
             call.body = decode_body(body_decoder, raw or _EMPTY_OBJECT)
         result = await endpoint.handler(call)
-        return respond(result, endpoint.status)
+        response = respond(result, endpoint.status)
+        if endpoint.csv:
+            response.headers["Vary"] = "Accept"
+        return response
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
@@ -259,6 +272,72 @@ def respond(result: Any, status: int) -> web.StreamResponse:
         return result
     body = _EMPTY_OBJECT if result is None else msgspec.json.encode(result)
     return web.Response(body=body, status=status, content_type="application/json")
+
+
+FORMATS = ("json", "csv")
+_CSV, _JSON = ("text", "csv"), ("application", "json")
+
+
+def wants_csv(request: web.Request, *, offered: bool) -> bool:
+    """Whether to answer in CSV; 406 when only CSV is acceptable and the endpoint has none.
+
+    ``?format=csv|json`` decides when present.  Otherwise ``Accept``: an endpoint with
+    CSV answers it when the client prefers ``text/csv`` to JSON by q-value (ties go
+    to JSON); any other endpoint refuses an ``Accept`` naming nothing but
+    ``text/csv``, and answers as always to every other list, so ``Accept: text/csv,
+    application/json`` gets JSON.
+    """
+    chosen = request.query.getall("format", [None])[-1]
+    if chosen is not None:
+        if chosen == "csv" and not offered:
+            raise NotAcceptable("this endpoint has no CSV form; it answers in JSON", field="format")
+        if offered and chosen not in FORMATS:
+            raise InvalidInput(f"format must be json or csv, got {chosen!r}", field="format")
+        return chosen == "csv"
+    ranges = _accept_ranges(request.headers.getall("Accept", []))
+    if offered:
+        return _quality(ranges, _CSV) > _quality(ranges, _JSON)
+    if ranges and all(kind == _CSV for kind, q in ranges if q > 0) and _quality(ranges, _CSV) > 0:
+        raise NotAcceptable("this endpoint has no CSV form; accept application/json", field="Accept")
+    return False
+
+
+def _accept_ranges(headers: list[str]) -> list[tuple[tuple[str, str], float]]:
+    """``Accept`` as (type, subtype) ranges with their q-values; unreadable entries are skipped."""
+    ranges = []
+    for entry in ",".join(headers).split(","):
+        media, *params = entry.split(";")
+        kind, slash, subtype = media.strip().lower().partition("/")
+        if not slash or not kind or not subtype:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = -1.0
+        if q >= 0:
+            ranges.append(((kind, subtype.strip()), q))
+    return ranges
+
+
+def _quality(ranges: list[tuple[tuple[str, str], float]], media: tuple[str, str]) -> float:
+    """The q-value of ``media`` under the most specific range that covers it (0 if none)."""
+    best, quality = -1, 0.0
+    for (kind, subtype), q in ranges:
+        if (kind, subtype) == media:
+            specificity = 2
+        elif kind == media[0] and subtype == "*":
+            specificity = 1
+        elif (kind, subtype) == ("*", "*"):
+            specificity = 0
+        else:
+            continue
+        if specificity > best:
+            best, quality = specificity, q
+    return quality
 
 
 def decode_query(request: web.Request, query_type: type, lists: frozenset[str]) -> Any:

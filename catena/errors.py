@@ -62,6 +62,13 @@ class Conflict(CatenaError):
     code = "conflict"
 
 
+class NotAcceptable(CatenaError):
+    """The client accepts only a representation the endpoint does not have (e.g. CSV)."""
+
+    status = 406
+    code = "not_acceptable"
+
+
 class PayloadTooLarge(CatenaError):
     status = 413
     code = "payload_too_large"

@@ -216,6 +216,7 @@ def _announce(info: UpInfo, var: Path) -> None:
     lines = [
         "",
         "Catena is up.",
+        f"  Web console     {info.adminUrl}/  (sign in: {info.ownerEmail} / {info.ownerPassword})",
         f"  Management API  {info.adminUrl}/tv-management/api/v1",
         f"  OpenAPI         {info.adminUrl}/tv-management/api/v1/openapi.json",
         f"  Auth gateway    {info.authUrl}/auth",

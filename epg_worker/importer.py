@@ -10,7 +10,9 @@ programmes, so heartbeats, progress and ``/health`` go on during a long import (
 thread would not parse any faster: parsing holds the GIL).
 
 Every row goes into ``epg_programs`` inside one transaction, tagged with the fetch
-id.  Just before committing, the source's rows of every other fetch are deleted.
+id, and so do the guide's ``<channel>`` declarations (id and display names, into
+``epg_guide_channels``).  Just before committing, the source's rows of every other
+fetch are deleted.
 Readers (``WHERE epg_source_id = $1``) therefore see the old guide until the commit
 and the new one after it, never a mix; an import that fails, is cancelled or whose
 worker dies is rolled back and leaves the old guide as it was.
@@ -54,6 +56,10 @@ SLICE = 250  # programmes parsed between two turns of the event loop
 # Past this many distinct channels the set of names stops growing (a hostile file
 # could name millions); the count then comes from the database.
 MAX_TRACKED_CHANNELS = 100_000
+# <channel> declarations kept per guide (with at most three display names each);
+# later ones are dropped, so a hostile file cannot grow memory without bound.
+MAX_GUIDE_CHANNELS = 20_000
+GUIDE_CHANNEL_COLUMNS = ("epg_source_id", "fetch_id", "portal_id", "xmltv_id", "display_names")
 GZIP_MAGIC = b"\x1f\x8b"
 # Rows carry times as PostgreSQL's own binary value, microseconds since 2000-01-01
 # UTC: with the codec :func:`prepare` installs, asyncpg copies them as they are,
@@ -62,6 +68,7 @@ PG_EPOCH = 946_684_800
 
 _LOCK_SOURCE = "SELECT 1 FROM epg_sources WHERE id = $1 FOR KEY SHARE"
 _DELETE_OTHERS = "DELETE FROM epg_programs WHERE epg_source_id = $1 AND fetch_id IS DISTINCT FROM $2"
+_DELETE_OTHER_CHANNELS = "DELETE FROM epg_guide_channels WHERE epg_source_id = $1 AND fetch_id <> $2"
 _COUNT_CHANNELS = """
 SELECT count(DISTINCT epg_channel_name) FROM epg_programs WHERE epg_source_id = $1 AND fetch_id = $2
 """
@@ -110,6 +117,8 @@ class Stats:
     skipped: dict[str, Problem] = field(default_factory=dict)
     bad_stops: Problem = field(default_factory=Problem)
     channel_names: set[str] = field(default_factory=set)
+    # The guide's <channel> declarations: id → display names.
+    guide_channels: dict[str, list[str]] = field(default_factory=dict)
     channels_overflow: bool = False
     channels: int = 0
     deleted: int = 0
@@ -118,6 +127,11 @@ class Stats:
 
     def skip(self, reason: str, line: int, value: str | None = None) -> None:
         self.skipped.setdefault(reason, Problem()).add(line, value)
+
+    def declare_channel(self, channel_id: str, display_names: list[str]) -> None:
+        """A ``<channel>`` of the guide (the first declaration of an id wins)."""
+        if len(self.guide_channels) < MAX_GUIDE_CHANNELS:
+            self.guide_channels.setdefault(channel_id, display_names)
 
 
 Finish = Callable[[asyncpg.Connection, Stats], Awaitable[None]]
@@ -173,7 +187,7 @@ async def _rows(
         with open_guide(path) as stream:
             turn = SLICE
             counted: Any = _Counted(stream, stats, max_xml_bytes)  # file-like enough for lxml
-            for raw in xmltv.iter_programmes(counted):
+            for raw in xmltv.iter_programmes(counted, stats.declare_channel):
                 row = rows(raw)
                 if row is not None:
                     yield row
@@ -200,10 +214,21 @@ async def _replace(conn: asyncpg.Connection, target: Target, stats: Stats) -> No
         raise ImportFailed("the EPG source was deleted during the import")
     status = await conn.execute(_DELETE_OTHERS, target.source_id, target.fetch_id)
     stats.deleted = int(status.split()[-1])
+    await _replace_guide_channels(conn, target, stats)
     if stats.channels_overflow:
         stats.channels = await conn.fetchval(_COUNT_CHANNELS, target.source_id, target.fetch_id)
     else:
         stats.channels = len(stats.channel_names)
+
+
+async def _replace_guide_channels(conn: asyncpg.Connection, target: Target, stats: Stats) -> None:
+    await conn.execute(_DELETE_OTHER_CHANNELS, target.source_id, target.fetch_id)
+    records = [
+        (target.source_id, target.fetch_id, target.portal_id, channel_id, names)
+        for channel_id, names in stats.guide_channels.items()
+    ]
+    if records:
+        await conn.copy_records_to_table("epg_guide_channels", records=records, columns=GUIDE_CHANNEL_COLUMNS)
 
 
 def check_head(path: Path) -> None:

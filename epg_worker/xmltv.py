@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, NamedTuple
 
 from lxml import etree
@@ -21,6 +21,9 @@ from lxml import etree
 MAX_TITLE = 500
 MAX_DESCRIPTION = 8000
 MAX_SHORT = 200
+# Display names kept per <channel>, and their length.
+MAX_DISPLAY_NAMES = 3
+MAX_DISPLAY_NAME = 100
 
 _HTML_RE = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>])", re.I | re.S)
 _TIME_RE = re.compile(
@@ -64,22 +67,29 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def iter_programmes(source: IO[bytes]) -> Iterator[RawProgramme]:
+ChannelSink = Callable[[str, list[str]], None]
+
+
+def iter_programmes(source: IO[bytes], channels: ChannelSink | None = None) -> Iterator[RawProgramme]:
     """Every ``<programme>`` of an XMLTV document, in document order.
 
-    Raises :class:`XmltvError` for a document that is not well-formed XML (with the
-    line and column of the problem) or whose root element is not ``<tv>``.
+    With ``channels``, each ``<channel>`` is handed to it as (id, display names)
+    as it is read.  Raises :class:`XmltvError` for a document that is not
+    well-formed XML (with the line and column of the problem) or whose root
+    element is not ``<tv>``.
     """
-    events = etree.iterparse(
-        source, events=("end",), tag="programme", resolve_entities=False, no_network=True
-    )
+    tags = "programme" if channels is None else ("channel", "programme")
+    events = etree.iterparse(source, events=("end",), tag=tags, resolve_entities=False, no_network=True)
     checked = False
     try:
         for _, element in events:
             if not checked:
                 _check_root(element.getroottree().getroot())
                 checked = True
-            yield _programme(element)
+            if channels is None or element.tag == "programme":
+                yield _programme(element)
+            else:
+                _channel(element, channels)
             _forget(element)
         if not checked:
             _check_root(events.root)
@@ -140,6 +150,19 @@ def _programme(element: etree._Element) -> RawProgramme:
 
 
 _new_programme = tuple.__new__
+
+
+def _channel(element: etree._Element, sink: ChannelSink) -> None:
+    channel_id = (element.get("id") or "").strip()[:MAX_SHORT]
+    if not channel_id:
+        return
+    names: list[str] = []
+    for child in element:
+        if child.tag == "display-name" and child.text and len(names) < MAX_DISPLAY_NAMES:
+            name = " ".join(child.text.split())[:MAX_DISPLAY_NAME]
+            if name:
+                names.append(name)
+    sink(channel_id, names)
 
 
 def _forget(element: etree._Element) -> None:

@@ -1,10 +1,12 @@
 """What a subscriber may watch, and the guide for it: the client API's SQL in one place.
 
 A subscriber's channels are those of its explicit subscriptions and of the
-portal's free packages, each channel once, ordered by title (case-insensitive)
-and then name.  A channel's guide is found through its ``epg_source_name`` (an
-EPG source of the same portal) and ``epg_channel_name``; the EPG worker replaces
-a source's programmes atomically, so one query sees one import.
+portal's free packages, each channel once: numbered channels first, by number,
+then the others by title (case-insensitive) and name.  A channel's guide is
+found through its ``epg_source_name`` (an EPG source of the same portal, joined
+by name, so a channel naming a source created later links by itself) and
+``epg_channel_name``; the EPG worker replaces a source's programmes atomically,
+so one query sees one import.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ WITH granted AS (
     UNION
     SELECT package_id FROM portal_free_packages WHERE portal_id = $2
 )
-SELECT c.id, c.name, c.title, c.epg_channel_name, s.id AS epg_source_id, l.etag AS logo_etag,
+SELECT c.id, c.name, c.title, c.number, c.epg_channel_name, s.id AS epg_source_id, l.etag AS logo_etag,
        min(p.name) AS package_name, c.updated_at
 FROM granted g
 JOIN packages p ON p.id = g.package_id AND p.portal_id = $2
@@ -35,7 +37,7 @@ LEFT JOIN channel_logos l ON l.channel_id = c.id
 LEFT JOIN epg_sources s ON s.portal_id = $2 AND s.name = c.epg_source_name
 WHERE $3::text IS NULL OR c.name = $3
 GROUP BY c.id, s.id, l.etag
-ORDER BY lower(c.title), c.name
+ORDER BY c.number NULLS LAST, lower(c.title), c.name
 """
 
 _PROGRAM_COLUMNS = "p.id, p.start_at, p.end_at, p.title, p.description, p.genre, p.rating, p.language"
@@ -90,6 +92,7 @@ class Channel:
     id: int
     name: str
     title: str
+    number: int | None
     group: str
     logo_etag: str | None
     guide: GuideKey | None
@@ -120,6 +123,7 @@ def _channel(row: asyncpg.Record) -> Channel:
         id=row["id"],
         name=row["name"],
         title=row["title"],
+        number=row["number"],
         group=row["package_name"],
         logo_etag=row["logo_etag"],
         updated_at=row["updated_at"],

@@ -46,6 +46,8 @@ class ChannelOut(Response):
     channelId: TextId
     name: str
     title: str
+    # The operator's channel number (shown by players); null when it has none.
+    number: int | None
     # The package the channel comes with (the first by name when several do).
     group: str
     logo: str | None
@@ -129,6 +131,7 @@ def _channel_out(
         channelId=text_id(channel.id),
         name=channel.name,
         title=channel.title,
+        number=channel.number,
         group=channel.group,
         logo=urls.logo(base, subscriber.portal_id, channel),
         playbackUrl=urls.live(subscriber.settings, channel.name, subscriber.token),

@@ -53,6 +53,8 @@ def _entry(subscriber: Subscriber, channel: catalog.Channel, base: str) -> str:
         f'tvg-id="{_attribute(channel.name)}"',
         f'tvg-name="{_attribute(channel.title)}"',
     ]
+    if channel.number is not None:
+        attributes.append(f'tvg-chno="{channel.number}"')
     logo = urls.logo(base, subscriber.portal_id, channel)
     if logo:
         attributes.append(f'tvg-logo="{logo}"')
@@ -127,7 +129,7 @@ async def client_guide(call: Call) -> web.StreamResponse:
 
 
 def _identity(channels: Sequence[catalog.Channel]) -> list[object]:
-    return [(c.name, c.title, c.logo_etag, c.guide) for c in channels]
+    return [(c.name, c.title, c.number, c.logo_etag, c.guide) for c in channels]
 
 
 def _last_modified(channels: Sequence[catalog.Channel], newest: int, window: Window) -> datetime:

@@ -255,17 +255,19 @@ async def send(api: Api, method: str, path: str, body: Any) -> tuple[int, Any]:
     return await api.call(method, path, data=data, headers={"Content-Type": "application/json"})
 
 
-async def test_epg_link_must_name_an_existing_source(api: Api, pool: asyncpg.Pool) -> None:
+async def test_epg_link_may_name_a_source_not_created_yet(api: Api, pool: asyncpg.Pool) -> None:
+    """Manual §3.1 links a channel to "main-epg" before §3.3 creates that source (issue 11)."""
     status, body = await api.post(
         "/channels", {"name": "sport1", "title": "T", "epgSourceName": "main-epg", "epgChannelName": "s1"}
     )
-    assert status == 400 and body["field"] == "epgSourceName"
-    assert await channel_count(pool) == 0
+    assert status == 200 and body["epgSourceName"] == "main-epg" and body["epgChannelName"] == "s1"
     await api.post("/epg-sources", {"name": "main-epg", "url": "https://epg.example.com/xmltv.xml"})
-    channel = await create_channel(api, epgSourceName="main-epg", epgChannelName="sport-channel-1")
+    channel = await create_channel(api, "sport2", epgSourceName="main-epg", epgChannelName="sport-channel-1")
     assert channel["epgSourceName"] == "main-epg" and channel["epgChannelName"] == "sport-channel-1"
     status, body = await api.put(f"/channels/{channel['channelId']}", {"epgSourceName": None})
     assert status == 200 and body["epgSourceName"] is None and body["epgChannelName"] == "sport-channel-1"
+    status, body = await api.put(f"/channels/{channel['channelId']}", {"epgSourceName": "later-epg"})
+    assert status == 200 and body["epgSourceName"] == "later-epg"
 
 
 async def test_delete_removes_the_channel_from_every_package(

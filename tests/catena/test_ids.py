@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import struct
 
 import pytest
@@ -88,3 +89,15 @@ def test_process_reserve_continues_the_process_sequence() -> None:
     block = ids.reserve(10)
     after = ids.new_id()
     assert before < block.start and block.stop - 1 < after and 1 <= len(block) <= 10
+
+
+def test_the_fast_encoders_agree_with_the_reference_encoding() -> None:
+    """encode, encode_many and encode_optional_many against base64 itself, over the whole range."""
+    rng = random.Random(3)
+    values = [0, 1, -1, 2**63 - 1, -(2**63), *(rng.randint(-(2**63), 2**63 - 1) for _ in range(20_000))]
+    reference = [base64.urlsafe_b64encode(struct.pack(">q", v)).decode().replace("=", ".") for v in values]
+    assert [ids.encode(v) for v in values] == reference
+    assert ids.encode_many(values) == reference and ids.encode_many([]) == []
+    holes = [None if n % 3 == 0 else v for n, v in enumerate(values)]
+    assert ids.encode_optional_many(holes) == [None if v is None else ids.encode(v) for v in holes]
+    assert ids.encode_optional_many([None, None]) == [None, None]

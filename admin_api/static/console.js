@@ -1,0 +1,43 @@
+// The console's own script: small conveniences on top of pages that work without it.
+// Loaded from /static (the Content-Security-Policy allows no inline script).
+"use strict";
+
+(function () {
+  // Times: the server writes UTC; show them in the browser's time zone and language.
+  function localTimes(root) {
+    var lang = document.documentElement.lang || undefined;
+    var format = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" });
+    root.querySelectorAll("time[datetime]").forEach(function (el) {
+      var moment = new Date(el.getAttribute("datetime"));
+      if (!isNaN(moment.getTime())) {
+        el.title = el.getAttribute("datetime");
+        el.textContent = format.format(moment);
+      }
+    });
+  }
+
+  // A file input with data-preview shows the chosen image before the form is saved.
+  function previews(root) {
+    root.querySelectorAll("input[type=file][data-preview]:not([data-previewing])").forEach(function (input) {
+      input.setAttribute("data-previewing", "");
+      input.addEventListener("change", function () {
+        var img = document.getElementById(input.getAttribute("data-preview"));
+        var file = input.files && input.files[0];
+        if (!img) return;
+        if (file) {
+          img.src = URL.createObjectURL(file);
+          img.hidden = false;
+        }
+      });
+    });
+  }
+
+  function enhance(root) {
+    localTimes(root);
+    previews(root);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  // htmx:load fires on every element htmx brings into the page.
+  document.addEventListener("htmx:load", function (event) { enhance(event.target); });
+})();
