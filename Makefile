@@ -125,6 +125,18 @@ bench-auth: install
 loadtest: install
 	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)
 
+# The per-item costs behind docs/scaling.md: Redis bytes per entry and session, PostgreSQL
+# bytes per play session and operation (private Redis, scratch database).
+.PHONY: bench-capacity
+bench-capacity: install
+	$(BIN)/python -m benchmarks.capacity $(BENCH_ARGS)
+
+# Redis failing under load (a cluster primary and a sentinel primary SIGKILLed, a slot
+# range lost, Redis SIGSTOPped): wrong answers, 503 windows, p99 while hung, sessions lost.
+.PHONY: bench-redis-faults
+bench-redis-faults: install
+	$(BIN)/pytest tests/authgate/test_failover.py -s -q -p no:cacheprovider
+
 # Micro-benchmarks of the gateway's in-process decision (pytest-benchmark).
 .PHONY: bench-decision
 bench-decision: install

@@ -116,7 +116,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     async with pool.acquire() as conn:
         await ids.claim_node(conn)
     app[keys.DB] = pool
-    app[keys.REDIS] = catena_redis.connect(settings.redis_url)
+    app[keys.REDIS] = catena_redis.connect(settings)
     app[keys.SERVICES] = Services(pool, app[keys.REDIS], settings, app[keys.CURSORS], app[keys.TOKENS])
     yield
     await app[keys.REDIS].aclose()

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from catena import passwords
 from catena.errors import InvalidInput, TooManyRequests, Unauthorized
-from catena.redis import Keys, count_in_window
+from catena.redis import KeySpace, count_in_window, get_many
 
 from .auth import HEADER, authenticate_session, end_session, open_session, refuse_api_key
 from .principal import Principal
@@ -144,17 +144,17 @@ class LoginLimiter:
     def __init__(self, services: Services, ip: str) -> None:
         settings = services.settings
         self.redis = services.redis
-        self.keys = Keys(settings.redis_prefix)
+        self.keys = KeySpace(settings.redis_prefix)
         self.limit = settings.login_fail_limit
         self.window = int(settings.login_fail_window)
         self.ip = ip
 
     def _names(self, email: str) -> tuple[str, str]:
-        return self.keys.key("login-fail", "email", email), self.keys.key("login-fail", "ip", self.ip)
+        return self.keys.login_failures("email", email), self.keys.login_failures("ip", self.ip)
 
     async def check(self, email: str) -> None:
         try:
-            counts = await self.redis.mget(self._names(email))
+            counts = await get_many(self.redis, self._names(email))
         except (RedisError, OSError) as exc:
             log.warning("login throttling unavailable", extra={"error": str(exc)})
             return

@@ -21,6 +21,7 @@ import time
 import uvloop
 
 from catena import logs
+from catena import redis as catena_redis
 from catena.safety import load_for_service
 from catena.settings import AuthgateSettings, SettingsError
 
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     if workers < 1:
         sys.exit(f"authgate: --workers: expected at least 1, got {workers}")
     logs.setup("authgate", settings.log_level)
+    try:
+        asyncio.run(catena_redis.check_at_start(settings, "authgate"))
+    except catena_redis.RedisSettingsError as exc:
+        sys.exit(f"authgate: {exc}")
     if not _can_listen(settings):
         sys.exit(f"authgate: cannot listen on {settings.auth_host}:{settings.auth_port}")
     if workers == 1:

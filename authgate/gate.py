@@ -18,7 +18,7 @@ from .decision import Admission, Decider, Fields, Grant
 from .loader import Loader, Unavailable
 from .metrics import Metrics
 from .recorder import Recorder
-from .session_limiter import FULL, OK, SessionLimiter
+from .session_limiter import FULL, OK, UNAVAILABLE, SessionLimiter
 from .sessions import KnownSession, SessionTable
 
 
@@ -67,6 +67,7 @@ class Gate:
             entry.evict,
             entry.auth_duration * 1000,
             partial(self._admitted, admission, session, answer),
+            admission.fields.get(b"request_type") == b"update_session",
         )
         return answer
 
@@ -78,6 +79,12 @@ class Gate:
         code: int,
     ) -> None:
         if answer.done():
+            return
+        if code == UNAVAILABLE:
+            # Redis cannot count this subscriber's sessions right now (its counts are
+            # being rebuilt, or its part of the cluster is away): do not guess.
+            self.metrics.unavailable += 1
+            answer.set_result(responses.UNAVAILABLE)
             return
         if code == FULL:
             refusal = self.decider.refused_for_limit(session, admission.sub, admission.entry, admission.now)

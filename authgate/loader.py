@@ -33,7 +33,7 @@ _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutErr
 
 
 ReadRequest = tuple[int, int, bool, bool]
-ReadResult = tuple[Entry | None, Entry | None, int]
+ReadResult = tuple[Entry | None, Entry | None, float]
 
 
 class Unavailable(Exception):
@@ -117,8 +117,7 @@ class Loader:
                 (info.subscriber_id, info.portal_id, want_sub, want_portal)
             )
         except (RedisError, OSError) as exc:
-            log.warning("Redis read failed", extra={"error": str(exc)})
-            self.health.set_redis(False)
+            self._redis_failed("Redis read failed", exc)
             return None, None
         sub = self._subscriber(info, state, raw_sub, floor) if want_sub else None
         entry = self._portal(raw_portal, floor) if want_portal else None
@@ -127,15 +126,23 @@ class Loader:
         self.metrics.redis_misses += want_sub + want_portal - hits
         return sub, entry
 
+    def _redis_failed(self, what: str, exc: Exception) -> None:
+        # One server: Redis is down (the probe brings it back).  A cluster: one part of
+        # it failed, which the probe and the slot map sort out; this read is a miss.
+        if not self.emap.commands.clustered:
+            if self.health.redis_up:
+                log.warning(what, extra={"error": str(exc)})
+            self.health.set_redis(False)
+
     def _subscriber(
-        self, info: TokenInfo, state: PortalState, raw: Entry | None, floor: int
+        self, info: TokenInfo, state: PortalState, raw: Entry | None, floor: float
     ) -> SubscriberEntry | None:
         if raw is None or raw.version < floor or raw.tag not in (emap_module.SUBSCRIBER, emap_module.ABSENT):
             return None
         record = raw.record if isinstance(raw.record, SubscriberRecord) else None
         return SubscriberEntry(info.subscriber_id, raw.version, record, time.monotonic(), state.generation)
 
-    def _portal(self, raw: Entry | None, floor: int) -> PortalEntry | None:
+    def _portal(self, raw: Entry | None, floor: float) -> PortalEntry | None:
         if raw is None or raw.version < floor or raw.tag not in (emap_module.PORTAL, emap_module.ABSENT):
             return None
         record = raw.record if isinstance(raw.record, PortalRecord) else None
@@ -185,8 +192,7 @@ class Loader:
             self.metrics.redis_round_trips += 1
             await self.emap.put(writes)
         except (RedisError, OSError) as exc:
-            log.warning("Redis write failed", extra={"error": str(exc)})
-            self.health.set_redis(False)
+            self._redis_failed("Redis write failed", exc)
 
     # ------------------------------------------------------------ for events
 
@@ -200,19 +206,15 @@ class Loader:
         if self.health.redis_up:
             try:
                 self.metrics.redis_round_trips += 1
-                raw = emap_module.decode(await self.emap.redis.get(self.emap.keys.portal(portal_id)))
-                entry = self._portal(raw, await self._floor(portal_id))
-            except (RedisError, OSError):
-                self.health.set_redis(False)
+                ((_, raw, floor),) = await self.emap.read([(0, portal_id, False, True)])
+                entry = self._portal(raw, floor)
+            except (RedisError, OSError) as exc:
+                self._redis_failed("Redis read failed", exc)
         if entry is None:
             entry = await self._portal_from_postgres(portal_id)
         if entry is not None and state.epoch == epoch:
             state.entry = entry
         return entry
-
-    async def _floor(self, portal_id: int) -> int:
-        raw = await self.emap.redis.get(self.emap.keys.floor(portal_id))
-        return int(raw) if raw and raw.isdigit() else 0
 
     async def _portal_from_postgres(self, portal_id: int) -> PortalEntry | None:
         pool = self.pool()

@@ -58,6 +58,10 @@ class Metrics:
         self.admissions = 0
         self.admission_batches = 0
         self.local_admissions = 0
+        self.unavailable_admissions = 0
+        # Commands written to Redis on the gateway's own connections (every mode).
+        self.redis_commands = 0
+        self.redis_recoveries = 0
         self.refreshes = 0
         self.evictions = 0
         self.batch_rows = 0
@@ -79,6 +83,7 @@ class Metrics:
         self.sessions_active = -1
         self.pg_up = True
         self.redis_up = True
+        self.redis_ready = True
         self.listener_up = False
 
     def deny(self, reason: str) -> None:
@@ -120,6 +125,17 @@ _COUNTERS: list[tuple[str, str, str]] = [
         "authgate_session_local_admissions_total",
         "Admissions decided in-process while Redis was away",
     ),
+    (
+        "unavailable_admissions",
+        "authgate_session_unavailable_admissions_total",
+        "Admissions answered 503: their counts were being rebuilt or their cluster node was away",
+    ),
+    (
+        "redis_commands",
+        "authgate_redis_commands_total",
+        "Commands written to Redis on the gateway's connections",
+    ),
+    ("redis_recoveries", "authgate_redis_recoveries_total", "Session counts rebuilt after Redis lost them"),
     ("evictions", "authgate_session_evictions_total", "Sessions evicted by evict_oldest"),
     ("batches", "authgate_record_batches_total", "Session batches flushed"),
     ("batch_rows", "authgate_record_batch_rows_total", "Rows in flushed session batches"),
@@ -150,6 +166,7 @@ _GAUGES: list[tuple[str, str, str]] = [
     ),
     ("pg_up", "authgate_postgres_up", "Whether PostgreSQL answered the last write"),
     ("redis_up", "authgate_redis_up", "Whether Redis answered the last probe"),
+    ("redis_ready", "authgate_redis_ready", "Whether every probed slot's session counts were ready"),
     ("listener_up", "authgate_listener_up", "Whether the entitlement listener is connected"),
 ]
 

@@ -1,9 +1,11 @@
 """Concurrent-session limits, counted per subscriber in Redis across every gateway.
 
-Per subscriber three keys: ``{prefix}:lim:{id}`` (sorted set: session → expiry in
-ms), ``…:o`` (hash: session → opened at, to find the oldest) and ``…:x`` (sorted
-set: evicted session → until when it is refused).  One Lua script admits, refreshes
-and releases any number of sessions atomically:
+Per subscriber three keys sharing its hash tag (:mod:`catena.redis_keys`):
+``{prefix}:lim:{s:<id>}`` (sorted set: session → expiry in ms), ``…:o`` (hash:
+session → opened at, to find the oldest) and ``…:x`` (sorted set: evicted session →
+until when it is refused).  One Lua script admits, refreshes and releases sessions
+atomically, every key it touches passed in ``KEYS``: on a Redis Cluster one call per
+hash slot, elsewhere one call per batch.
 
 * an evicted session is refused (``EVICTED``) until its old expiry;
 * a counted session has its expiry moved to now + ``X-AuthDuration`` + grace;
@@ -13,148 +15,159 @@ and releases any number of sessions atomically:
 * a session whose expiry passed no longer counts.
 
 Admissions wait for Redis (batched: every admission queued during one turn of the
-event loop goes in one script call, over a connection of the limiter's own whose
-replies are handled as they arrive, :mod:`authgate.redis_pipe`).  Sessions this process has already counted
-are answered from memory and refreshed lazily, in one script call per
+event loop goes out at once, on the gateway's own connections whose replies are
+handled as they arrive, :mod:`authgate.redis_pipe`).  Sessions this process has
+already counted are answered from memory and refreshed lazily, in one batch per
 ``refresh_interval``, once less than ``X-AuthDuration`` plus half the grace is left
 (:class:`authgate.decision.Decider`).  Portals with ``evict_oldest`` admit on every
 check instead, because another process may have evicted the session.
 
-Redis may come back empty (restart, ``FLUSHALL``).  The script then answers
-"not ready" until one gateway, holding ``…:lim:lock``, has re-counted the sessions
-PostgreSQL shows active and set ``…:lim:ready``.  While Redis is unreachable, each
-process counts the sessions it knows itself; those sessions are admitted in Redis
-again as soon as it answers.
+**Counts that may be incomplete.**  Each hash slot has a ready marker holding the
+``run_id`` of the server on which its counts were last rebuilt.  A server that
+restarted empty or from an old snapshot, or a replica promoted after its primary
+died (replication is asynchronous: the primary's last writes may be lost), has
+another ``run_id``, so the script finds the slot *not ready*: it refuses to decide
+admissions there (``NOT_READY``) but still takes refreshes (which re-count sessions
+gateways already hold) and releases.  Then (:meth:`SessionLimiter.recover`) every
+gateway re-counts the sessions it holds, one of them (holding ``…:lim:lock``) also
+re-counts the sessions PostgreSQL shows open, waits ``SETTLE`` seconds for every
+gateway to have re-counted, and marks the slots ready on the server that now serves
+them (:mod:`authgate.recovery`).  Until then admissions of those slots are
+``UNAVAILABLE`` (503, at once: the rebuild takes seconds): never an admission from
+counts that may be missing sessions.
+
+While Redis as a whole is unreachable (or hung: no answer within the deadline),
+new sessions are ``UNAVAILABLE`` for ``local_after`` seconds (a failover is over by
+then), then each process counts the sessions it knows itself; re-checks of sessions
+already playing are answered and counted here all along.  Those sessions are counted
+in Redis again as soon as it answers.  When only part of a cluster is unreachable,
+admissions of the subscribers it holds are ``UNAVAILABLE`` until it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
 
-from catena.portals import PortalSettings, load_settings
-from catena.redis import Keys
+from catena.redis import RUN_ID, Script
+from catena.redis_keys import KeySpace
 
 from .decision import Decider
 from .health import Health
 from .metrics import Metrics
-from .redis_pipe import RedisPipe, Reply
+from .recovery import CountRecovery, Readiness
+from .redis_pipe import Pipe, Reply
 from .sessions import KnownSession, SessionTable
 
 log = logging.getLogger("authgate.session_limiter")
 
-NOT_READY, OK, FULL, EVICTED = 0, 1, 2, 3
-ITEMS_PER_CALL = 2000
+NOT_READY, OK, FULL, EVICTED, UNAVAILABLE = 0, 1, 2, 3, 4
+# Items per script call: a call must run well within the connection's deadline.
+ITEMS_PER_CALL = 500
 # Admission calls out at once; past that, admissions gather for the next call.
 IN_FLIGHT = 2
-RECOVERY_WAIT = 5.0
-LOCK_TTL_MS = 60_000
+# Subscribers whose key names are kept built.
+KEYS_CACHED = 100_000
 
-# ARGV: now (ms), the subscribers' key prefix, then the items in one argument: seven
-# space-separated words each — subscriber, session, expiry, limit, evict (0/1),
-# opened at, op (session ids never hold spaces).  One argument keeps the client's
-# work per call constant; the key names are therefore built here, which ties a
-# batch to one Redis node (no Redis Cluster).
-_ADMIT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+# KEYS: four per item — the slot's marker, counted, opened, evicted.  ARGV: now (ms),
+# this server's run_id, then the items in one argument: six space-separated words
+# each — session, expiry, limit, evict (0/1), opened at, op (session ids never hold
+# spaces).  Ops: 'a' admit, 'f' refresh (a session this gateway holds), 'r' release.
+_ADMIT = Script(
+    """
 local now = tonumber(ARGV[1])
 local below = '(' .. ARGV[1]
 local words = {}
 for word in string.gmatch(ARGV[3], '%S+') do words[#words + 1] = word end
 local out = {}
-for i = 1, #words / 7 do
-  local w = 7 * (i - 1)
-  local counted = ARGV[2] .. words[w + 1]
-  local opened, evicted = counted .. ':o', counted .. ':x'
-  local sid, expiry, limit = words[w + 2], tonumber(words[w + 3]), tonumber(words[w + 4])
-  local evict, op = words[w + 5] == '1', words[w + 7]
-  local gone = redis.call('ZRANGEBYSCORE', counted, '-inf', below)
-  local changed = #gone > 0
-  if changed then
-    redis.call('ZREMRANGEBYSCORE', counted, '-inf', below)
-    redis.call('HDEL', opened, unpack(gone))
-  end
-  redis.call('ZREMRANGEBYSCORE', evicted, '-inf', below)
-  local result
-  if op == 'r' then
-    changed = true
-    redis.call('ZREM', counted, sid)
-    redis.call('HDEL', opened, sid)
-    result = {1}
-  elseif redis.call('ZSCORE', evicted, sid) then
-    result = {3}
-  elseif redis.call('ZSCORE', counted, sid) then
-    redis.call('ZADD', counted, expiry, sid)
-    changed = true
-    result = {1}
+for i = 1, #words / 6 do
+  local k, w = 4 * (i - 1), 6 * (i - 1)
+  local ready = redis.call('GET', KEYS[k + 1]) == ARGV[2]
+  local counted, opened, evicted = KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local sid, expiry, limit = words[w + 1], tonumber(words[w + 2]), tonumber(words[w + 3])
+  local evict, op = words[w + 4] == '1', words[w + 6]
+  if op == 'a' and not ready then
+    out[i] = {0}
   else
-    local n = redis.call('ZCARD', counted)
-    if limit < 1 or (n >= limit and not evict) then
-      result = {2}
-    else
+    local gone = redis.call('ZRANGEBYSCORE', counted, '-inf', below)
+    local changed = #gone > 0
+    if changed then
+      redis.call('ZREMRANGEBYSCORE', counted, '-inf', below)
+      redis.call('HDEL', opened, unpack(gone))
+    end
+    redis.call('ZREMRANGEBYSCORE', evicted, '-inf', below)
+    local result
+    if op == 'r' then
+      changed = true
+      redis.call('ZREM', counted, sid)
+      redis.call('HDEL', opened, sid)
+      result = {1}
+    elseif redis.call('ZSCORE', evicted, sid) then
+      result = {3}
+    elseif redis.call('ZSCORE', counted, sid) or not ready then
+      -- A refresh where the counts are being rebuilt: the session was admitted
+      -- before, and counting it again is what the rebuild needs.
+      redis.call('ZADD', counted, expiry, sid)
+      redis.call('HSETNX', opened, sid, words[w + 5])
       changed = true
       result = {1}
-      if n >= limit then
-        local all = redis.call('HGETALL', opened)
-        local order = {}
-        for j = 1, #all, 2 do order[#order + 1] = {all[j], tonumber(all[j + 1])} end
-        table.sort(order, function(x, y)
-          if x[2] == y[2] then return x[1] < y[1] end
-          return x[2] < y[2]
-        end)
-        local k = 1
-        while n >= limit and k <= #order do
-          local victim = order[k][1]
-          local until_ms = redis.call('ZSCORE', counted, victim)
-          if until_ms then
-            redis.call('ZREM', counted, victim)
-            redis.call('ZADD', evicted, until_ms, victim)
-            n = n - 1
-            result[#result + 1] = victim
-          end
-          redis.call('HDEL', opened, victim)
-          k = k + 1
-        end
-      end
-      redis.call('ZADD', counted, expiry, sid)
-      redis.call('HSET', opened, sid, words[w + 6])
-    end
-  end
-  -- The keys live as long as their latest expiry (a refusal changes nothing).
-  if changed then
-    local top = redis.call('ZRANGE', counted, -1, -1, 'WITHSCORES')
-    if top[2] then
-      redis.call('PEXPIREAT', counted, top[2])
-      redis.call('PEXPIREAT', opened, top[2])
     else
-      redis.call('DEL', opened)
+      local n = redis.call('ZCARD', counted)
+      if limit < 1 or (n >= limit and not evict) then
+        result = {2}
+      else
+        changed = true
+        result = {1}
+        if n >= limit then
+          local all = redis.call('HGETALL', opened)
+          local order = {}
+          for j = 1, #all, 2 do order[#order + 1] = {all[j], tonumber(all[j + 1])} end
+          table.sort(order, function(x, y)
+            if x[2] == y[2] then return x[1] < y[1] end
+            return x[2] < y[2]
+          end)
+          local m = 1
+          while n >= limit and m <= #order do
+            local victim = order[m][1]
+            local until_ms = redis.call('ZSCORE', counted, victim)
+            if until_ms then
+              redis.call('ZREM', counted, victim)
+              redis.call('ZADD', evicted, until_ms, victim)
+              n = n - 1
+              result[#result + 1] = victim
+            end
+            redis.call('HDEL', opened, victim)
+            m = m + 1
+          end
+        end
+        redis.call('ZADD', counted, expiry, sid)
+        redis.call('HSET', opened, sid, words[w + 5])
+      end
     end
-    top = redis.call('ZRANGE', evicted, -1, -1, 'WITHSCORES')
-    if top[2] then redis.call('PEXPIREAT', evicted, top[2]) end
+    -- The keys live as long as their latest expiry (a refusal changes nothing).
+    if changed then
+      local top = redis.call('ZRANGE', counted, -1, -1, 'WITHSCORES')
+      if top[2] then
+        redis.call('PEXPIREAT', counted, top[2])
+        redis.call('PEXPIREAT', opened, top[2])
+      else
+        redis.call('DEL', opened)
+      end
+      top = redis.call('ZRANGE', evicted, -1, -1, 'WITHSCORES')
+      if top[2] then redis.call('PEXPIREAT', evicted, top[2]) end
+    end
+    out[i] = result
   end
-  out[i] = result
 end
 return out
 """
-
-_ACTIVE_SESSIONS = """
-SELECT portal_id, subscriber_id, flussonic_id,
-       (extract(epoch FROM opened_at) * 1000)::bigint AS opened_ms,
-       (extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms
-FROM play_sessions
-WHERE active AND subscriber_id IS NOT NULL AND updated_at > now() - make_interval(secs => $1)
-"""
+)
 
 
 ADMIT, REFRESH, RELEASE = "a", "f", "r"
@@ -170,7 +183,7 @@ def _ignore(code: int) -> None:
 class _Item:
     """One session to send to the script: admit, refresh (both 'count it') or release."""
 
-    __slots__ = ("auth_ms", "code", "done", "evict", "expiry", "limit", "op", "session")
+    __slots__ = ("auth_ms", "code", "done", "evict", "expiry", "limit", "op", "renewal", "session")
 
     def __init__(self, session: KnownSession, limit: int, evict: bool, auth_ms: int, op: str) -> None:
         self.session = session
@@ -180,6 +193,8 @@ class _Item:
         self.op = op
         self.expiry = 0
         self.code = OK
+        # An admission whose check says the session is already playing (elsewhere).
+        self.renewal = False
         # What to tell once the code is known (admissions: the gate's answer).
         self.done: Done = _ignore
 
@@ -189,8 +204,7 @@ class SessionLimiter:
 
     def __init__(
         self,
-        client: aioredis.Redis,
-        pipe: RedisPipe,
+        pipe: Pipe,
         prefix: str,
         sessions: SessionTable,
         decider: Decider,
@@ -198,60 +212,71 @@ class SessionLimiter:
         metrics: Metrics,
         *,
         grace: float,
+        local_after: float = 0.0,
         on_evicted: Callable[[KnownSession], None],
-        recover: Callable[[], Awaitable[bool]],
+        restore: Callable[[set[int]], Awaitable[bool]],
+        rebuilt: Callable[[], None] = lambda: None,
     ) -> None:
-        self.redis = client
-        # The worker's recovery of an empty Redis (see Worker.recover_redis).
-        self._recover_hook = recover
-        self.keys = Keys(prefix)
-        self.ready_key = self.keys.key("lim", "ready")
-        # Subscriber ids go to the script as text: Lua numbers lose 64-bit ids.
-        self.key_prefix = self.keys.key("lim", "")
-        self.lock_key = self.keys.key("lim", "lock")
+        self.pipe = pipe
+        self.space = KeySpace(prefix)
+        # The worker's part of a recovery: what PostgreSQL knows (see Worker.restore).
+        self.recovery = CountRecovery(
+            pipe,
+            self.space,
+            metrics,
+            grace_ms=int(grace * 1000),
+            clock=self.clock,
+            recount_own=self.recount_own,
+            restore=restore,
+            rebuilt=rebuilt,
+        )
         self.sessions = sessions
         self.decider = decider
         self.health = health
         self.metrics = metrics
         self.grace_ms = int(grace * 1000)
-        self.pipe = pipe
-        self._sha = hashlib.sha1(_ADMIT.encode()).hexdigest()
+        self.local_after = local_after
+        # Key names are built once per subscriber seen lately (a few microseconds each).
+        self._keys_of = lru_cache(maxsize=KEYS_CACHED)(self._script_keys)
         self._pending: list[_Item] = []
         self._scheduled = False
         self._in_flight = 0
-        self._retries: set[asyncio.Future[None]] = set()
-        self._recovery: asyncio.Future[bool] | None = None
-        self._ready_seen: bytes | None = None
-        self._on_evicted = on_evicted
-        # Policy of each subscriber's sessions, kept for refreshes: (limit, evict).
+        # The last limit and policy seen per subscriber (refreshes carry them).
         self.limits: dict[int, tuple[int, bool]] = {}
+        self._on_evicted = on_evicted
 
     def clock(self) -> float:
-        """Now, in Unix seconds (the script is told the time rather than reading Redis's)."""
         return time.time()
 
     # ------------------------------------------------------------ admission
 
     async def connect(self) -> bool:
-        """Open the script's connection (when it fails, the next call tries again)."""
+        """Open the connections (when that fails, the next call tries again)."""
         self.pipe.ensure_connected()
         return await self.pipe.wait_connected()
 
     async def admit(self, session: KnownSession, limit: int, evict: bool, auth_ms: int) -> int:
-        """Count ``session`` against ``limit``: ``OK``, ``FULL`` or ``EVICTED``."""
+        """Count ``session`` against ``limit``: ``OK``, ``FULL``, ``EVICTED`` or ``UNAVAILABLE``."""
         counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.enqueue(session, limit, evict, auth_ms, counted.set_result)
         return await counted
 
-    def enqueue(self, session: KnownSession, limit: int, evict: bool, auth_ms: int, done: Done) -> None:
-        """:meth:`admit` for the request path: ``done(code)`` is called when it is known."""
+    def enqueue(
+        self, session: KnownSession, limit: int, evict: bool, auth_ms: int, done: Done, renewal: bool = False
+    ) -> None:
+        """:meth:`admit` for the request path: ``done(code)`` is called when it is known.
+
+        ``renewal``: the check says it re-checks a session already playing (one this
+        process may not know: the balancer sent the re-check here).
+        """
         assert session.subscriber_id is not None
         self.limits[session.subscriber_id] = (limit, evict)
         if not self.health.redis_up:
-            done(self.admit_locally(session, limit, evict, auth_ms))
+            done(self.without_redis(session, limit, evict, auth_ms, renewal))
             return
         item = _Item(session, limit, evict, auth_ms, ADMIT)
         item.done = done
+        item.renewal = renewal
         self._pending.append(item)
         self._schedule()
 
@@ -267,62 +292,97 @@ class SessionLimiter:
         if not chunk:
             return
         if not self.health.redis_up:
-            self._finish(chunk, None)
+            self._finish(chunk, [None] * len(chunk))
             return
         self._in_flight += 1
         self.metrics.admission_batches += 1
-        self._send(chunk, partial(self._admitted, chunk))
+        self._send(chunk, lambda results: self._admitted(chunk, results))
 
-    def _admitted(self, chunk: list[_Item], reply: Reply) -> None:
+    def _admitted(self, chunk: list[_Item], results: list[Any]) -> None:
         self._in_flight -= 1
-        if reply == NOT_READY:
-            retry = asyncio.ensure_future(self._after_recovery(chunk))
-            self._retries.add(retry)
-            retry.add_done_callback(self._retries.discard)
-        else:
-            self._finish(chunk, reply)
+        if any(_not_ready(result) for result in results):
+            # Those items are UNAVAILABLE (503): waiting for the rebuild (seconds) would
+            # hold the answers longer than Flussonic should wait.
+            self.recover()
+        self._finish(chunk, results)
         self._schedule()
 
-    async def _after_recovery(self, chunk: list[_Item]) -> None:
-        reply: Reply = NOT_READY
-        if await self.recover():
-            reply = await self._call(chunk)
-        self._finish(chunk, reply)
-
-    def _finish(self, chunk: list[_Item], reply: Reply) -> None:
-        self._settle(chunk, self._results(reply))
+    def _finish(self, chunk: list[_Item], results: list[Any]) -> None:
+        self._settle(chunk, results)
         for item in chunk:
             try:
                 item.done(item.code)
             except Exception:
                 log.exception("admission callback failed")
 
-    async def _run(self, batch: list[_Item], retry: bool) -> None:
+    async def _run(self, batch: list[_Item]) -> None:
         for start in range(0, len(batch), ITEMS_PER_CALL):
             chunk = batch[start : start + ITEMS_PER_CALL]
-            results = self._results(await self._call(chunk))
-            if results == NOT_READY and retry and await self.recover():
-                results = self._results(await self._call(chunk))
-            self._settle(chunk, results)
+            self._settle(chunk, await self._call(chunk))
 
-    async def _call(self, chunk: list[_Item]) -> Reply:
-        """The script's reply for ``chunk`` (an exception when Redis failed)."""
-        replied: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    async def _call(self, chunk: list[_Item]) -> list[Any]:
+        """The script's result for each item of ``chunk`` (an exception where Redis failed)."""
+        replied: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._send(chunk, replied.set_result)
         return await replied
 
-    def _send(self, chunk: list[_Item], callback: Callable[[Reply], None]) -> None:
-        """Send the script for ``chunk``; ``callback`` gets its reply."""
+    def _send(self, chunk: list[_Item], callback: Callable[[list[Any]], None]) -> None:
+        """Send the script for ``chunk``; ``callback`` gets one result per item."""
         now_ms = int(self.clock() * 1000)
+        groups = self._groups(chunk)
+        results: list[Any] = [None] * len(chunk)
+        left = [len(groups)]
+
+        def spread(reply: Reply, indexes: list[int]) -> None:
+            for position, index in enumerate(indexes):
+                results[index] = reply if isinstance(reply, Exception) else reply[position]
+            left[0] -= 1
+            if not left[0]:
+                callback(results)
+
+        for slot, indexes in groups.items():
+            keys, words = self._pack(chunk, indexes, now_ms)
+            args = ("EVALSHA", _ADMIT.sha, len(keys), *keys, now_ms, RUN_ID, b" ".join(words))
+            self.metrics.redis_round_trips += 1
+            self.pipe.call(args, self._replied(slot, args, indexes, spread), slot)
+        self.metrics.admissions += len(chunk)
+
+    def _replied(
+        self, slot: int, args: tuple[Any, ...], indexes: list[int], spread: Callable[[Reply, list[int]], None]
+    ) -> Callable[[Reply], None]:
+        def replied(reply: Reply) -> None:
+            # A Redis that restarted (or flushed its scripts) has forgotten the script.
+            if _noscript(reply):
+                self.pipe.call(("EVAL", _ADMIT.body, *args[2:]), lambda again: spread(again, indexes), slot)
+            else:
+                spread(reply, indexes)
+
+        return replied
+
+    def _groups(self, chunk: list[_Item]) -> dict[int, list[int]]:
+        if not self.pipe.clustered:
+            return {0: list(range(len(chunk)))}
+        groups: dict[int, list[int]] = {}
+        slot_of = self.space.subscriber_slot
+        for index, item in enumerate(chunk):
+            assert item.session.subscriber_id is not None
+            groups.setdefault(slot_of(item.session.subscriber_id), []).append(index)
+        return groups
+
+    def _pack(self, chunk: list[_Item], indexes: list[int], now_ms: int) -> tuple[list[Any], list[bytes]]:
+        keys: list[Any] = []
         words = []
-        for item in chunk:
+        keys_of = self._keys_of
+        for index in indexes:
+            item = chunk[index]
             session = item.session
-            assert session.subscriber_id is not None
+            subscriber_id = session.subscriber_id
+            assert subscriber_id is not None
             item.expiry = now_ms + item.auth_ms + self.grace_ms
+            keys += keys_of(subscriber_id)
             words.append(
-                b"%d %s %d %d %d %d %s"
+                b"%s %d %d %d %d %s"
                 % (
-                    session.subscriber_id,
                     session.key,
                     item.expiry,
                     item.limit,
@@ -331,44 +391,67 @@ class SessionLimiter:
                     item.op.encode(),
                 )
             )
-        self.metrics.redis_round_trips += 1
-        self.metrics.admissions += len(chunk)
-        tail = (1, self.ready_key, now_ms, self.key_prefix, b" ".join(words))
+        return keys, words
 
-        def replied(reply: Reply) -> None:
-            # A Redis that restarted (or flushed its scripts) has forgotten the script.
-            if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-                self.pipe.call(("EVAL", _ADMIT, *tail), callback)
-            else:
-                callback(reply)
+    def _script_keys(self, subscriber_id: int) -> tuple[bytes, bytes, bytes, bytes]:
+        """The subscriber's slot marker and session keys, in the script's order."""
+        space = self.space
+        marker = space.marker(space.subscriber_slot(subscriber_id)).encode()
+        return (marker, *space.sessions(subscriber_id))
 
-        self.pipe.call(("EVALSHA", self._sha, *tail), replied)
-
-    def _results(self, reply: Reply) -> Any:
-        """The script's results, or ``None`` when Redis failed (it is then marked down)."""
-        if isinstance(reply, Exception):
-            log.warning("session limiter: Redis failed", extra={"error": str(reply)})
-            self.health.set_redis(False)
-            return None
-        return reply
-
-    def _settle(self, chunk: list[_Item], results: Any) -> None:
+    def _settle(self, chunk: list[_Item], results: list[Any]) -> None:
         now_ms = int(self.clock() * 1000)
-        for index, item in enumerate(chunk):
-            if results is None or results == NOT_READY:
-                code = self._fallback(item)
+        for item, result in zip(chunk, results, strict=True):
+            if result is None or isinstance(result, Exception):
+                item.code = self._failed(item, result)
+            elif _not_ready(result):
+                item.code = self._fallback(item, UNAVAILABLE)
             else:
-                code = self._apply(item, results[index], now_ms)
-            item.code = code
+                item.code = self._apply(item, result, now_ms)
 
-    def _fallback(self, item: _Item) -> int:
+    def _failed(self, item: _Item, error: Exception | None) -> int:
+        """An item Redis could not take: mark Redis down, or (one part of a cluster) give up on it."""
+        if error is not None and not self.pipe.clustered:
+            if self.health.redis_up:
+                log.warning("session limiter: Redis failed", extra={"error": str(error)})
+            self.health.set_redis(False)
+        if error is None or not self.pipe.clustered or not self.health.redis_up:
+            return self._fallback(item, None)
+        return self._fallback(item, UNAVAILABLE)
+
+    def _fallback(self, item: _Item, admission: int | None) -> int:
+        """What an item that Redis did not decide becomes: ``admission`` for admissions
+        (``None``: count it here), and refreshes and releases wait for the next flush."""
         if item.op == RELEASE:
+            assert item.session.subscriber_id is not None
+            self.decider.releases.append((item.session.subscriber_id, item.session.key))
             return OK
         if item.op == REFRESH:
-            # A refresh that could not be sent: try again with the next one.
             self.decider.refresh[item.session.key] = item.session
             return OK
-        return self.admit_locally(item.session, item.limit, item.evict, item.auth_ms)
+        if admission is not None and not item.renewal:
+            self.metrics.unavailable_admissions += 1
+            return admission
+        return self.without_redis(item.session, item.limit, item.evict, item.auth_ms, item.renewal)
+
+    def without_redis(
+        self, session: KnownSession, limit: int, evict: bool, auth_ms: int, renewal: bool = False
+    ) -> int:
+        """An admission while Redis cannot count: ``UNAVAILABLE`` for the first
+        ``local_after`` seconds of the outage (a failover is over by then), then counted
+        here.  A session already held, here or (says its check) elsewhere, is counted here."""
+        if renewal:
+            # Held elsewhere (it counted there when it opened): this process has no
+            # better count to refuse it by — its knowledge of the subscriber's other
+            # sessions may be stale (closed through another gateway).
+            return self.hold_locally(session, auth_ms)
+        held = session.counted and session.closed_ms is None and session.expires_ms >= self.clock() * 1000
+        if held:
+            return self.admit_locally(session, limit, evict, auth_ms)
+        if self.health.redis_lost_for() < self.local_after:
+            self.metrics.unavailable_admissions += 1
+            return UNAVAILABLE
+        return self.admit_locally(session, limit, evict, auth_ms)
 
     def _apply(self, item: _Item, result: list[Any], now_ms: int) -> int:
         session = item.session
@@ -415,6 +498,17 @@ class SessionLimiter:
         self.decider.refresh[session.key] = session
         return OK
 
+    def hold_locally(self, session: KnownSession, auth_ms: int) -> int:
+        """Count a session already playing here, without a limit check; Redis gets it later."""
+        self.metrics.local_admissions += 1
+        if session.evicted:
+            return EVICTED
+        session.counted = True
+        session.expires_ms = int(self.clock() * 1000) + auth_ms + self.grace_ms
+        session.auth_ms = auth_ms
+        self.decider.refresh[session.key] = session
+        return OK
+
     def _make_room(
         self, subscriber_id: int, limit: int, evict: bool, newcomer: KnownSession, now_ms: int
     ) -> bool:
@@ -438,7 +532,6 @@ class SessionLimiter:
         """Send due refreshes and releases every ``interval`` until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            self.pipe.expire()
             try:
                 await self.flush()
             except Exception:
@@ -457,7 +550,7 @@ class SessionLimiter:
             if s.subscriber_id is not None and s.closed_ms is None
         ]
         batch += [self._release_item(subscriber_id, key) for subscriber_id, key in releases]
-        await self._run(batch, retry=True)
+        await self._run(batch)
         self.metrics.refreshes += len(batch)
 
     def _refresh_item(self, session: KnownSession) -> _Item:
@@ -477,96 +570,33 @@ class SessionLimiter:
             session.counted = False
             self.decider.release(session.subscriber_id, session.key)
 
-    # ------------------------------------------------------------ recovery
+    # ------------------------------------------------------------ ready markers and recovery
 
-    async def ready(self) -> bool | None:
-        """Whether Redis holds the session counts (``None``: Redis failed).
-
-        The marker's value changes with every recovery; a process that sees it change
-        counts its own sessions again, in case they were admitted after PostgreSQL
-        was read for the re-count.
-        """
-        try:
-            self.metrics.redis_round_trips += 1
-            value = await self.redis.get(self.ready_key)
-        except (RedisError, OSError):
-            return None
-        marker = value.encode() if isinstance(value, str) else value
-        if marker is not None and marker != self._ready_seen:
-            if self._ready_seen is not None:
-                self._requeue_local()
-            self._ready_seen = marker
-        return marker is not None
+    async def check(self) -> Readiness:
+        """Whether the ready markers name the servers that answer (one slot per range)."""
+        return await self.recovery.check()
 
     def recover(self) -> asyncio.Future[bool]:
-        """Run the worker's recovery of an empty Redis once, whoever asks; ``True`` when ready."""
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.ensure_future(self._recover_hook())
-        return self._recovery
+        """Rebuild the counts of slots not ready (:mod:`authgate.recovery`); ``True`` when ready."""
+        return self.recovery.recover()
 
-    async def take_lock(self) -> str | None:
-        """The recovery lock's token if this process got it."""
-        token = secrets.token_hex(8)
-        got = await self.redis.set(self.lock_key, token, nx=True, px=LOCK_TTL_MS)
-        return token if got else None
+    async def recount(self, pool: asyncpg.Pool, slots: set[int]) -> bool:
+        return await self.recovery.recount(pool, slots)
 
-    async def mark_ready(self, token: str) -> None:
-        await self.redis.set(self.ready_key, f"{time.time_ns()}-{token}")
-        if (await self.redis.get(self.lock_key)) == token.encode():
-            await self.redis.delete(self.lock_key)
-        self._requeue_local()
+    async def stop(self) -> None:
+        await self.recovery.stop()
 
-    async def wait_ready(self) -> bool:
-        deadline = time.monotonic() + RECOVERY_WAIT
-        while time.monotonic() < deadline:
-            if await self.redis.exists(self.ready_key):
-                self._requeue_local()
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    def _requeue_local(self) -> None:
-        # Sessions this process counted may have been admitted after PostgreSQL
-        # was read: count them again with the next refresh.
+    async def recount_own(self) -> None:
+        """Count again, in Redis, every session this process holds (once per recovery)."""
         for session in self.sessions.by_key.values():
             if session.counted and session.closed_ms is None:
                 self.decider.refresh[session.key] = session
-
-    async def recount(self, pool: asyncpg.Pool) -> None:
-        """Count into Redis every session PostgreSQL shows active and not yet expired."""
-        try:
-            async with pool.acquire(timeout=2.0) as conn:
-                rows = await conn.fetch(_ACTIVE_SESSIONS, 86400.0 + self.grace_ms / 1000, timeout=10.0)
-                portals = await conn.fetch("SELECT id, settings FROM portals")
-            settings = {r["id"]: r["settings"] for r in portals}
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("cannot re-count sessions from PostgreSQL", extra={"error": str(exc)})
-            return
-        await self._write_counts(rows, {pid: _settings(raw) for pid, raw in settings.items()})
-        log.info("session counts rebuilt from PostgreSQL", extra={"sessions": len(rows)})
-
-    async def _write_counts(self, rows: list[asyncpg.Record], settings: dict[int, PortalSettings]) -> None:
-        now_ms = int(self.clock() * 1000)
-        latest: dict[int, int] = {}
-        pipe = self.redis.pipeline(transaction=False)
-        for row in rows:
-            portal = settings.get(row["portal_id"]) or PortalSettings()
-            expiry = row["updated_ms"] + portal.authDuration * 1000 + self.grace_ms
-            if expiry <= now_ms:
-                continue
-            base = self.keys.key("lim", row["subscriber_id"])
-            pipe.zadd(base, {row["flussonic_id"]: expiry})
-            pipe.hset(base + ":o", row["flussonic_id"], row["opened_ms"])
-            latest[row["subscriber_id"]] = max(expiry, latest.get(row["subscriber_id"], 0))
-        for subscriber_id, expiry in latest.items():
-            base = self.keys.key("lim", subscriber_id)
-            pipe.pexpireat(base, expiry)
-            pipe.pexpireat(base + ":o", expiry)
-        self.metrics.redis_round_trips += 1
-        await pipe.execute()
+        await self.flush()
 
 
-def _settings(raw: Any) -> PortalSettings:
-    with contextlib.suppress(Exception):
-        return load_settings(raw if isinstance(raw, dict) else None)
-    return PortalSettings()
+def _not_ready(result: Any) -> bool:
+    return isinstance(result, list) and result[0] == NOT_READY
+
+
+def _noscript(reply: Reply) -> bool:
+    return isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from catena import db, entitlement_map, ids, tasks
 from catena.entitlement_map import EntitlementMap
+from catena.redis import settings_target
 from catena.settings import AuthgateSettings
 from catena.tokens import TokenCodec
 
@@ -37,7 +37,7 @@ from .listener import Listener
 from .loader import Loader
 from .metrics import Metrics, SnapshotFiles, render
 from .recorder import Recorder
-from .redis_pipe import RedisPipe
+from .redis_pipe import open_pipe
 from .server import Limits, Server
 from .session_limiter import SessionLimiter
 from .sessions import SessionTable
@@ -50,17 +50,7 @@ LIMITER_INTERVAL = 0.2
 HOUSEKEEPING_INTERVAL = 1.0
 SESSION_SCAN_EVERY = 15
 SHUTDOWN_GRACE = 5.0
-REDIS_CONNECTIONS = 16
 _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
-
-
-def _redis_client(url: str) -> aioredis.Redis:
-    # Commands are batched, so few connections suffice; past them a command waits
-    # for one instead of failing (which would read as "Redis is down").
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=5.0, socket_connect_timeout=0.5, socket_timeout=2.0
-    )
-    return aioredis.Redis(connection_pool=pool)
 
 
 def state_dir(settings: AuthgateSettings) -> Path:
@@ -101,8 +91,10 @@ class Worker:
             stale_limit=s.auth_stale_limit,
             progress=s.auth_progress_interval,
         )
-        self.redis = _redis_client(s.redis_url)
-        self.emap = EntitlementMap(self.redis, s.redis_prefix)
+        # Every Redis command of the gateway goes through these connections (each
+        # with the deadline), whatever the mode (single server, cluster, sentinel).
+        self.pipe = open_pipe(settings_target(s), s.auth_redis_timeout, s.auth_redis_client)
+        self.emap = EntitlementMap(self.pipe, s.redis_prefix)
         self.loader = Loader(
             self.caches,
             self.emap,
@@ -113,16 +105,17 @@ class Worker:
             usable=self.decider.usable,
         )
         self.limiter = SessionLimiter(
-            self.redis,
-            RedisPipe(s.redis_url),
+            self.pipe,
             s.redis_prefix,
             self.sessions,
             self.decider,
             self.status,
             self.metrics,
             grace=s.auth_session_grace,
+            local_after=s.auth_local_count_after,
             on_evicted=self.recorder.touch,
-            recover=self.recover_redis,
+            restore=self.restore,
+            rebuilt=self.rebuilt,
         )
         self.gate = Gate(self.decider, self.loader, self.limiter, self.recorder, self.sessions, self.metrics)
         # What the server calls on every check, bound once (no extra call per request).
@@ -205,19 +198,19 @@ class Worker:
         self.server.close_idle()
         await self._connections_closed()
         await tasks.cancel_all([*self._tasks, *([self._rebuilding] if self._rebuilding else [])])
+        await self.limiter.stop()
         with contextlib.suppress(RedisError, OSError):
             await self.limiter.flush()
         for session in self.sessions.unwritten():
             self.recorder.touch(session)
         await self.recorder.close()
-        self.limiter.pipe.close()
+        self.pipe.close()
         self.snapshots.write(self._snapshot())
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), SHUTDOWN_GRACE)
             except TimeoutError:
                 self.pool.terminate()
-        await self.redis.aclose()
         log.info("stopped", extra={"worker": self.index})
 
     async def _connections_closed(self) -> None:
@@ -238,8 +231,14 @@ class Worker:
     # ------------------------------------------------------------ probes and recovery
 
     async def _watch(self) -> None:
+        # A Redis lost on the request path (a reply past the deadline: maybe only a
+        # spike) is probed again at once rather than at the next interval.
+        lost = asyncio.Event()
+        self.status.on_redis_lost = lost.set  # type: ignore[method-assign]
         while True:
-            await asyncio.sleep(PROBE_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), PROBE_INTERVAL)
+            lost.clear()
             try:
                 await self._probe_redis()
                 await self._probe_pg()
@@ -247,22 +246,28 @@ class Worker:
                 log.exception("probe failed")
 
     async def _probe_redis(self) -> None:
-        ready = await self.limiter.ready()
-        # Admissions need the limiter's own connection too.
-        if ready is not None and not self.limiter.pipe.connected and not await self.limiter.connect():
-            ready = None
-        if ready is None:
-            if self.status.redis_up:
+        pipe = self.pipe
+        if not pipe.connected:
+            pipe.ensure_connected()
+            await pipe.wait_connected()
+        with contextlib.suppress(RedisError, OSError):
+            await pipe.check_topology()  # a cluster's slot map, the sentinels' primary
+        state = await self.limiter.check()
+        status = self.status
+        if not state.reachable:
+            if status.redis_up:
                 log.warning("Redis unreachable")
-            self.status.set_redis(False)
+            status.set_redis(False)
             return
-        if not self.status.redis_up:
+        status.redis_partial = state.failed > 0
+        status.redis_rebuilding = state.not_ready > 0
+        if not status.redis_up:
             log.info("Redis reachable")
-            self.status.set_redis(True)
+            status.set_redis(True)
             with contextlib.suppress(RedisError, OSError):
                 await self.listener.sync_dirty()
-        if not ready:
-            await self.limiter.recover()
+        if state.not_ready:
+            self.limiter.recover()  # in the background; the probe goes on
 
     async def _probe_pg(self) -> None:
         assert self.pool is not None
@@ -276,40 +281,40 @@ class Worker:
                     await ids.claim_node(conn)
                 self._node_claimed = True
 
-    async def recover_redis(self) -> bool:
-        """Redis holds no session counts (new, restarted empty, flushed): rebuild them.
+    async def restore(self, slots: set[int]) -> bool:
+        """This process's part in rebuilding counts Redis lost (:meth:`SessionLimiter.recover`).
 
-        One process takes the lock; it distrusts every entitlement entry older than
-        PostgreSQL's versions, re-counts active sessions, marks Redis ready, then
-        rebuilds the entitlement map in the background.  The others wait for ready.
+        Raise the floor of every portal whose version moved on while Redis did not
+        see it (a promoted replica may have lost the writes that recorded it), and
+        count again the sessions PostgreSQL shows open in ``slots``.  Without
+        PostgreSQL there is nothing to vouch for the counts: the slots stay not ready.
         """
+        if not self.status.pg_up or self.pool is None:
+            log.warning("cannot rebuild Redis's session counts while PostgreSQL is away")
+            return False
         try:
-            token = await self.limiter.take_lock()
-            if token is None:
-                return await self.limiter.wait_ready()
-            if self.status.pg_up and self.pool is not None:
-                await self._distrust_older_entries()
-                await self.limiter.recount(self.pool)
-            await self.limiter.mark_ready(token)
-        except (RedisError, OSError) as exc:
+            async with self.pool.acquire(timeout=2.0) as conn:
+                versions = await entitlement_map.current_versions(conn, timeout=5.0)
+            await self.emap.sync(versions)
+        except (*_PG_ERRORS, RedisError) as exc:
             log.warning("Redis recovery failed", extra={"error": str(exc)})
             return False
-        if self._rebuilding is None or self._rebuilding.done():
-            self._rebuilding = asyncio.create_task(self._rebuild_map())
+        if not await self.limiter.recount(self.pool, slots):
+            return False
+        self.metrics.redis_recoveries += 1
         return True
 
-    async def _distrust_older_entries(self) -> None:
-        assert self.pool is not None
-        with contextlib.suppress(*_PG_ERRORS):
-            async with self.pool.acquire(timeout=2.0) as conn:
-                await self.emap.sync(await entitlement_map.current_versions(conn, timeout=5.0))
+    def rebuilt(self) -> None:
+        """The slots are ready again: write the entitlement map anew in the background."""
+        if self._rebuilding is None or self._rebuilding.done():
+            self._rebuilding = asyncio.create_task(self._rebuild_map())
 
     async def _rebuild_map(self) -> None:
         if self.pool is None:
             return
         try:
             async with self.pool.acquire(timeout=5.0) as conn:
-                stats = await entitlement_map.rebuild(conn, self.emap, claim=True)
+                stats = await entitlement_map.rebuild(conn, self.emap)
             log.info(
                 "entitlement map rebuilt", extra={"portals": stats.portals, "subscribers": stats.subscribers}
             )
@@ -340,6 +345,8 @@ class Worker:
         metrics = self.metrics
         metrics.sessions_tracked = len(self.sessions)
         metrics.redis_up = self.status.redis_up
+        metrics.redis_ready = self.status.redis_up and not self.status.redis_rebuilding
+        metrics.redis_commands = self.pipe.commands
         metrics.pg_up = self.status.pg_up
         metrics.listener_up = self.status.listener_up
         return metrics.snapshot()

@@ -14,6 +14,7 @@ import msgspec
 from . import db, ids, migrations, portals, safety
 from .errors import CatenaError
 from .health_check import SERVICES, check
+from .redis import RedisSettingsError
 from .settings import BaseSettings, SettingsError, load
 
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         args.run(args)
-    except SettingsError as exc:
+    except (SettingsError, RedisSettingsError) as exc:
         sys.exit(f"catena: {exc}")
     except CatenaError as exc:
         sys.exit(f"catena: {exc.message}")
@@ -61,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", help="exit 0 when a service on this host answers /health")
     health.add_argument("service", nargs="?", choices=sorted(SERVICES), help="default: any of them")
     health.set_defaults(run=_health)
+
+    local = commands.add_parser(
+        "local-redis", help="run a Redis Cluster or a sentinel group on this machine (development)"
+    )
+    local.add_argument("kind", choices=("cluster", "sentinel"))
+    local.add_argument("--port", type=int, default=None, help="first port (cluster 7000, sentinel 7100)")
+    local.add_argument("--primaries", type=int, default=3, help="cluster primaries (default 3)")
+    local.add_argument("--replicas", type=int, default=1, help="replicas per primary (default 1)")
+    local.add_argument("--dir", default=None, help="where the servers keep their files (default var/)")
+    local.set_defaults(run=_local_redis)
 
     portal = commands.add_parser("portal", help="manage portals")
     portal_commands = portal.add_subparsers(title="portal commands")
@@ -141,6 +152,12 @@ async def _cache_rebuild(args: argparse.Namespace) -> None:
     # The entitlement map (catena.entitlement_map) comes with the gateway.
     module = import_module("catena.entitlement_map")
     await module.rebuild_command()
+
+
+def _local_redis(args: argparse.Namespace) -> None:
+    from .embedded import serve_local_redis
+
+    serve_local_redis(args.kind, args.port, args.primaries, args.replicas, args.dir)
 
 
 def _run_up(args: argparse.Namespace) -> None:

@@ -4,28 +4,37 @@ PostgreSQL is the source of truth; Redis holds a copy that any gateway process
 fills on a miss and that ``catena cache rebuild`` (or a gateway that finds Redis
 empty) writes in full.  Two kinds of entry, both ``msgpack`` arrays:
 
-* ``{prefix}:ent:s:{subscriber id}`` — :class:`SubscriberRecord`: portal, token
+* ``{prefix}:ent:{s:<subscriber id>}`` — :class:`SubscriberRecord`: portal, token
   version, disabled, own session limit, explicit packages.
-* ``{prefix}:ent:p:{portal id}`` — :class:`PortalRecord`: the settings the gateway
+* ``{prefix}:ent:{p:<portal id>}`` — :class:`PortalRecord`: the settings the gateway
   needs, the free packages, and every channel with the packages that carry it.
 
-A value is ``b"<version>:<tag><payload>"``.  ``version`` is the portal's entitlement
-version (``catena.entitlements``) read in the same snapshot as the data, so the
-entry holds every change up to it and none after.  ``tag`` is ``s`` / ``p`` for a
-record, ``-`` for "no such subscriber or portal", ``!`` for a tombstone left by an
-invalidation (the entry must be rebuilt).  Writes go through a script that never
+A value is ``b"<stamp>:<version>:<tag><payload>"``.  ``version`` is the portal's
+entitlement version (``catena.entitlements``) read in the same snapshot as the data,
+so the entry holds every change up to it and none after.  ``tag`` is ``s`` / ``p``
+for a record, ``-`` for "no such subscriber or portal", ``!`` for a tombstone left by
+an invalidation (the entry must be rebuilt).  Writes go through a script that never
 replaces a newer entry or tombstone with an older one, so a slow builder racing an
 invalidation cannot put stale data back.
 
-Per portal, ``{prefix}:ent:seen:{portal}`` is the last version whose invalidation
-reached Redis and ``{prefix}:ent:floor:{portal}`` the oldest version still trusted:
-when Redis may have missed invalidations (a version gap, a gateway that was away,
-a portal-wide change) the floor is raised and every older entry of the portal is
-treated as a miss.
+``stamp`` is the start of the slot's ready marker (:mod:`catena.redis_keys`) when the
+entry was written: the ``run_id`` of the server that last rebuilt that slot.  An entry
+is trusted only while its slot is ready on the server answering (marker = that
+server's ``run_id``) and it was written since (stamp = marker).  A replica promoted
+after its primary died may lack the primary's last writes — a tombstone among them —
+so every entry it holds from before is distrusted until rewritten.
+
+Per portal, ``…:{p:<portal>}:seen`` is the last version whose invalidation reached
+Redis and ``…:{p:<portal>}:floor`` the oldest version still trusted: when Redis may
+have missed invalidations (a version gap, a gateway that was away, a portal-wide
+change) the floor is raised and every older entry of the portal is treated as a
+miss.  Keys of one script call share a hash slot on a Redis Cluster; elsewhere one
+call carries everything.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,12 +45,14 @@ import redis.asyncio as aioredis
 
 from . import db
 from .portals import PortalSettings, load_settings
-from .redis import Keys
+from .redis import RUN_ID, Commands, RedisPyCommands, Script, by_slot, first_error
+from .redis_keys import KeySpace, key_slot
 
 SUBSCRIBER = b"s"
 PORTAL = b"p"
 ABSENT = b"-"
 INVALID = b"!"
+STAMP = 8
 
 # Entries age out so that subscribers nobody watches do not stay in Redis forever;
 # a miss rebuilds them.
@@ -50,6 +61,8 @@ ENTRY_TTL = 7 * 86400
 REBUILD_CHUNK = 250
 # How long a claim to rewrite a portal's entries at one version stands.
 CLAIM_TTL = 60
+# The floor of a portal whose keys cannot be vouched for: no entry is trusted.
+UNTRUSTED = math.inf
 
 
 class SubscriberRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -90,28 +103,28 @@ _portal_decoder = msgspec.msgpack.Decoder(PortalRecord)
 
 
 class MapKeys:
-    """Key names of the entitlement map under one Redis prefix."""
+    """Key names of the entitlement map under one Redis prefix (:class:`KeySpace`'s)."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("space",)
 
     def __init__(self, prefix: str) -> None:
-        self._keys = Keys(prefix)
+        self.space = KeySpace(prefix)
 
     def subscriber(self, subscriber_id: int) -> str:
-        return self._keys.key("ent", "s", subscriber_id)
+        return self.space.subscriber_entry(subscriber_id)
 
     def portal(self, portal_id: int) -> str:
-        return self._keys.key("ent", "p", portal_id)
+        return self.space.portal_entry(portal_id)
 
     def floor(self, portal_id: int) -> str:
-        return self._keys.key("ent", "floor", portal_id)
+        return self.space.floor(portal_id)
 
     def seen(self, portal_id: int) -> str:
-        return self._keys.key("ent", "seen", portal_id)
+        return self.space.seen(portal_id)
 
 
 def encode(version: int, record: SubscriberRecord | PortalRecord | None) -> bytes:
-    """The Redis value of ``record`` built at ``version`` (``None``: it does not exist)."""
+    """The Redis value of ``record`` built at ``version`` (``None``: it does not exist), unstamped."""
     if record is None:
         return b"%d:%s" % (version, ABSENT)
     tag = SUBSCRIBER if isinstance(record, SubscriberRecord) else PORTAL
@@ -119,10 +132,12 @@ def encode(version: int, record: SubscriberRecord | PortalRecord | None) -> byte
 
 
 def decode(value: bytes | str | None) -> Entry | None:
-    """The entry held in ``value``; ``None`` for a missing or unreadable value."""
+    """The entry held in ``value`` (stamped or not); ``None`` for a missing or unreadable value."""
     if not value or isinstance(value, str):
         return None
     head, sep, rest = value.partition(b":")
+    if rest[:1].isdigit():  # a stamp, then the version (tags are never digits)
+        head, sep, rest = rest.partition(b":")
     if not sep or not head.isdigit() or not rest:
         return None
     tag = rest[:1]
@@ -140,34 +155,49 @@ def decode(value: bytes | str | None) -> Entry | None:
 
 # ---------------------------------------------------------------- Redis scripts
 
-# The items travel in one argument — key, version, value, each prefixed by its
-# length (4 bytes, big-endian) — instead of three arguments per entry, which the
-# client would otherwise encode one by one.
-_PUT = """
-local blob, pos, written = ARGV[2], 1, 0
-local ttl = tonumber(ARGV[1])
-local function take()
-  local n = struct.unpack('>I4', blob, pos)
-  local value = string.sub(blob, pos + 4, pos + 3 + n)
-  pos = pos + 4 + n
-  return value
-end
-while pos <= #blob do
-  local key = take()
-  local version = tonumber(take())
-  local value = take()
+# A held value's version: after the stamp (any letters, maybe none) and a colon.
+_HELD = """
+local function held(key)
   local current = redis.call('GET', key)
-  local held = -1
-  if current then held = tonumber(string.match(current, '^(%d+):') or '-1') end
-  if held <= version then
-    redis.call('SET', key, value, 'EX', ttl)
+  if not current then return -1 end
+  return tonumber(string.match(current, '^%w*:(%d+):') or '-1')
+end
+"""
+
+# KEYS: (slot marker, entry) pairs; ARGV: ttl, then (version, unstamped value) pairs.
+_PUT = Script(
+    _HELD
+    + """
+local ttl, written = tonumber(ARGV[1]), 0
+for i = 1, #KEYS / 2 do
+  local version = tonumber(ARGV[2 * i])
+  if held(KEYS[2 * i]) <= version then
+    local stamp = string.sub(redis.call('GET', KEYS[2 * i - 1]) or '', 1, 8)
+    redis.call('SET', KEYS[2 * i], stamp .. ':' .. ARGV[2 * i + 1], 'EX', ttl)
     written = written + 1
   end
 end
 return written
 """
+)
 
-_INVALIDATE = """
+# KEYS: entries; ARGV: version, ttl.  Entries older than the version become tombstones.
+_TOMBSTONE = Script(
+    _HELD
+    + """
+local v = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if held(KEYS[i]) < v then redis.call('SET', KEYS[i], ':' .. ARGV[1] .. ':!', 'EX', tonumber(ARGV[2])) end
+end
+return 1
+"""
+)
+
+# KEYS: seen, floor, the portal's entry; ARGV: version, portal-wide (1/0), ttl.
+# Returns 1 when the floor was raised (a gap, or a portal-wide change).
+_SIGNAL = Script(
+    _HELD
+    + """
 local v = tonumber(ARGV[1])
 local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
 local raised = 0
@@ -179,17 +209,15 @@ if v > seen + 1 or ARGV[2] == '1' then
   end
 end
 if v > seen then redis.call('SET', KEYS[1], v) end
-local mark = ARGV[1] .. ':!'
-for i = 3, #KEYS do
-  local current = redis.call('GET', KEYS[i])
-  local held = -1
-  if current then held = tonumber(string.match(current, '^(%d+):') or '-1') end
-  if held < v then redis.call('SET', KEYS[i], mark, 'EX', tonumber(ARGV[3])) end
-end
+if held(KEYS[3]) < v then redis.call('SET', KEYS[3], ':' .. ARGV[1] .. ':!', 'EX', tonumber(ARGV[3])) end
 return raised
 """
+)
 
-_SYNC = """
+# KEYS: (seen, floor) per portal; ARGV: the portals' versions.  Returns the indexes
+# (1-based) of the portals whose floor was raised.
+_SYNC = Script(
+    """
 local raised = {}
 for i = 1, #ARGV do
   local v = tonumber(ARGV[i])
@@ -203,39 +231,80 @@ for i = 1, #ARGV do
 end
 return raised
 """
+)
 
-
-def _frame(part: bytes) -> bytes:
-    return len(part).to_bytes(4, "big") + part
+# KEYS: (slot marker, key) pairs; ARGV: this server's run_id, then one letter per pair:
+# 's' for a stamped entry, 'p' for a plain value (a floor).  Per pair: 0 when the slot
+# is not ready on this server, the value, or nil (missing, or stamped before the
+# slot was last rebuilt).
+_READ = Script(
+    """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local marker = redis.call('GET', KEYS[2 * i - 1])
+  if marker ~= ARGV[1] then
+    out[i] = 0
+  else
+    local value = redis.call('GET', KEYS[2 * i])
+    local stamped = string.sub(ARGV[2], i, i) == 's'
+    if value and stamped and string.sub(value, 1, 9) ~= string.sub(marker, 1, 8) .. ':' then
+      value = false
+    end
+    out[i] = value
+  end
+end
+return out
+"""
+)
 
 
 class EntitlementMap:
-    """Reads and writes the map in one Redis under one prefix."""
+    """Reads and writes the map under one prefix, through ``commands`` (or a redis-py client)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self.redis = client
+    def __init__(self, commands: Commands | aioredis.Redis, prefix: str) -> None:
+        self.commands: Commands = (
+            RedisPyCommands(commands)
+            if isinstance(commands, aioredis.Redis | aioredis.RedisCluster)
+            else commands
+        )
         self.keys = MapKeys(prefix)
-        self._put = client.register_script(_PUT)
-        self._invalidate = client.register_script(_INVALIDATE)
-        self._sync = client.register_script(_SYNC)
+        self.space = self.keys.space
+
+    def _by_slot(self, items: Iterable[Any], slot: Any) -> dict[int, list[Any]]:
+        return by_slot(self.commands.clustered, items, slot)
 
     async def put(self, items: Sequence[tuple[str, int, bytes]]) -> int:
         """Write ``(key, version, value)`` items unless Redis holds something newer."""
         if not items:
             return 0
-        packed = b"".join(
-            _frame(part) for key, version, value in items for part in (key.encode(), b"%d" % version, value)
-        )
-        return int(await self._put(keys=[], args=[ENTRY_TTL, packed]))
+        calls = []
+        for slot, group in self._by_slot(items, lambda item: key_slot(item[0])).items():
+            keys = [k for key, _, _ in group for k in (self.space.marker(key_slot(key)), key)]
+            args = [ENTRY_TTL, *(a for _, version, value in group for a in (version, value))]
+            calls.append(_PUT.call(slot, keys, args))
+        replies = await _PUT.run(self.commands, calls)
+        first_error(replies)
+        return sum(int(r) for r in replies)
 
     async def invalidate(self, portal_id: int, version: int, keys: Iterable[str], portal_wide: bool) -> bool:
         """Apply one entitlement signal: tombstone ``keys``; raise the floor on a gap.
 
         ``True`` when the floor was raised: every entry of the portal must be rebuilt.
         """
-        names = [self.keys.seen(portal_id), self.keys.floor(portal_id), *keys]
-        args = [version, "1" if portal_wide else "0", ENTRY_TTL]
-        return bool(await self._invalidate(keys=names, args=args))
+        portal_key = self.keys.portal(portal_id)
+        others = [key for key in keys if key != portal_key]
+        tombstones = [
+            _TOMBSTONE.call(slot, group, [version, ENTRY_TTL])
+            for slot, group in self._by_slot(others, key_slot).items()
+        ]
+        first_error(await _TOMBSTONE.run(self.commands, tombstones))
+        names = [self.keys.seen(portal_id), self.keys.floor(portal_id), portal_key]
+        signal = _SIGNAL.call(
+            self.space.portal_slot(portal_id), names, [version, int(portal_wide), ENTRY_TTL]
+        )
+        (raised,) = await _SIGNAL.run(self.commands, [signal])
+        first_error([raised])
+        return bool(raised)
 
     async def sync(self, versions: dict[int, int]) -> list[int]:
         """Raise the floor of every portal whose version moved on without Redis seeing it.
@@ -244,53 +313,86 @@ class EntitlementMap:
         """
         if not versions:
             return []
-        portal_ids = list(versions)
-        names: list[str] = []
-        for portal_id in portal_ids:
-            names += (self.keys.seen(portal_id), self.keys.floor(portal_id))
-        raised = await self._sync(keys=names, args=list(versions.values()))
-        return [portal_ids[int(i) - 1] for i in raised]
+        groups = list(self._by_slot(versions.items(), lambda item: self.space.portal_slot(item[0])).items())
+        calls = []
+        for slot, group in groups:
+            names = [
+                n for portal_id, _ in group for n in (self.keys.seen(portal_id), self.keys.floor(portal_id))
+            ]
+            calls.append(_SYNC.call(slot, names, [version for _, version in group]))
+        replies = await _SYNC.run(self.commands, calls)
+        first_error(replies)
+        return [
+            group[int(i) - 1][0] for (_, group), raised in zip(groups, replies, strict=True) for i in raised
+        ]
 
     async def claim(self, portal_id: int, version: int) -> bool:
         """Whether this caller is the one to write the portal's entries at ``version``.
 
         Every gateway process sees every signal; the first to claim does the work.
         """
-        name = self.keys.portal(portal_id) + f":refill:{version}"
-        return bool(await self.redis.set(name, "1", nx=True, ex=CLAIM_TTL))
+        name = self.space.refill_claim(portal_id, version)
+        (reply,) = await self.commands.run(
+            [(self.space.portal_slot(portal_id), ("SET", name, "1", "NX", "EX", CLAIM_TTL))]
+        )
+        first_error([reply])
+        return reply is not None and reply is not False
 
     async def read(
         self, requests: Sequence[tuple[int, int, bool, bool]]
-    ) -> list[tuple[Entry | None, Entry | None, int]]:
+    ) -> list[tuple[Entry | None, Entry | None, float]]:
         """For each ``(subscriber, portal, want subscriber, want portal)``: the subscriber's
-        entry, the portal's entry and the portal's floor — all in one ``MGET``.
+        entry, the portal's entry and the portal's floor, in one call per hash slot
+        (one call in all outside a cluster).
 
-        An entry not wanted is neither read nor decoded (a portal's can be large).
+        An entry that cannot be vouched for (its slot not ready on the server that
+        answered, written before the slot was rebuilt, or its call failed) reads as
+        missing; a portal whose floor cannot be vouched for gets :data:`UNTRUSTED`.
+        Raises the error when every call failed.
         """
-        names: dict[str, int] = {}
+        pairs: dict[str, tuple[int, bool]] = {}  # key → (slot, stamped)
         for subscriber_id, portal_id, want_subscriber, want_portal in requests:
-            names.setdefault(self.keys.floor(portal_id), len(names))
+            portal_slot = self.space.portal_slot(portal_id)
+            pairs.setdefault(self.keys.floor(portal_id), (portal_slot, False))
             if want_subscriber:
-                names.setdefault(self.keys.subscriber(subscriber_id), len(names))
+                key = self.keys.subscriber(subscriber_id)
+                pairs.setdefault(key, (self.space.subscriber_slot(subscriber_id), True))
             if want_portal:
-                names.setdefault(self.keys.portal(portal_id), len(names))
-        raw = await self.redis.mget(list(names))
-        decoded: dict[int, Entry | None] = {}
+                pairs.setdefault(self.keys.portal(portal_id), (portal_slot, True))
+        values = await self._read_pairs(pairs)
+        return [self._found(values, request) for request in requests]
 
-        def entry(name: str) -> Entry | None:
-            index = names[name]
-            if index not in decoded:
-                decoded[index] = decode(raw[index])
-            return decoded[index]
+    async def _read_pairs(self, pairs: dict[str, tuple[int, bool]]) -> dict[str, Any]:
+        groups = list(self._by_slot(pairs.items(), lambda item: item[1][0]).items())
+        calls = []
+        for slot, group in groups:
+            keys = [k for key, (at, _) in group for k in (self.space.marker(at), key)]
+            kinds = "".join("s" if stamped else "p" for _, (_, stamped) in group)
+            calls.append(_READ.call(slot, keys, [RUN_ID, kinds]))
+        replies = await _READ.run(self.commands, calls)
+        if all(isinstance(r, Exception) for r in replies):
+            first_error(replies)
+        values: dict[str, Any] = {}
+        for (_, group), reply in zip(groups, replies, strict=True):
+            for index, (key, _) in enumerate(group):
+                values[key] = 0 if isinstance(reply, Exception) else reply[index]
+        return values
 
-        out = []
-        for subscriber_id, portal_id, want_subscriber, want_portal in requests:
-            floor_raw = raw[names[self.keys.floor(portal_id)]]
-            floor = int(floor_raw) if floor_raw and floor_raw.isdigit() else 0
-            sub = entry(self.keys.subscriber(subscriber_id)) if want_subscriber else None
-            portal = entry(self.keys.portal(portal_id)) if want_portal else None
-            out.append((sub, portal, floor))
-        return out
+    def _found(
+        self, values: dict[str, Any], request: tuple[int, int, bool, bool]
+    ) -> tuple[Entry | None, Entry | None, float]:
+        subscriber_id, portal_id, want_subscriber, want_portal = request
+        raw_floor = values[self.keys.floor(portal_id)]
+        floor: float = (
+            UNTRUSTED if raw_floor == 0 else int(raw_floor) if raw_floor and raw_floor.isdigit() else 0
+        )
+        sub = _entry(values[self.keys.subscriber(subscriber_id)]) if want_subscriber else None
+        portal = _entry(values[self.keys.portal(portal_id)]) if want_portal else None
+        return sub, portal, floor
+
+
+def _entry(value: Any) -> Entry | None:
+    return None if isinstance(value, int) else decode(value)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -477,8 +579,9 @@ async def rebuild_command() -> None:
     from .settings import BaseSettings, load
 
     settings = load(BaseSettings)
+    await catena_redis.check_at_start(settings, "catena")
     conn = await db.connect(settings.database_url)
-    client = catena_redis.connect(settings.redis_url)
+    client = catena_redis.connect(settings)
     try:
         emap = EntitlementMap(client, settings.redis_prefix)
         await emap.sync(await current_versions(conn))

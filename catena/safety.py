@@ -67,7 +67,10 @@ def laptop_defaults(settings: BaseSettings, environ: Mapping[str, str]) -> list[
             f"{PREFIX}TOKEN_SECRETS holds the development secret, which is public: make a secret with "
             f"`catena secret new` and set {PREFIX}TOKEN_SECRETS to what it prints"
         )
-    for name, meaning in (("DATABASE_URL", "the deployment's PostgreSQL"), ("REDIS_URL", "its Redis")):
+    needed = [("DATABASE_URL", "the deployment's PostgreSQL"), ("REDIS_URL", "its Redis")]
+    if settings.redis_mode == "sentinel":  # the sentinels name the primary (CATENA_REDIS_SENTINELS)
+        needed.pop()
+    for name, meaning in needed:
         if not environ.get(PREFIX + name):
             problems.append(f"{PREFIX}{name} is not set: set it to {meaning} (the default is a laptop's)")
     if isinstance(settings, AuthgateSettings | EpgSettings) and not Path(settings.var_dir).is_absolute():

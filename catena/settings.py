@@ -34,7 +34,14 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """What every service needs."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    # How Redis is reached (catena/redis.py): "single" (redis_url), "cluster"
+    # (redis_url names one or more nodes, comma-separated) or "sentinel" (the primary
+    # named redis_sentinel_service, looked up through redis_sentinels).
+    redis_mode: str = "single"
     redis_url: str = DEFAULT_REDIS_URL
+    redis_sentinels: str = ""
+    redis_sentinel_service: str = ""
+    redis_sentinel_password: str = ""
     # Namespace of every Redis key and channel, so that two deployments (or two
     # test runs) can share one Redis server.
     redis_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_:.-]{1,64}$")] = "catena"
@@ -44,6 +51,13 @@ class BaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # all verify, so a secret can be rotated without logging anybody out.
     token_secrets: str = DEVELOPMENT_TOKEN_SECRETS
     var_dir: str = "var"
+
+    def __post_init__(self) -> None:
+        # The Redis variables are checked together (the mode decides what the others
+        # must hold); the message names the variable at fault.
+        from .redis import settings_target
+
+        settings_target(self)
 
 
 class AdminSettings(BaseSettings, frozen=True, kw_only=True):
@@ -112,6 +126,18 @@ class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
     auth_cache_size: PositiveInt = 200_000
     # Session records held in memory when neither PostgreSQL nor the spool takes them.
     auth_max_buffered_records: PositiveInt = 500_000
+    # Every Redis command of the gateway must be answered within this deadline, else
+    # its connection is closed and the gateway answers without Redis until a probe
+    # finds it answering again (a hung or stopped Redis never freezes answers).
+    auth_redis_timeout: Annotated[float, Meta(gt=0, le=10)] = 0.05
+    # While Redis cannot count sessions (unreachable, hung, its primary failing over),
+    # new sessions get 503 (Flussonic applies its own policy) for this many seconds;
+    # after that each process counts the sessions it knows, which may exceed a limit
+    # across processes until Redis is back.  0 = count locally at once.
+    auth_local_count_after: Annotated[float, Meta(ge=0)] = 30.0
+    # The gateway's Redis connections: its own pipelined ones ("pipe"), or redis-py's
+    # client ("redis-py", slower; kept to compare in make bench-auth).
+    auth_redis_client: Annotated[str, Meta(pattern=r"^(pipe|redis-py)$")] = "pipe"
     # How often the idle-session sweeper runs (any number of gateways may run it).
     auth_sweep_interval: Seconds = 30.0
     # A playing session's progress (updatedAt, bytes) is written at most this often;

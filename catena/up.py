@@ -1,8 +1,11 @@
 """``catena up``: everything on one machine, in one command.
 
-With no ``CATENA_DATABASE_URL`` / ``CATENA_REDIS_URL`` it starts the embedded
-PostgreSQL and Redis under ``var/`` (kept across restarts, reused when already
-running); it applies migrations, creates the demo portal on first start, then runs
+With no ``CATENA_DATABASE_URL`` it starts the embedded PostgreSQL, and with no
+``CATENA_REDIS_URL`` (nor, in sentinel mode, ``CATENA_REDIS_SENTINELS``) the
+embedded Redis, under ``var/`` (kept across restarts, reused when already running);
+every ``CATENA_REDIS_*`` variable is passed on to the services, so
+``CATENA_REDIS_MODE=cluster CATENA_REDIS_URL=redis://127.0.0.1:7000`` runs
+everything against a Redis Cluster.  It applies migrations, creates the demo portal on first start, then runs
 ``admin_api``, ``authgate`` (one worker per core) and ``epg_worker`` as supervised
 children: a child that dies is logged and started again.  Ctrl-C or SIGTERM stops
 the children, then the embedded servers.
@@ -28,12 +31,16 @@ from typing import IO
 import msgspec
 
 from . import db, demo, logs, migrations
+from . import redis as catena_redis
 from .embedded import EmbeddedPostgres, EmbeddedRedis
-from .settings import AdminSettings, AuthgateSettings, EpgSettings, load
+from .settings import AdminSettings, AuthgateSettings, EpgSettings, SettingsError, load
 
 log = logging.getLogger("catena.up")
 
 HEALTH_TIMEOUT = 90.0
+# After every child answers, how long to wait for all to report "ok" (a gateway that
+# found Redis empty rebuilds its session counts first, a second or two).
+SETTLE_TIMEOUT = 15.0
 RESTART_DELAY_MAX = 30.0
 
 
@@ -45,6 +52,8 @@ class UpInfo(demo.Access, kw_only=True):
     epgWorkerUrl: str
     databaseUrl: str
     redisUrl: str
+    redisMode: str = "single"
+    redis: str = ""
 
 
 @dataclass
@@ -71,6 +80,7 @@ def run(var_dir: str | None = None) -> None:
     children: list[Child] = []
     try:
         _ensure_token_secrets(var, env)
+        _check_redis(env)
         info = asyncio.run(_prepare(var, env))
         children = _children(var, env)
         for child in children:
@@ -93,12 +103,31 @@ def _start_servers(var: Path, env: dict[str, str]) -> list[EmbeddedPostgres | Em
         env["CATENA_DATABASE_URL"] = postgres.start()
         servers.append(postgres)
         log.info("embedded PostgreSQL running", extra={"url": env["CATENA_DATABASE_URL"]})
-    if not env.get("CATENA_REDIS_URL"):
+    if _wants_embedded_redis(env):
         redis = EmbeddedRedis(var / "redis")
         env["CATENA_REDIS_URL"] = redis.start()
         servers.append(redis)
         log.info("embedded Redis running", extra={"url": env["CATENA_REDIS_URL"]})
     return servers
+
+
+def _wants_embedded_redis(env: dict[str, str]) -> bool:
+    """No Redis named: a single embedded one (a cluster must be named, see docs/scaling.md)."""
+    mode = env.get("CATENA_REDIS_MODE", "single")
+    if mode == "cluster" and not env.get("CATENA_REDIS_URL"):
+        raise SystemExit("catena up: CATENA_REDIS_MODE=cluster needs CATENA_REDIS_URL (one or more nodes)")
+    if mode == "sentinel":
+        return False  # the settings check names what is missing
+    return not env.get("CATENA_REDIS_URL")
+
+
+def _check_redis(env: dict[str, str]) -> None:
+    """Stop at once, naming the variable, when the Redis settings are wrong (not once per child)."""
+    try:
+        settings = load(AdminSettings, env)
+        asyncio.run(catena_redis.check_at_start(settings, "catena up"))
+    except (SettingsError, catena_redis.RedisSettingsError) as exc:
+        raise SystemExit(f"catena up: {exc}") from None
 
 
 def _ensure_token_secrets(var: Path, env: dict[str, str]) -> None:
@@ -130,6 +159,8 @@ async def _prepare(var: Path, env: dict[str, str]) -> UpInfo:
         epgWorkerUrl=f"http://{epg.epg_host}:{epg.epg_port}",
         databaseUrl=admin.database_url,
         redisUrl=admin.redis_url,
+        redisMode=admin.redis_mode,
+        redis=catena_redis.settings_target(admin).describe(),
         **msgspec.structs.asdict(access),
     )
 
@@ -185,12 +216,20 @@ def _pump(stream: IO[bytes] | None, path: Path) -> None:
             sys.stderr.buffer.flush()
 
 
-def _healthy(url: str) -> bool:
+def _health(url: str) -> tuple[int, str]:
+    """The status code and ``status`` field of a ``/health`` answer (0 when none)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+            body = msgspec.json.decode(response.read())
+            return response.status, str(body.get("status", "")) if isinstance(body, dict) else ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (urllib.error.URLError, OSError, ValueError, msgspec.DecodeError):
+        return 0, ""
+
+
+def _healthy(url: str) -> bool:
+    return _health(url)[0] == 200
 
 
 def _wait_healthy(children: list[Child], stop: threading.Event) -> None:
@@ -207,6 +246,18 @@ def _wait_healthy(children: list[Child], stop: threading.Event) -> None:
             names = ", ".join(c.name for c in pending)
             raise SystemExit(f"catena up: {names} did not become healthy in {HEALTH_TIMEOUT:.0f} s")
         time.sleep(0.2)
+    _wait_settled(children, stop)
+
+
+def _wait_settled(children: list[Child], stop: threading.Event) -> None:
+    """Give every child a moment to report ``ok`` (the announcement then shows a settled system)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    pending = list(children)
+    while pending and not stop.is_set() and time.monotonic() < deadline:
+        pending = [c for c in pending if _health(c.health_url) != (200, "ok")]
+        time.sleep(0.2)
+    for child in pending:
+        log.warning("not fully healthy yet", extra={"child": child.name, "health": child.health_url})
 
 
 def _announce(info: UpInfo, var: Path) -> None:
@@ -220,6 +271,7 @@ def _announce(info: UpInfo, var: Path) -> None:
         f"  Management API  {info.adminUrl}/tv-management/api/v1",
         f"  OpenAPI         {info.adminUrl}/tv-management/api/v1/openapi.json",
         f"  Auth gateway    {info.authUrl}/auth",
+        f"  Redis           {info.redis}",
         f"  EPG worker      {info.epgWorkerUrl}/health",
         f"  Demo portal     {info.portalId}",
         f"  API key         {info.apiKey}",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import uvloop
 from aiohttp import web
 
 from catena import logs
+from catena import redis as catena_redis
 from catena.safety import load_for_service
 from catena.settings import EpgSettings, SettingsError
 
@@ -21,6 +23,10 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(f"epg_worker: {exc}")
     logs.setup("epg_worker", settings.log_level)
+    try:
+        asyncio.run(catena_redis.check_at_start(settings, "epg_worker"))
+    except catena_redis.RedisSettingsError as exc:
+        sys.exit(f"epg_worker: {exc}")
     importer.tune_gc()
     uvloop.install()
     web.run_app(

@@ -93,7 +93,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     worker = await start_worker(settings, pool, session)
     app[WORKER] = worker
     # The worker does not use Redis; /health reports it like every service does.
-    app[REDIS] = catena_redis.connect(settings.redis_url)
+    app[REDIS] = catena_redis.connect(settings)
     loops = [asyncio.create_task(worker.run()), asyncio.create_task(worker.prune_forever())]
     log.info("EPG worker started", extra={"worker": worker.ctx.worker})
     yield

@@ -7,6 +7,10 @@ headless, stops the gateways (SIGTERM flushes their batches), and checks
 ``play_sessions`` with ``check_sessions``.  Exit status 0 only when no subscriber
 ever held more sessions than allowed, every admitted session was recorded, and
 locust saw no failure.
+
+``--hosts 2`` runs two hosts' worth of services instead (a gateway, an admin API
+and an EPG worker on each of 127.0.0.2 and 127.0.0.3) on a Redis Cluster started
+for the run, and checks revocations and EPG jobs as well (:mod:`loadtests.many_hosts`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from catena import db, ids
 from catena.settings import SettingsError
 from catena.tokens import TokenCodec
 
-from . import check_sessions
+from . import check_sessions, many_hosts
 from .viewing import Profile, Tally, read_tally
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +62,22 @@ def _parser() -> argparse.ArgumentParser:
         default=150,
         help="subscribers the devices belong to (fewer = more limit pressure)",
     )
-    parser.add_argument("--base-port", type=int, default=8140, help="gateways on base and base+1")
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=8140,
+        help="gateways on base and base+1 (--hosts 2: gateway, admin API, EPG worker on base, +2, +3)",
+    )
+    parser.add_argument(
+        "--hosts",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: two gateways on 127.0.0.1; 2: every service on 127.0.0.2 and 127.0.0.3 on a Redis Cluster",
+    )
+    parser.add_argument(
+        "--revocations", type=int, default=5, help="--hosts 2: subscribers revoked during the run"
+    )
     parser.add_argument(
         "--gateway-python",
         default=sys.executable,
@@ -74,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True)
     backends = infra.start_backends(Path(args.workdir).resolve())
     print(f"loadtest: using {backends.where}; logs in {workdir}", flush=True)
+    if args.hosts == 2:
+        return _run_hosts(args, backends, workdir)
     try:
-        portal_id = asyncio.run(_prepare(backends, workdir / "viewers.json", args.subscribers))
+        portal_id, _ = asyncio.run(_prepare(backends, workdir / "viewers.json", args.subscribers))
         gateways = _gateways(args, backends, workdir)
         try:
             locust_code = _locust(args, gateways, workdir)
@@ -92,7 +113,46 @@ def run(args: argparse.Namespace) -> int:
     return 0 if findings.ok and locust_code == 0 else 1
 
 
-async def _prepare(backends: infra.Backends, viewers: Path, how_many: int) -> int:
+def _run_hosts(args: argparse.Namespace, backends: infra.Backends, workdir: Path) -> int:
+    """``--hosts 2``: the services of two hosts on a Redis Cluster, with the extra checks."""
+    try:
+        infra.start_cluster(backends, workdir, primaries=3, replicas=1)
+        print(f"loadtest: Redis Cluster {backends.cluster.url if backends.cluster else ''}", flush=True)
+        portal_id, data = asyncio.run(_prepare(backends, workdir / "viewers.json", args.subscribers))
+        targets.migrate(args.gateway_python, backends.service_env(TOKEN_SECRETS, workdir), workdir)
+
+        def env_for(directory: Path) -> dict[str, str]:
+            env = backends.service_env(TOKEN_SECRETS, directory, cluster=True)
+            env["CATENA_AUTH_SESSION_GRACE"] = str(SESSION_GRACE)
+            return env
+
+        hosts = many_hosts.start_hosts(args.gateway_python, env_for, args.base_port, workdir)
+        try:
+            locust = _start_locust(args, [h.gateway_url for h in hosts], workdir)
+            checks = many_hosts.probes(data, args.subscribers, args.revocations)
+            findings = asyncio.run(
+                many_hosts.watch(hosts, backends.database_url, portal_id, checks, args.duration * 0.8)
+            )
+            locust_code = locust.wait(timeout=args.duration + 120)
+            asyncio.run(many_hosts.settle_and_count(backends.database_url, portal_id, findings))
+        finally:
+            codes = many_hosts.stop_hosts(hosts)
+        print(f"loadtest: services exited with {codes} after SIGTERM", flush=True)
+        tally_file = workdir / "tally.json"
+        tally = read_tally(tally_file) if tally_file.exists() else None
+        print(new_session_summary(tally), flush=True)
+        asyncio.run(many_hosts.count_rows(backends.database_url, portal_id, findings))
+        limits = asyncio.run(_check(backends, portal_id, tally))
+    finally:
+        infra.clean_up(backends, keep=args.keep)
+    print(limits.summary())
+    print(findings.summary())
+    ok = limits.ok and findings.ok and locust_code == 0 and all(code == 0 for code in codes)
+    print("many hosts: OK" if ok else "many hosts: FAILED")
+    return 0 if ok else 1
+
+
+async def _prepare(backends: infra.Backends, viewers: Path, how_many: int) -> tuple[int, dataset.DataSet]:
     """Database, data set, a short authDuration, and the profiles locust plays."""
     await infra.create_database(backends)
     conn = await db.connect(backends.database_url)
@@ -106,7 +166,7 @@ async def _prepare(backends: infra.Backends, viewers: Path, how_many: int) -> in
     finally:
         await conn.close()
     viewers.write_bytes(msgspec.json.encode(profiles(data, how_many)))
-    return portal_id
+    return portal_id, data
 
 
 def profiles(data: dataset.DataSet, how_many: int) -> list[Profile]:
@@ -141,6 +201,10 @@ def _gateways(args: argparse.Namespace, backends: infra.Backends, workdir: Path)
 
 def _locust(args: argparse.Namespace, gateways: list[infra.Server], workdir: Path) -> int:
     urls = [f"http://127.0.0.1:{g.port}" for g in gateways]
+    return _start_locust(args, urls, workdir).wait(timeout=args.duration + 120)
+
+
+def _start_locust(args: argparse.Namespace, urls: list[str], workdir: Path) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -173,7 +237,7 @@ def _locust(args: argparse.Namespace, gateways: list[infra.Server], workdir: Pat
         f"{args.duration} s through {', '.join(urls)}",
         flush=True,
     )
-    return subprocess.run(command, cwd=ROOT, check=False, timeout=args.duration + 120).returncode
+    return subprocess.Popen(command, cwd=ROOT)
 
 
 def new_session_summary(tally: Tally | None) -> str:

@@ -24,10 +24,11 @@ from aiohttp.web import BaseRunner
 
 from catena import db, ids, migrations, portals
 from catena import redis as catena_redis
-from catena.embedded import EmbeddedPostgres, EmbeddedRedis
+from catena.embedded import EmbeddedPostgres, EmbeddedRedis, LocalCluster, LocalSentinel
 from catena.pagination import Cursors
 from catena.service import AppRunner
 from catena.settings import AdminSettings, load
+from tests.redis_servers import start_cluster, start_sentinel
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "/tv-management/api/v1"
@@ -57,6 +58,22 @@ def redis_url() -> Iterator[str]:
     server = EmbeddedRedis(ROOT / "var" / "test" / "redis")
     yield server.start()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A Redis Cluster of 3 primaries and 3 replicas for the whole run (started on first use)."""
+    cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentinel]:
+    """A primary, a replica and three sentinels for the whole run (started on first use)."""
+    group = start_sentinel(tmp_path_factory.mktemp("redis-sentinel"))
+    yield group
+    group.stop()
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +152,12 @@ async def truncate_all(pool: asyncpg.Pool) -> None:
 
 
 async def delete_prefixed(client: aioredis.Redis, prefix: str) -> None:
-    async for key in client.scan_iter(match=prefix + ":*", count=1000):
-        await client.delete(key)
+    keys = [key async for key in client.scan_iter(match=prefix + ":*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys[start : start + 1000]:
+                pipe.execute_command("UNLINK", key)
+            await pipe.execute()
 
 
 @pytest.fixture

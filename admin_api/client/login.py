@@ -19,7 +19,7 @@ from msgspec import Meta
 from catena import entitlements, ids, operations
 from catena.errors import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
 from catena.portals import Branding
-from catena.redis import Keys
+from catena.redis import KeySpace
 
 from .. import keys
 from ..routing import Api, Call
@@ -88,7 +88,7 @@ class SignIn:
         self.settings = settings
         self.hasher = codes.CodeHasher(settings.token_secrets)
         self.ip = client_ip(call.request)
-        redis, prefix, window = call.redis, Keys(settings.redis_prefix), settings.client_sms_window
+        redis, prefix, window = call.redis, KeySpace(settings.redis_prefix), settings.client_sms_window
         self.per_ip = Counter(
             redis,
             prefix,

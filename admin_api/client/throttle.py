@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from catena.errors import TooManyRequests
-from catena.redis import Keys, count_in_window
+from catena.redis import KeySpace, count_in_window
 
 log = logging.getLogger("admin_api.client.throttle")
 
@@ -23,7 +23,7 @@ class Counter:
     """Events of one kind per subject within ``window`` seconds, at most ``limit``."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: Keys, kind: str, limit: int, window: float, message: str
+        self, client: aioredis.Redis, keys: KeySpace, kind: str, limit: int, window: float, message: str
     ) -> None:
         self.client = client
         self.keys = keys
@@ -33,7 +33,7 @@ class Counter:
         self.message = message
 
     def _key(self, subject: str) -> str:
-        return self.keys.key("client", self.kind, subject)
+        return self.keys.client_counter(self.kind, subject)
 
     async def add(self, subject: str) -> None:
         """Count one event."""

@@ -27,7 +27,7 @@ from catena import db
 from catena.settings import SettingsError
 from catena.tokens import TokenCodec
 
-from . import dataset, infra, report, request_mix, targets, verify, wrk
+from . import dataset, gateway_stats, infra, report, request_mix, targets, verify, wrk
 from .targets import Setup, Target
 
 # Every process of the run signs and verifies with this key (and only this one).
@@ -46,6 +46,8 @@ class Outcome:
     check: verify.Check | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    # The gateway's Redis commands per 1,000 checks, per measured round.
+    commands: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> tuple[wrk.WrkResult, float] | None:
@@ -80,13 +82,23 @@ def run(args: argparse.Namespace) -> int:
         plan, portal_id = asyncio.run(_prepare(backends, args))
         env = backends.service_env(TOKEN_SECRETS, workdir / "var")
         env["CATENA_AUTH_SESSION_GRACE"] = SESSION_GRACE
-        if "d" in args.only:
+        env["CATENA_AUTH_REDIS_TIMEOUT"] = str(args.redis_timeout)
+        cluster_env = None
+        if set(targets.ON_CLUSTER) & set(args.only):
+            infra.start_cluster(backends, workdir, args.cluster_primaries, args.cluster_replicas)
+            cluster_env = backends.service_env(TOKEN_SECRETS, workdir / "var", cluster=True)
+            cluster_env["CATENA_AUTH_SESSION_GRACE"] = SESSION_GRACE
+            cluster_env["CATENA_AUTH_REDIS_TIMEOUT"] = str(args.redis_timeout)
+        if set(targets.GATEWAYS) & set(args.only):
             targets.migrate(args.authgate_python, env, workdir)
-        setup = Setup(workdir, args.base_port, server_cpu, env, args.authgate_python, args.authgate_workers)
+        setup = Setup(
+            workdir, args.base_port, server_cpu, env, args.authgate_python, args.authgate_workers, cluster_env
+        )
         bench = Bench(setup, load, plan, request_mix.write_pool(plan, workdir / "pool.bin"), args)
         outcomes = bench.run(args.only)
         if "d" in args.only and not bench.outcomes["d"].error:
             bench.outcomes["d"].notes += asyncio.run(_recorded(backends, portal_id, plan))
+        outcomes_notes(bench.outcomes)
     finally:
         infra.clean_up(backends, keep=args.keep)
     print(report.table(outcomes, load, server_cpu))
@@ -118,7 +130,7 @@ class Bench:
         finally:
             for key, server in self.servers.items():
                 code = server.stop()
-                if key == "d":  # the only one with state to flush on SIGTERM
+                if key in targets.GATEWAYS:  # the only ones with state to flush on SIGTERM
                     self.outcomes[key].notes.append(f"exit code after SIGTERM: {code}")
         return list(self.outcomes.values())
 
@@ -132,6 +144,8 @@ class Bench:
         try:
             server.start()
             self.servers[target.key] = server
+            if target.key in targets.GATEWAYS:
+                gateway_stats.wait_redis_ready(self.setup.port(target))
             if target.checks_answers:
                 outcome.check = _check(target, self.setup.port(target), self.plan)
         except (infra.ServerFailed, OSError) as exc:
@@ -139,10 +153,14 @@ class Bench:
 
     def _measure(self, outcome: Outcome) -> None:
         port = self.setup.port(outcome.target)
+        gateway = outcome.target.key in targets.GATEWAYS
         try:
             wrk.run(self.load, port, self.pool, self.warmup)
             load_average = os.getloadavg()[0]
+            before = gateway_stats.counters(port) if gateway else (0, 0)
             outcome.rounds.append((wrk.run(self.load, port, self.pool), load_average))
+            if gateway:
+                outcome.commands.append(gateway_stats.per_thousand(before, gateway_stats.counters(port)))
         except (RuntimeError, OSError) as exc:
             outcome.error = str(exc)
 
@@ -150,7 +168,7 @@ class Bench:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench-auth", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="abecd", type=_keys, help="which servers to measure, in order (default abecd)"
+        "--only", default="abecdf", type=_keys, help="which servers to measure, in order (default abecdf)"
     )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds measured per server and round (default 10)"
@@ -177,6 +195,19 @@ def _parser() -> argparse.ArgumentParser:
         help="the Python that runs `-m authgate` (another checkout's venv)",
     )
     parser.add_argument("--authgate-workers", type=int, default=1)
+    parser.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=0.05,
+        help="the gateways' CATENA_AUTH_REDIS_TIMEOUT (default 0.05, the production default; "
+        "raise it on a machine whose Redis others load, or the gateway keeps finding Redis too slow)",
+    )
+    parser.add_argument(
+        "--cluster-primaries", type=int, default=3, help="primaries of the Redis Cluster of (f) (default 3)"
+    )
+    parser.add_argument(
+        "--cluster-replicas", type=int, default=0, help="replicas per primary of (f)'s cluster (default 0)"
+    )
     parser.add_argument("--workdir", default="var/bench", help="logs, pool file, results.json")
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis keys")
     return parser
@@ -185,8 +216,23 @@ def _parser() -> argparse.ArgumentParser:
 def _keys(value: str) -> str:
     unknown = set(value) - set(targets.BY_KEY)
     if unknown or not value:
-        raise argparse.ArgumentTypeError(f"expected letters among abcde, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected letters among abcdefg, got {value!r}")
     return value
+
+
+def outcomes_notes(outcomes: dict[str, Outcome]) -> None:
+    """Redis commands per 1,000 checks of each gateway, and the cluster/single ratio."""
+    for key in targets.GATEWAYS:
+        outcome = outcomes.get(key)
+        if outcome is not None and outcome.commands:
+            shown = ", ".join(f"{c:,.1f}" for c in outcome.commands)
+            outcome.notes.append(f"Redis commands per 1,000 checks by round: {shown}")
+    single = outcomes.get("d")
+    for key in targets.ON_CLUSTER:
+        cluster = outcomes.get(key)
+        if single and cluster and single.median and cluster.median and single.median[0].rate:
+            ratio = cluster.median[0].rate / single.median[0].rate
+            cluster.notes.append(f"cluster/single ratio (median req/s of ({key}) / (d)): {ratio:.2f}")
 
 
 def _cores(server: int | None, client: int | None) -> tuple[int | None, int | None]:

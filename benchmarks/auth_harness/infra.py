@@ -23,7 +23,7 @@ import redis
 from yarl import URL
 
 from catena import db, ids, migrations
-from catena.embedded import EmbeddedPostgres, EmbeddedRedis
+from catena.embedded import EmbeddedPostgres, EmbeddedRedis, LocalCluster, free_cluster_ports
 from catena.settings import BenchSettings, load
 
 
@@ -40,6 +40,8 @@ class Backends:
     database: str = field(default_factory=lambda: "catena_bench_" + secrets.token_hex(5))
     redis_prefix: str = field(default_factory=lambda: "catena-bench-" + secrets.token_hex(4))
     embedded: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
+    # A Redis Cluster the run started (a cluster target, --hosts 2); stopped at the end.
+    cluster: LocalCluster | None = None
 
     @property
     def database_url(self) -> str:
@@ -47,9 +49,10 @@ class Backends:
         # with_query keeps the ?host= of an embedded server's Unix-socket URL.
         return str(server.with_path("/" + self.database).with_query(server.query))
 
-    def service_env(self, token_secrets: str, var_dir: Path) -> dict[str, str]:
-        """``CATENA_*`` variables that point a service at the run's database and keys."""
-        return {
+    def service_env(self, token_secrets: str, var_dir: Path, cluster: bool = False) -> dict[str, str]:
+        """``CATENA_*`` variables that point a service at the run's database and keys
+        (``cluster``: at the run's Redis Cluster instead of its single Redis)."""
+        env = {
             "CATENA_DATABASE_URL": self.database_url,
             "CATENA_REDIS_URL": self.redis_url,
             "CATENA_REDIS_PREFIX": self.redis_prefix,
@@ -58,6 +61,10 @@ class Backends:
             "CATENA_VAR_DIR": str(var_dir),
             "CATENA_AUTH_SPOOL_DIR": str(var_dir / "spool"),
         }
+        if cluster and self.cluster is not None:
+            # Only then: a gateway of an older checkout (--authgate-python) knows no mode.
+            env.update(CATENA_REDIS_MODE="cluster", CATENA_REDIS_URL=self.cluster.url)
+        return env
 
     @property
     def where(self) -> str:
@@ -83,6 +90,19 @@ def start_backends(var_dir: Path, settings: BenchSettings | None = None) -> Back
         redis_url = embedded.start()
         started.append(embedded)
     return Backends(pg_url, redis_url, embedded=started)
+
+
+def start_cluster(backends: Backends, var_dir: Path, primaries: int = 3, replicas: int = 0) -> LocalCluster:
+    """A private Redis Cluster for the run (loopback ports found free), kept in ``backends``."""
+    count = primaries * (1 + replicas)
+    cluster = LocalCluster(var_dir / "redis-cluster", 0, primaries, replicas, ports=free_cluster_ports(count))
+    try:
+        cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+    backends.cluster = cluster
+    return cluster
 
 
 async def _postgres_answers(url: str) -> bool:
@@ -130,12 +150,15 @@ def clean_up(backends: Backends, keep: bool = False) -> None:
         asyncio.run(_on_server(backends, f'DROP DATABASE IF EXISTS "{backends.database}" WITH (FORCE)'))
         client = redis.Redis.from_url(backends.redis_url)
         try:
-            for key in client.scan_iter(match=backends.redis_prefix + ":*", count=1000):
-                client.delete(key)
+            keys = list(client.scan_iter(match=backends.redis_prefix + ":*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start : start + 1000])
         finally:
             client.close()
     for server in reversed(backends.embedded):
         server.stop()
+    if backends.cluster is not None:
+        backends.cluster.stop()
 
 
 class Server:
@@ -151,9 +174,10 @@ class Server:
         cpu: int | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name, self.argv, self.port, self.log = name, argv, port, log
-        self.cpu, self.env, self.cwd = cpu, env, cwd
+        self.cpu, self.env, self.cwd, self.host = cpu, env, cwd, host
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
@@ -169,7 +193,7 @@ class Server:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        while not answers_http("127.0.0.1", self.port):
+        while not answers_http(self.host, self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise ServerFailed(f"{self.name} did not start; its log ends:\n{self.log_tail()}")
@@ -208,7 +232,7 @@ def answers_http(host: str, port: int) -> bool:
     """Whether something on ``host:port`` answers a ``GET /health`` with an HTTP status line."""
     try:
         with socket.create_connection((host, port), timeout=1.0) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             return sock.recv(16).startswith(b"HTTP/1.")
     except OSError:
         return False

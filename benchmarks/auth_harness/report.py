@@ -84,6 +84,7 @@ def as_json(outcomes: list[Outcome]) -> list[dict[str, Any]]:
             "error": o.error,
             "notes": o.notes,
             "rounds": [{"loadAverage": load, "rate": r.rate, **_fields(r)} for r, load in o.rounds],
+            "redisCommandsPer1000": o.commands,
         }
         if o.check is not None:
             entry["answers"] = {

@@ -31,7 +31,16 @@ TARGETS = (
     Target("c", "naive aiohttp+SQL", 2, checks_answers=True),
     Target("d", "authgate", 3, checks_answers=True, counts_sessions=True),
     Target("e", "bare uvloop+httptools", 4),
+    # authgate again, its Redis a 3-primary Redis Cluster (docs/scaling.md).
+    Target("f", "authgate on Redis Cluster", 5, checks_answers=True, counts_sessions=True),
+    # (f) with redis-py's cluster client instead of the gateway's own connections
+    # (CATENA_AUTH_REDIS_CLIENT=redis-py): what keeping the pipes is worth.
+    Target("g", "authgate cluster redis-py", 6, checks_answers=True, counts_sessions=True),
 )
+# The targets that are the gateway (scraped for Redis commands per request), and
+# those on the run's Redis Cluster.
+GATEWAYS = ("d", "f", "g")
+ON_CLUSTER = ("f", "g")
 BY_KEY = {t.key: t for t in TARGETS}
 
 
@@ -46,6 +55,8 @@ class Setup:
     env: dict[str, str]
     authgate_python: str = sys.executable
     authgate_workers: int = 1
+    # The same for authgate on the run's Redis Cluster (target f).
+    cluster_env: dict[str, str] | None = None
 
     def port(self, target: Target) -> int:
         return self.base_port + target.offset
@@ -57,21 +68,31 @@ def server(target: Target, setup: Setup) -> Server:
     log = setup.workdir / f"{target.key}-{target.label.split()[0]}.log"
     if target.key == "a":
         return Server(target.label, _nginx_argv(setup.workdir, port), port, log, cpu=setup.cpu)
-    if target.key == "d":
-        return authgate(setup.authgate_python, port, setup.authgate_workers, setup.env, log, cpu=setup.cpu)
+    if target.key in GATEWAYS:
+        env = setup.cluster_env if target.key in ON_CLUSTER and setup.cluster_env else setup.env
+        if target.key == "g":
+            env = {**env, "CATENA_AUTH_REDIS_CLIENT": "redis-py"}
+        return authgate(setup.authgate_python, port, setup.authgate_workers, env, log, cpu=setup.cpu)
     module = {"b": "hello_aiohttp", "c": "naive_backend", "e": "bare_protocol"}[target.key]
     argv = [sys.executable, "-m", f"benchmarks.auth_harness.{module}", "--port", str(port)]
     return Server(target.label, argv, port, log, cpu=setup.cpu, env=setup.env, cwd=ROOT)
 
 
 def authgate(
-    python: str, port: int, workers: int, env: dict[str, str], log: Path, *, cpu: int | None = None
+    python: str,
+    port: int,
+    workers: int,
+    env: dict[str, str],
+    log: Path,
+    *,
+    cpu: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Server:
-    """``python -m authgate --workers N`` on ``port``, run from the log's directory."""
+    """``python -m authgate --workers N`` on ``host:port``, run from the log's directory."""
     argv = [python, "-m", "authgate", "--workers", str(workers)]
-    env = {**env, "CATENA_AUTH_HOST": "127.0.0.1", "CATENA_AUTH_PORT": str(port)}
+    env = {**env, "CATENA_AUTH_HOST": host, "CATENA_AUTH_PORT": str(port)}
     # Started from the work directory so that nothing it writes lands in a source tree.
-    return Server(f"authgate :{port}", argv, port, log, cpu=cpu, env=env, cwd=log.parent)
+    return Server(f"authgate {host}:{port}", argv, port, log, cpu=cpu, env=env, cwd=log.parent, host=host)
 
 
 def migrate(python: str, env: dict[str, str], cwd: Path) -> None:

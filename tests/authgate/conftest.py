@@ -31,7 +31,11 @@ import msgspec
 import pytest
 
 from catena import entitlements, ids
+from catena.redis import MODES
 from catena.tokens import TokenCodec
+from tests.redis_servers import PrivateRedis, RedisBackend
+
+__all__ = ["MODES", "PrivateRedis", "RedisBackend"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = "t1:test-secret-for-the-gateway-0123456789"
@@ -251,12 +255,13 @@ class Gateway:
             )
 
     async def ready(self, timeout: float = 30.0) -> None:
+        """Until the gateway answers, and has finished rebuilding Redis's counts if it had to."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.poll() is None, self.log()
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                status, _, _ = await self.request("GET", "/health")
-                if status in (200, 503):
+                status, _, body = await self.request("GET", "/health")
+                if status in (200, 503) and msgspec.json.decode(body).get("redis") != "rebuilding":
                     return
             await asyncio.sleep(0.1)
         raise AssertionError(f"gateway did not start:\n{self.log()}")
@@ -326,23 +331,41 @@ class Gateway:
 @dataclass
 class Launcher:
     database_url: str
-    redis_url: str
+    backend: RedisBackend  # or a single server's URL
     redis_prefix: str
     tmp: Path
     started: list[Gateway] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.backend, str):
+            self.backend = RedisBackend.single(self.backend)
+
+    @property
+    def mode(self) -> str:
+        return self.backend.mode
+
+    def using(self, backend: RedisBackend) -> Launcher:
+        """A launcher of gateways on another Redis (stopped with this one's)."""
+        return Launcher(self.database_url, backend, self.redis_prefix, self.tmp, self.started)
+
     def env(self, **overrides: Any) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATENA_")}
+        if "redis_url" in overrides:  # a private server of the test's own
+            env.update(RedisBackend.single(str(overrides.pop("redis_url"))).env)
+        else:
+            env.update(self.backend.env)
         env.update(
             {
                 "CATENA_DATABASE_URL": self.database_url,
-                "CATENA_REDIS_URL": self.redis_url,
                 "CATENA_REDIS_PREFIX": self.redis_prefix,
                 "CATENA_TOKEN_SECRETS": SECRETS,
                 "CATENA_VAR_DIR": str(self.tmp),
                 "CATENA_AUTH_PORT": str(free_port()),
                 "CATENA_AUTH_FLUSH_INTERVAL": "0.2",
                 "CATENA_AUTH_PROGRESS_INTERVAL": "0",
+                # The machine is shared and busy; a test that hangs Redis on purpose
+                # sets the production deadline (50 ms) itself.
+                "CATENA_AUTH_REDIS_TIMEOUT": "0.5",
                 "CATENA_LOG_LEVEL": "info",
             }
         )
@@ -362,13 +385,42 @@ class Launcher:
             await gateway.stop()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that set ``REDIS_MODES`` run their gateways in each of those Redis modes."""
+    if "redis_backend" in metafunc.fixturenames:
+        modes = getattr(metafunc.module, "REDIS_MODES", ("single",))
+        metafunc.parametrize("redis_backend", modes, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def redis_backend(request: pytest.FixtureRequest, redis_url: str) -> RedisBackend:
+    """The Redis the module's gateways use: the run's server, cluster or sentinel group."""
+    mode = getattr(request, "param", "single")
+    if mode == "cluster":
+        return RedisBackend.cluster(request.getfixturevalue("redis_cluster"))
+    if mode == "sentinel":
+        return RedisBackend.sentinel(request.getfixturevalue("redis_sentinel"))
+    return RedisBackend.single(redis_url)
+
+
 @pytest.fixture(scope="module")
 async def launcher(
-    database_url: str, redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    redis_backend: RedisBackend,
+    redis_prefix: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Launcher]:
-    launcher = Launcher(database_url, redis_url, redis_prefix, tmp_path_factory.mktemp("gateways"))
+    launcher = Launcher(database_url, redis_backend, redis_prefix, tmp_path_factory.mktemp("gateways"))
     yield launcher
     await launcher.stop_all()
+
+
+@pytest.fixture(scope="module")
+async def backend_redis(redis_backend: RedisBackend) -> AsyncIterator[Any]:
+    """A redis-py client of the module's Redis (any mode), to look at what the gateways wrote."""
+    client = redis_backend.client()
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -388,56 +440,6 @@ async def eventually(check: Any, timeout: float = 5.0, step: float = 0.05) -> An
 
 
 # ---------------------------------------------------------------- private servers
-
-
-class PrivateRedis:
-    """A ``redis-server`` of our own on a free port, which tests may stop and flush."""
-
-    def __init__(self, directory: Path, password: str | None = None) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.password = password
-        credentials = f":{password}@" if password else ""
-        self.url = f"redis://{credentials}127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        extra = ["--requirepass", self.password] if self.password else []
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        hello = f"AUTH {self.password}\r\nPING\r\n" if self.password else "PING\r\n"
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                s.sendall(hello.encode())
-                answer = s.recv(64)
-                if self.password and answer == b"+OK\r\n":
-                    answer += s.recv(64)
-                if answer.endswith(b"+PONG\r\n"):
-                    return
-            time.sleep(0.05)
-        raise AssertionError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 @pytest.fixture

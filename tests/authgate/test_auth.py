@@ -11,9 +11,11 @@ import pytest
 from catena import ids
 from catena.tokens import TokenCodec
 
-from .conftest import CODEC, Gateway, Launcher, Portal, Sub, World
+from .conftest import CODEC, MODES, Gateway, Launcher, Portal, Sub, World
 
 pytestmark = pytest.mark.slow
+# The gateways of this module run against a single Redis, a cluster and a sentinel group.
+REDIS_MODES = MODES
 
 
 @pytest.fixture

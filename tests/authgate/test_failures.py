@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from catena import db, migrations
 from catena import redis as catena_redis
+from catena.redis_keys import KeySpace
 
 from .conftest import Gateway, Launcher, Portal, PrivatePostgres, PrivateRedis, Sub, World, eventually
 
@@ -81,7 +82,7 @@ async def test_redis_down_answers_from_memory_and_postgres_then_recovers(
     world: World, launcher: Launcher, private_redis: PrivateRedis
 ) -> None:
     portal, (cached, unseen, limited) = await scene(world)
-    gateway = await launcher.start(redis_url=private_redis.url, auth_stale_limit=2)
+    gateway = await launcher.start(redis_url=private_redis.url, auth_stale_limit=2, auth_local_count_after=0)
     assert (await gateway.auth(cached, "sport", session="c1")).status == 200
 
     private_redis.stop()
@@ -114,8 +115,9 @@ async def test_redis_down_answers_from_memory_and_postgres_then_recovers(
     try:
         # The sessions admitted while Redis was away are counted there again.
         await gateway.auth(unseen, "sport", session="u1", request_type="update_session")
-        assert await eventually(lambda: client.zcard(f"{prefix}:lim:{unseen.id}"), timeout=5.0) == 1
-        assert await client.zcard(f"{prefix}:lim:{limited.id}") == 1
+        keys = KeySpace(prefix)
+        assert await eventually(lambda: client.zcard(keys.sessions(unseen.id)[0]), timeout=5.0) == 1
+        assert await client.zcard(keys.sessions(limited.id)[0]) == 1
     finally:
         await client.aclose()
     assert (await gateway.auth(limited, "sport", session="l2")).reason == "session_limit"

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from catena import redis as catena_redis
 
-from .conftest import Gateway, Launcher, Portal, PrivateRedis, Sub, World, eventually
+from .conftest import MODES, Gateway, Launcher, Portal, PrivateRedis, Sub, World, eventually
 
 pytestmark = pytest.mark.slow
+# The gateways of this module run against a single Redis, a cluster and a sentinel group.
+REDIS_MODES = MODES
 
 DEADLINE = 1.0
 
@@ -168,15 +171,21 @@ async def test_workers_of_one_gateway_all_apply_signals(
 
 
 async def test_flushing_redis_never_gives_a_wrong_answer(
-    world: World, launcher: Launcher, portal: Portal, private_redis: PrivateRedis
+    world: World, launcher: Launcher, portal: Portal, tmp_path: Path
 ) -> None:
-    gateways = [await launcher.start(redis_url=private_redis.url) for _ in range(2)]
+    # The run's single server may be shared: flush a private one.  The run's cluster
+    # and sentinel group are its own: flush them (every primary).
+    private = PrivateRedis(tmp_path) if launcher.mode == "single" else None
+    if private is not None:
+        private.start()
+    overrides = {"redis_url": private.url} if private is not None else {}
+    gateways = [await launcher.start(**overrides) for _ in range(2)]
     allowed = await world.subscriber(portal, ["basic"])
     refused = await world.subscriber(portal, [])
     await warm(gateways, allowed)
-    client: aioredis.Redis = catena_redis.connect(private_redis.url)
+    client = catena_redis.connect(private.url) if private is not None else launcher.backend.client()
     try:
-        await client.flushall()
+        await flush_everything(client)
         for gateway in gateways:
             for _ in range(3):
                 assert (await gateway.auth(allowed, "sport", session=f"s-{allowed.id}")).status == 200
@@ -184,7 +193,7 @@ async def test_flushing_redis_never_gives_a_wrong_answer(
         # A change made right after the flush is still seen everywhere.
         await delete_subscription(world, portal, allowed)
         await denied_everywhere(gateways, allowed, "channel_not_in_packages")
-        await client.flushall()
+        await flush_everything(client)
         for gateway in gateways:
             await gateway.stop_session()
             assert (await gateway.auth(allowed, "sport")).reason == "channel_not_in_packages"
@@ -192,3 +201,13 @@ async def test_flushing_redis_never_gives_a_wrong_answer(
         await client.aclose()
         for gateway in gateways:
             await gateway.stop()
+        if private is not None:
+            private.stop()
+
+
+async def flush_everything(client: aioredis.Redis) -> None:
+    """FLUSHALL on the server, or on every primary of a cluster."""
+    if isinstance(client, aioredis.RedisCluster):
+        await client.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
+    else:
+        await client.flushall()

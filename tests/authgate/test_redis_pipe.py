@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from authgate.redis_pipe import RedisPipe
+from authgate.redis_pipe import RedisPipe, RedisTimeout
 
 from .conftest import PrivateRedis
 
@@ -109,7 +109,7 @@ async def test_a_wrong_password_closes_the_connection(tmp_path: Path) -> None:
 async def test_commands_waiting_when_redis_stops_fail_and_the_pipe_reconnects(tmp_path: Path) -> None:
     server = PrivateRedis(tmp_path)
     server.start()
-    pipe = RedisPipe(server.url)
+    pipe = RedisPipe(server.url, deadline=30.0)
     try:
         pipe.ensure_connected()
         assert await pipe.wait_connected()
@@ -134,15 +134,16 @@ async def test_commands_waiting_when_redis_stops_fail_and_the_pipe_reconnects(tm
 
 
 async def test_an_overdue_reply_closes_the_connection(redis_url: str) -> None:
-    pipe = RedisPipe(redis_url, reply_timeout=0.2)
+    pipe = RedisPipe(redis_url, deadline=0.2)
     pipe.ensure_connected()
     assert await pipe.wait_connected()
     replies = Replies()
+    started = asyncio.get_running_loop().time()
     pipe.call(("BLPOP", "catena-test-never-pushed", 5), replies)
-    await asyncio.sleep(0.3)
-    pipe.expire()
     (reply,) = await replies.wait(1)
-    assert isinstance(reply, RedisConnectionError)
+    assert isinstance(reply, RedisTimeout)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert not pipe.connected
     pipe.close()
 
 

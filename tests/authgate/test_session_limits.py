@@ -9,19 +9,23 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from authgate import recovery
 from authgate.caches import Caches
 from authgate.decision import Decider
 from authgate.health import Health
 from authgate.metrics import Metrics
 from authgate.recorder import Recorder
 from authgate.redis_pipe import RedisPipe
-from authgate.session_limiter import EVICTED, FULL, OK, SessionLimiter
+from authgate.session_limiter import EVICTED, FULL, OK, UNAVAILABLE, SessionLimiter
 from authgate.sessions import KnownSession, SessionTable
 from authgate.spool import Spool
+from catena.redis_keys import SLOTS, KeySpace
 
-from .conftest import CODEC, Gateway, Portal, World, eventually
+from .conftest import CODEC, MODES, Gateway, Portal, World, eventually
 
 pytestmark = pytest.mark.slow
+# The gateways of this module run against a single Redis, a cluster and a sentinel group.
+REDIS_MODES = MODES
 
 
 @pytest.fixture
@@ -166,14 +170,15 @@ async def test_a_slot_freed_at_the_same_gateway_ends_its_refusals_at_once(
 
 
 async def test_redis_counts_each_session_once(
-    world: World, gateways: list[Gateway], portal: Portal, redis: aioredis.Redis, redis_prefix: str
+    world: World, gateways: list[Gateway], portal: Portal, backend_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
     sub = await world.subscriber(portal, ["basic"], max_sessions=3)
     for round_ in range(3):
         for gateway in gateways:
             kind = "new_session" if round_ == 0 else "update_session"
             assert (await gateway.auth(sub, "sport", session="x", request_type=kind)).status == 200
-    assert await redis.zcard(f"{redis_prefix}:lim:{sub.id}") == 1
+    counted, _, _ = KeySpace(redis_prefix).sessions(sub.id)
+    assert await backend_redis.zcard(counted) == 1
 
 
 # ---------------------------------------------------------------- the limiter itself, with a clock
@@ -190,7 +195,11 @@ class Clocked(SessionLimiter):
 
 @pytest.fixture
 async def limiter(
-    redis: aioredis.Redis, redis_url: str, redis_prefix: str, tmp_path: object
+    redis: aioredis.Redis,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Clocked]:
     metrics, sessions = Metrics(), SessionTable()
     health = Health(lambda trusting: None)
@@ -211,13 +220,12 @@ async def limiter(
         Caches(100), sessions, recorder, CODEC, metrics, deny_duration=10, grace=60.0, stale_limit=300.0
     )
 
-    async def recover() -> bool:
-        await redis.set(f"{redis_prefix}:lim:ready", "1")
+    async def restore(slots: set[int]) -> bool:
         return True
 
+    monkeypatch.setattr(recovery, "SETTLE", 0.0)
     limiter = Clocked(
-        redis,
-        RedisPipe(redis_url),
+        RedisPipe(redis_url, deadline=1.0),
         redis_prefix,
         sessions,
         decider,
@@ -225,10 +233,11 @@ async def limiter(
         metrics,
         grace=60.0,
         on_evicted=recorder.touch,
-        recover=recover,
+        restore=restore,
     )
     assert await limiter.connect()
     limiter.now = time.time()
+    assert await limiter.recover()  # the slots' counts ready on this server, as gateways leave them
     yield limiter
     limiter.pipe.close()
 
@@ -278,3 +287,39 @@ async def test_admissions_go_on_after_redis_forgets_the_script(
     assert await limiter.admit(session(limiter, "after"), 2, False, 180_000) == OK
     assert await limiter.admit(session(limiter, "third"), 2, False, 180_000) == FULL
     assert limiter.health.redis_up
+
+
+async def test_counts_a_failover_may_have_lost_are_rebuilt_before_admitting(
+    limiter: Clocked, redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    keys = KeySpace(redis_prefix)
+    held = session(limiter, "held", subscriber=8)
+    assert await limiter.admit(held, 1, False, 180_000) == OK
+    # What a replica promoted after its primary died looks like: the slot's marker names
+    # the old primary, and the primary's last write (the held session) never arrived.
+    await redis.set(keys.marker(keys.subscriber_slot(8)), "the-old-primary")
+    await redis.delete(*keys.sessions(8)[:2])
+    newcomer = session(limiter, "newcomer", subscriber=8)
+    assert await limiter.admit(newcomer, 1, False, 180_000) == UNAVAILABLE  # not from lost counts
+    assert await limiter.recover()  # this process re-counts what it holds, then marks ready
+    assert await redis.zscore(keys.sessions(8)[0], "held") is not None
+    assert await limiter.admit(newcomer, 1, False, 180_000) == FULL
+
+
+async def test_without_postgres_to_vouch_for_them_counts_stay_not_ready(
+    limiter: Clocked, redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    keys = KeySpace(redis_prefix)
+
+    async def postgres_away(slots: set[int]) -> bool:
+        return False
+
+    limiter.recovery._restore = postgres_away
+    async with redis.pipeline(transaction=False) as pipe:  # every slot: a whole server changed
+        for slot in range(SLOTS):
+            pipe.set(keys.marker(slot), "the-old-primary")
+        await pipe.execute()
+    assert await limiter.admit(session(limiter, "x", subscriber=9), 1, False, 180_000) == UNAVAILABLE
+    assert not await limiter.recover()
+    assert await limiter.admit(session(limiter, "y", subscriber=9), 1, False, 180_000) == UNAVAILABLE
+    assert not (await limiter.check()).ready

@@ -6,13 +6,14 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from catena import entitlement_map, entitlements, ids
+from catena import redis as catena_redis
 from catena.entitlement_map import (
     ABSENT,
     INVALID,
@@ -22,13 +23,33 @@ from catena.entitlement_map import (
     PortalRecord,
     SubscriberRecord,
 )
+from catena.redis import MODES
+from tests.conftest import delete_prefixed
+from tests.redis_servers import RedisBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(params=MODES)
+async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[RedisBackend]:
+    """The map in each Redis mode: the run's server, cluster and sentinel group."""
+    if request.param == "cluster":
+        yield RedisBackend.cluster(request.getfixturevalue("redis_cluster"))
+    elif request.param == "sentinel":
+        yield RedisBackend.sentinel(request.getfixturevalue("redis_sentinel"))
+    else:
+        yield RedisBackend.single(redis_url)
+
+
 @pytest.fixture
-def emap(redis: aioredis.Redis, redis_prefix: str) -> EntitlementMap:
-    return EntitlementMap(redis, redis_prefix)
+async def emap(backend: RedisBackend, redis_prefix: str) -> AsyncIterator[EntitlementMap]:
+    """The map, every slot ready (as the gateways leave them), none of this run's keys."""
+    client = backend.client()
+    await delete_prefixed(client, redis_prefix)
+    emap = EntitlementMap(client, redis_prefix)
+    await catena_redis.mark_ready(emap.commands, emap.space)
+    yield emap
+    await client.aclose()
 
 
 async def make_portal(pool: asyncpg.Pool, free: bool = True) -> tuple[int, int, int, int]:
@@ -104,7 +125,10 @@ async def test_invalidate_leaves_tombstones_and_raises_the_floor_on_gaps(emap: E
     assert not await emap.invalidate(9, 1, [key], portal_wide=False)  # first version: no gap
     assert not await emap.invalidate(9, 2, [key], portal_wide=False)
     ((entry, _, floor),) = await emap.read([(1, 9, True, False)])
-    assert entry is not None and (entry.version, entry.tag) == (2, INVALID) and floor == 0
+    assert entry is None and floor == 0  # a tombstone reads as missing
+    (raw,) = await emap.commands.run([(emap.space.subscriber_slot(1), ("GET", key))])
+    tombstone = entitlement_map.decode(raw)
+    assert tombstone is not None and (tombstone.version, tombstone.tag) == (2, INVALID)
     # A slow builder that read version 1 cannot bring the old data back.
     assert await emap.put([(key, 1, entitlement_map.encode(1, SubscriberRecord(9, 1, False, None, [])))]) == 0
     assert await emap.invalidate(9, 5, [], portal_wide=False)  # 3 and 4 never reached Redis
@@ -146,12 +170,30 @@ async def test_refill_writes_the_named_subscribers_again(pool: asyncpg.Pool, ema
     assert isinstance(entry.record, SubscriberRecord) and entry.record.disabled
 
 
+async def test_entries_from_before_a_slot_was_rebuilt_read_as_missing(emap: EntitlementMap) -> None:
+    # What a replica promoted after its primary died holds: markers naming the old
+    # primary, and entries written there, some of whose later tombstones may be lost.
+    key = emap.keys.subscriber(1)
+    slot, portal_slot = emap.space.subscriber_slot(1), emap.space.portal_slot(9)
+    old_primary = [(s, ("SET", emap.space.marker(s), "0ld0ld0ld-primary")) for s in (slot, portal_slot)]
+    await emap.commands.run(old_primary)
+    await emap.put([(key, 5, entitlement_map.encode(5, SubscriberRecord(9, 1, False, None, [])))])
+    ((entry, _, floor),) = await emap.read([(1, 9, True, False)])
+    assert entry is None and floor == entitlement_map.UNTRUSTED  # not ready on this server
+    await catena_redis.mark_ready(emap.commands, emap.space, [slot, portal_slot])
+    ((entry, _, floor),) = await emap.read([(1, 9, True, False)])
+    assert entry is None and floor == 0  # ready, but the entry was written before
+    await emap.put([(key, 5, entitlement_map.encode(5, SubscriberRecord(9, 1, False, None, [])))])
+    ((entry, _, _),) = await emap.read([(1, 9, True, False)])
+    assert entry is not None and entry.version == 5
+
+
 async def test_cache_rebuild_command(
-    pool: asyncpg.Pool, database_url: str, redis_url: str, redis_prefix: str, emap: EntitlementMap
+    pool: asyncpg.Pool, database_url: str, backend: RedisBackend, redis_prefix: str, emap: EntitlementMap
 ) -> None:
     portal, _, _, sub = await make_portal(pool)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATENA_")}
-    env.update(CATENA_DATABASE_URL=database_url, CATENA_REDIS_URL=redis_url, CATENA_REDIS_PREFIX=redis_prefix)
+    env.update(backend.env, CATENA_DATABASE_URL=database_url, CATENA_REDIS_PREFIX=redis_prefix)
     catena = str(Path(sys.executable).parent / "catena")
     done = await asyncio.to_thread(
         subprocess.run,
