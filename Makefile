@@ -102,6 +102,12 @@ bench-stats: install
 bench-content: install
 	$(BIN)/python benchmarks/bench_content_api.py
 
+# Subscriber search (GET /subscribers?q=) with 100,000 subscribers (issue 11); makes
+# and drops its own database; needs port 8130.  Options: make bench-search BENCH_ARGS="--requests 2000"
+.PHONY: bench-search
+bench-search: install
+	$(BIN)/python benchmarks/bench_subscriber_search.py $(BENCH_ARGS)
+
 # The gateway's side-by-side throughput harness (docs/bench-auth.md).  Installs
 # Debian's nginx-light and wrk when missing; RUNLEVEL=1 keeps the package from
 # starting a system nginx on port 80.  Options: make bench-auth BENCH_ARGS="--duration 30"

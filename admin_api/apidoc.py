@@ -22,6 +22,7 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 MARKER = "<!-- Everything below is generated from openapi.json by `make api-doc`: do not edit it by hand. -->"
 _AUTH = {
     "authToken": "`X-Auth-Token`: the portal's API key or a manager session",
+    "managerSession": "`X-Auth-Token`: a manager session (not the API key)",
     "playbackToken": "the subscriber's playback token (`Authorization: Bearer`)",
 }
 _NOTES = (

@@ -138,9 +138,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await ids.claim_node(conn)
     app[keys.DB] = pool
     app[keys.REDIS] = catena_redis.connect(settings)
-    app[keys.SERVICES] = Services(pool, app[keys.REDIS], settings, app[keys.CURSORS], app[keys.TOKENS])
     app[limiter.LIMITER] = limiter.Limiter.connect(settings)
     app[limiter.PASSWORDS] = limiter.PasswordChecker(bcrypt_threads(settings))
+    app[keys.SERVICES] = Services(
+        pool,
+        app[keys.REDIS],
+        settings,
+        app[keys.CURSORS],
+        app[keys.TOKENS],
+        app[limiter.LIMITER],
+        app[limiter.PASSWORDS],
+    )
     yield
     app[limiter.PASSWORDS].close()
     await app[limiter.LIMITER].close()

@@ -1,4 +1,8 @@
-"""``X-Auth-Token`` authentication: the portal API key or a manager session."""
+"""``X-Auth-Token`` authentication: the portal API key or a manager session.
+
+:func:`principal_for` is the same lookup without aiohttp, for the console, which
+keeps a manager's session secret in a cookie instead of a header.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import secrets
 
 import asyncpg
 
-from catena.errors import Unauthorized
+from catena.errors import Forbidden, Unauthorized
 
 from .principal import Principal
 from .routing import Call
@@ -26,6 +30,7 @@ JOIN portals p ON p.id = s.portal_id
 WHERE s.token_hash = $1 AND s.last_seen_at > now() - make_interval(secs => $2)
 """
 _TOUCH = "UPDATE manager_sessions SET last_seen_at = now() WHERE token_hash = $1"
+_END_SESSION = "DELETE FROM manager_sessions WHERE token_hash = $1 AND manager_id = $2 RETURNING 1"
 _INSERT_SESSION = """
 INSERT INTO manager_sessions (token_hash, manager_id, portal_id) VALUES ($1, $2, $3)
 """
@@ -40,11 +45,29 @@ async def authenticate_manager(call: Call) -> None:
     token = call.request.headers.get(HEADER, "").strip()
     if not token:
         raise Unauthorized(f"the {HEADER} header is missing", code="missing_token")
-    async with call.db.acquire() as conn:
-        principal = await _lookup(conn, token, call.settings.manager_session_idle)
+    principal = await principal_for(call.services, token)
     if principal is None:
         raise Unauthorized(f"the {HEADER} is unknown, revoked or expired", code="invalid_token")
     call.principal = principal
+
+
+async def authenticate_session(call: Call) -> None:
+    """Like :func:`authenticate_manager`, for what only a manager session can do
+    (sign out): the API key is a 403."""
+    await authenticate_manager(call)
+    refuse_api_key(call.caller)
+
+
+authenticate_session.openapi_scheme = "managerSession"  # type: ignore[attr-defined]
+
+
+def refuse_api_key(actor: Principal) -> None:
+    if actor.is_api_key:
+        raise Forbidden(
+            "the API key is not a session and cannot sign out; "
+            "POST /portal/reset_api_key replaces it (the old key stops working at once)",
+            code="not_a_session",
+        )
 
 
 async def principal_for(services: Services, token: str) -> Principal | None:
@@ -84,6 +107,12 @@ async def open_session(conn: asyncpg.Connection, manager_id: int, portal_id: int
     token = secrets.token_urlsafe(32)
     await conn.execute(_INSERT_SESSION, hash_token(token), manager_id, portal_id)
     return token
+
+
+async def end_session(conn: asyncpg.Connection, token: str, manager_id: int) -> bool:
+    """End one session of ``manager_id`` (sign-out); ``False`` when it had already ended."""
+    deleted = await conn.fetchval(_END_SESSION, hash_token(token), manager_id)
+    return deleted is not None
 
 
 async def end_sessions(conn: asyncpg.Connection, manager_id: int) -> None:

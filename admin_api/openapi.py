@@ -41,6 +41,12 @@ def build(endpoints: Iterable[Endpoint], *, title: str = "Catena Management API"
             "schemas": components,
             "securitySchemes": {
                 "authToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+                "managerSession": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Auth-Token",
+                    "description": "a manager session from POST /login (not the portal's API key)",
+                },
                 "playbackToken": {"type": "http", "scheme": "bearer"},
             },
         },

@@ -18,6 +18,7 @@ from .client.sms import HTTP_URL, HttpGatewayConfig, SmsGatewayConfig
 from .principal import Principal
 from .routing import Api, Call
 from .schema import Request, Response, TextId, Timestamp, iso, text_id
+from .services import Services
 
 api = Api("Portal", auth=authenticate_manager)
 
@@ -116,43 +117,65 @@ async def load_portal(conn: asyncpg.Connection, caller: Principal) -> PortalOut:
     return portal_out(row, caller)
 
 
-@api.get("/portal", response=PortalOut)
-async def get_portal(call: Call) -> PortalOut:
+# Actions: what the JSON handlers below and the console call.
+
+
+async def get_portal(services: Services, actor: Principal) -> PortalOut:
     """The caller's portal."""
-    async with call.db.acquire() as conn:
-        return await load_portal(conn, call.caller)
+    async with services.db.acquire() as conn:
+        return await load_portal(conn, actor)
 
 
-@api.put("/portal", body=PortalUpdate, response=PortalOut, permission="admin")
-async def put_portal(call: Call) -> PortalOut:
+async def update_portal(services: Services, actor: Principal, patch: PortalUpdate) -> PortalOut:
     """Update branding and settings; name, domain, ownerId and portalId are immutable."""
-    patch: PortalUpdate = call.body
-    _check_gateway_url(patch, call.settings.outbound_allow)
-    async with call.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(_SELECT_FOR_UPDATE, call.portal_id)
+    actor.require("admin")
+    _check_gateway_url(patch, services.settings.outbound_allow)
+    async with services.db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_SELECT_FOR_UPDATE, actor.portal_id)
         _check_immutable(patch, row)
         branding = _merge(load_branding(row["branding"]), patch.branding)
         settings = _merge(load_settings(row["settings"]), patch.settings)
         _check_logo(branding)
         await conn.execute(
-            _UPDATE, call.portal_id, msgspec.to_builtins(branding), msgspec.to_builtins(settings)
+            _UPDATE, actor.portal_id, msgspec.to_builtins(branding), msgspec.to_builtins(settings)
         )
         changed = _changed_fields(patch)
         if isinstance(patch.settings, SettingsPatch):
-            await entitlements.changed(conn, call.portal_id, "portal")
+            await entitlements.changed(conn, actor.portal_id, "portal")
         await operations.record(
-            conn, call.portal_id, "updatePortal", call.caller.actor, payload={"fields": changed}
+            conn, actor.portal_id, "updatePortal", actor.actor, payload={"fields": changed}
         )
-        return await load_portal(conn, call.caller)
+        return await load_portal(conn, actor)
+
+
+async def reset_api_key(services: Services, actor: Principal) -> PortalOut:
+    """Issue a new API key; the old one is refused from the next request on."""
+    actor.require("admin")
+    async with services.db.acquire() as conn, conn.transaction():
+        await conn.execute(_RESET_KEY, actor.portal_id, new_api_key())
+        await operations.record(conn, actor.portal_id, "resetApiKey", actor.actor)
+        return await load_portal(conn, actor)
+
+
+# The JSON API: decode, call the action, encode.
+
+
+@api.get("/portal", response=PortalOut)
+async def handle_get_portal(call: Call[None, None]) -> PortalOut:
+    """The caller's portal."""
+    return await get_portal(call.services, call.caller)
+
+
+@api.put("/portal", response=PortalOut, permission="admin")
+async def handle_put_portal(call: Call[PortalUpdate, None]) -> PortalOut:
+    """Update branding and settings; name, domain, ownerId and portalId are immutable."""
+    return await update_portal(call.services, call.caller, call.body)
 
 
 @api.post("/portal/reset_api_key", response=PortalOut, permission="admin")
-async def reset_api_key(call: Call) -> PortalOut:
+async def handle_reset_api_key(call: Call[None, None]) -> PortalOut:
     """Issue a new API key; the old one is refused from the next request on."""
-    async with call.db.acquire() as conn, conn.transaction():
-        await conn.execute(_RESET_KEY, call.portal_id, new_api_key())
-        await operations.record(conn, call.portal_id, "resetApiKey", call.caller.actor)
-        return await load_portal(conn, call.caller)
+    return await reset_api_key(call.services, call.caller)
 
 
 def _check_gateway_url(patch: PortalUpdate, outbound_allow: str) -> None:

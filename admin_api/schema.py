@@ -58,6 +58,10 @@ def iso(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
+def opt_iso(value: datetime | None) -> str | None:
+    return None if value is None else iso(value)
+
+
 def text_id(value: int) -> str:
     return ids.encode(value)
 

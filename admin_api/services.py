@@ -18,6 +18,8 @@ from catena.pagination import Cursors
 from catena.settings import AdminSettings
 from catena.tokens import TokenCodec
 
+from .limiter import Limiter, PasswordChecker
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -26,3 +28,6 @@ class Services:
     settings: AdminSettings
     cursors: Cursors
     tokens: TokenCodec
+    # Sign-in limits and the bounded bcrypt pool (admin_api.limiter).
+    limiter: Limiter
+    passwords: PasswordChecker

@@ -12,11 +12,14 @@ from catena import entitlements, ids, operations
 from catena.errors import Conflict, NotFound
 from catena.tokens import TokenCodec
 
-from . import keys
+from . import subscriber_search
+from ._content import FIRST_ID
 from ._filters import Where, decode_ids, fetch_page
 from .auth import authenticate_manager
+from .principal import Principal
 from .routing import Api, Call
-from .schema import NO_NUL_TEXT, Request, Response, TextId, Timestamp, iso, text_id
+from .schema import NO_NUL, NO_NUL_TEXT, Request, Response, TextId, Timestamp, iso, opt_iso, text_id
+from .services import Services
 
 api = Api("Subscribers", auth=authenticate_manager)
 
@@ -43,6 +46,16 @@ Name = Annotated[
 MaxSessions = Annotated[
     int, Meta(ge=1, le=1000, description="concurrent sessions; null means the portal's maxSessions")
 ]
+Search = Annotated[
+    str,
+    Meta(
+        max_length=100,
+        pattern=NO_NUL,
+        description="phone digits (with or without the country code; '+', spaces and dashes "
+        "ignored) or part of the name (case-insensitive); at most 100 characters",
+        examples=["916123"],
+    ),
+]
 Reason = Annotated[
     str, Meta(max_length=500, pattern=r"^[^\x00]*$", description=NO_NUL_TEXT, examples=["неоплата"])
 ]
@@ -61,6 +74,9 @@ class SubscriberOut(Response):
     maxSessions: int | None
     createdAt: Timestamp
     updatedAt: Timestamp
+    # The latest app sign-in or play-session update (the gateway writes it once per
+    # session batch, so it lags playback by up to CATENA_AUTH_PROGRESS_INTERVAL).
+    lastActivityAt: Timestamp | None
 
 
 class SubscriberList(Response):
@@ -89,20 +105,25 @@ class DisableRequest(Request):
 
 
 class SubscribersQuery(msgspec.Struct, kw_only=True):
-    """Exact-match filters, combined with AND."""
+    """Exact-match filters and the ``q`` search, combined with AND."""
 
     phone: Phone | None = None
     phoneCountryCode: CountryCode | None = None
     packageId: str | None = None
     disabled: bool | None = None
+    q: Search | None = None
     cursor: str | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
 _COLUMNS = """s.id, s.portal_id, s.name, s.phone_country_code, s.phone, s.disabled, s.disabled_reason,
-       s.max_sessions, s.token_version, s.created_at, s.updated_at"""
+       s.max_sessions, s.token_version, s.created_at, s.updated_at, s.last_activity_at"""
 _PACKAGES = """array(SELECT x.package_id FROM subscriptions x WHERE x.subscriber_id = s.id
              ORDER BY x.created_at, x.package_id) AS packages"""
+_BY_IDS = f"""
+SELECT {_COLUMNS}, {_PACKAGES} FROM subscribers s WHERE s.portal_id = $1 AND s.id = ANY($2::bigint[])
+ORDER BY s.id
+"""
 _GET = f"SELECT {_COLUMNS}, {_PACKAGES} FROM subscribers s WHERE s.portal_id = $1 AND s.id = $2"
 _LOCK = f"SELECT {_COLUMNS} FROM subscribers s WHERE s.portal_id = $1 AND s.id = $2 FOR UPDATE"
 _LIST = f"SELECT {_COLUMNS}, {_PACKAGES} FROM subscribers s WHERE {{where}} ORDER BY s.id LIMIT {{limit}}"
@@ -149,6 +170,7 @@ def subscriber_out(row: asyncpg.Record, codec: TokenCodec) -> SubscriberOut:
         maxSessions=row["max_sessions"],
         createdAt=iso(row["created_at"]),
         updatedAt=iso(row["updated_at"]),
+        lastActivityAt=opt_iso(row["last_activity_at"]),
     )
 
 
@@ -162,70 +184,6 @@ def audit(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _out(call: Call, row: asyncpg.Record) -> SubscriberOut:
-    return subscriber_out(row, call.request.app[keys.TOKENS])
-
-
-@api.get("/subscribers", query=SubscribersQuery, response=SubscriberList)
-async def list_subscribers(call: Call) -> SubscriberList:
-    """The portal's subscribers, oldest first; ``phone``/``phoneCountryCode`` find one by number."""
-    query: SubscribersQuery = call.query
-    rows, cursor = await fetch_page(
-        call.services, "subscribers", _LIST, query, lambda after: _list_where(call.portal_id, query, after)
-    )
-    return SubscriberList(subscribers=[_out(call, r) for r in rows], next=cursor)
-
-
-def _list_where(portal_id: int, query: SubscribersQuery, after: int | None) -> Where:
-    where = Where()
-    where.add("s.portal_id = {}", portal_id)
-    if after is not None:
-        where.add("s.id > {}", after)
-    if query.phone is not None:
-        where.add("s.phone = {}", query.phone)
-    if query.phoneCountryCode is not None:
-        where.add("s.phone_country_code = {}", query.phoneCountryCode)
-    if query.disabled is not None:
-        where.add("s.disabled = {}", query.disabled)
-    if query.packageId is not None:
-        (package_id,) = decode_ids([query.packageId], "packageId")
-        where.add(
-            "EXISTS (SELECT 1 FROM subscriptions x WHERE x.subscriber_id = s.id AND x.package_id = {})",
-            package_id,
-        )
-    return where
-
-
-@api.get("/subscribers/{id}", response=SubscriberOut)
-async def get_subscriber(call: Call) -> SubscriberOut:
-    """One subscriber, with its explicit packages and current playback token."""
-    async with call.db.acquire() as conn:
-        return _out(call, _found(await conn.fetchrow(_GET, call.portal_id, call.path_id())))
-
-
-@api.post("/subscribers", body=SubscriberCreate, response=SubscriberOut, permission="subscriber")
-async def create_subscriber(call: Call) -> SubscriberOut:
-    """Create a subscriber; the phone number must be new to this portal."""
-    body: SubscriberCreate = call.body
-    async with call.db.acquire() as conn, conn.transaction():
-        try:
-            row = await conn.fetchrow(
-                _INSERT,
-                ids.new_id(),
-                call.portal_id,
-                body.name,
-                body.phoneCountryCode,
-                body.phone,
-                body.maxSessions,
-            )
-        except asyncpg.UniqueViolationError:
-            raise _phone_taken() from None
-        payload = {**audit(row), "maxSessions": body.maxSessions}
-        await _record(conn, call, "createSubscriber", row, payload)
-        await entitlements.changed(conn, call.portal_id, "subscriber", [row["id"]])
-    return _out(call, row)
-
-
 _COLUMN = {
     "name": "name",
     "phoneCountryCode": "phone_country_code",
@@ -234,21 +192,70 @@ _COLUMN = {
 }
 
 
-@api.put("/subscribers/{id}", body=SubscriberUpdate, response=SubscriberOut, permission="subscriber")
-async def update_subscriber(call: Call) -> SubscriberOut:
+# Actions: what the JSON handlers below and the console call.
+
+
+async def list_subscribers(services: Services, actor: Principal, query: SubscribersQuery) -> SubscriberList:
+    """The portal's subscribers, oldest first; ``phone``/``phoneCountryCode`` find one by number.
+
+    ``q`` searches phone digits or names (:mod:`admin_api.subscriber_search`).
+    """
+    search = subscriber_search.parse(query.q)
+    if search is None:
+        rows, cursor = await fetch_page(
+            services, "subscribers", _LIST, query, lambda after: _list_where(actor.portal_id, query, after)
+        )
+    else:
+        rows, cursor = await _search_page(services, actor.portal_id, query, search)
+    return SubscriberList(subscribers=[subscriber_out(r, services.tokens) for r in rows], next=cursor)
+
+
+async def get_subscriber(services: Services, actor: Principal, subscriber_id: int) -> SubscriberOut:
+    """One subscriber, with its explicit packages and current playback token."""
+    async with services.db.acquire() as conn:
+        row = _found(await conn.fetchrow(_GET, actor.portal_id, subscriber_id))
+    return subscriber_out(row, services.tokens)
+
+
+async def create_subscriber(services: Services, actor: Principal, body: SubscriberCreate) -> SubscriberOut:
+    """Create a subscriber; the phone number must be new to this portal."""
+    actor.require("subscriber")
+    async with services.db.acquire() as conn, conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                _INSERT,
+                ids.new_id(),
+                actor.portal_id,
+                body.name,
+                body.phoneCountryCode,
+                body.phone,
+                body.maxSessions,
+            )
+        except asyncpg.UniqueViolationError:
+            raise _phone_taken() from None
+        payload = {**audit(row), "maxSessions": body.maxSessions}
+        await _record(conn, actor, "createSubscriber", row, payload)
+        await entitlements.changed(conn, actor.portal_id, "subscriber", [row["id"]])
+    return subscriber_out(row, services.tokens)
+
+
+async def update_subscriber(
+    services: Services, actor: Principal, subscriber_id: int, body: SubscriberUpdate
+) -> SubscriberOut:
     """Update name, phone or maxSessions; a new phone number signs the subscriber out."""
-    body: SubscriberUpdate = call.body
-    async with call.db.acquire() as conn, conn.transaction():
-        current = _found(await conn.fetchrow(_LOCK, call.portal_id, call.path_id()))
+    actor.require("subscriber")
+    async with services.db.acquire() as conn, conn.transaction():
+        current = _found(await conn.fetchrow(_LOCK, actor.portal_id, subscriber_id))
         new = _merged(body, current)
         changed = [field for field, value in new.items() if value != current[_COLUMN[field]]]
         if not changed:
-            return _out(call, _found(await conn.fetchrow(_GET, call.portal_id, current["id"])))
+            row = _found(await conn.fetchrow(_GET, actor.portal_id, current["id"]))
+            return subscriber_out(row, services.tokens)
         rekey = "phone" in changed or "phoneCountryCode" in changed
         try:
             row = await conn.fetchrow(
                 _UPDATE,
-                call.portal_id,
+                actor.portal_id,
                 current["id"],
                 new["name"],
                 new["phoneCountryCode"],
@@ -260,10 +267,157 @@ async def update_subscriber(call: Call) -> SubscriberOut:
             raise _phone_taken() from None
         previous = {field: current[_COLUMN[field]] for field in changed}
         payload = {**audit(row), "fields": changed, "previous": previous}
-        await _record(conn, call, "updateSubscriber", row, payload)
+        await _record(conn, actor, "updateSubscriber", row, payload)
         if rekey or "maxSessions" in changed:
-            await entitlements.changed(conn, call.portal_id, "subscriber", [row["id"]])
-    return _out(call, row)
+            await entitlements.changed(conn, actor.portal_id, "subscriber", [row["id"]])
+    return subscriber_out(row, services.tokens)
+
+
+async def delete_subscriber(services: Services, actor: Principal, subscriber_id: int) -> None:
+    """Delete a subscriber: its subscriptions end (each logged), its session history stays."""
+    actor.require("subscriber")
+    async with services.db.acquire() as conn, conn.transaction():
+        row = _found(await conn.fetchrow(_LOCK, actor.portal_id, subscriber_id))
+        ended = await conn.fetch(_END_SUBSCRIPTIONS, actor.portal_id, row["id"])
+        for package in ended:
+            await operations.record(
+                conn,
+                actor.portal_id,
+                "deletePackageSubscriber",
+                actor.actor,
+                subscriber_id=row["id"],
+                package_id=package["package_id"],
+                payload={
+                    **audit(row),
+                    "packageId": text_id(package["package_id"]),
+                    "packageName": package["name"],
+                    "reason": "subscriber deleted",
+                },
+            )
+        await conn.execute(_DELETE, actor.portal_id, row["id"])
+        await _record(conn, actor, "deleteSubscriber", row, audit(row))
+        await entitlements.changed(conn, actor.portal_id, "subscriber", [row["id"]])
+
+
+async def disable_subscriber(
+    services: Services, actor: Principal, subscriber_id: int, body: DisableRequest
+) -> SubscriberOut:
+    """Deny every playback check; subscriptions are kept. 409 when already disabled."""
+    actor.require("subscriber")
+    return await _set_disabled(services, actor, subscriber_id, True, body.reason)
+
+
+async def enable_subscriber(services: Services, actor: Principal, subscriber_id: int) -> SubscriberOut:
+    """Allow playback again. 409 when not disabled."""
+    actor.require("subscriber")
+    return await _set_disabled(services, actor, subscriber_id, False, None)
+
+
+async def reset_playback_token(services: Services, actor: Principal, subscriber_id: int) -> SubscriberOut:
+    """Issue a new playback token; the gateway refuses the old one from its next check."""
+    actor.require("subscriber")
+    async with services.db.acquire() as conn, conn.transaction():
+        row = _found(await conn.fetchrow(_RESET_TOKEN, actor.portal_id, subscriber_id))
+        await _record(conn, actor, "resetPlaybackToken", row, audit(row))
+        await entitlements.changed(conn, actor.portal_id, "subscriber", [row["id"]])
+    return subscriber_out(row, services.tokens)
+
+
+# The JSON API: decode, call the action, encode.
+
+
+@api.get("/subscribers", response=SubscriberList)
+async def handle_list_subscribers(call: Call[None, SubscribersQuery]) -> SubscriberList:
+    """The portal's subscribers, oldest first; ``phone``/``phoneCountryCode`` find one by number."""
+    return await list_subscribers(call.services, call.caller, call.query)
+
+
+@api.get("/subscribers/{id}", response=SubscriberOut)
+async def handle_get_subscriber(call: Call[None, None]) -> SubscriberOut:
+    """One subscriber, with its explicit packages and current playback token."""
+    return await get_subscriber(call.services, call.caller, call.path_id())
+
+
+@api.post("/subscribers", response=SubscriberOut, permission="subscriber")
+async def handle_create_subscriber(call: Call[SubscriberCreate, None]) -> SubscriberOut:
+    """Create a subscriber; the phone number must be new to this portal."""
+    return await create_subscriber(call.services, call.caller, call.body)
+
+
+@api.put("/subscribers/{id}", response=SubscriberOut, permission="subscriber")
+async def handle_update_subscriber(call: Call[SubscriberUpdate, None]) -> SubscriberOut:
+    """Update name, phone or maxSessions; a new phone number signs the subscriber out."""
+    return await update_subscriber(call.services, call.caller, call.path_id(), call.body)
+
+
+@api.delete("/subscribers/{id}", permission="subscriber")
+async def handle_delete_subscriber(call: Call[None, None]) -> None:
+    """Delete a subscriber: its subscriptions end (each logged), its session history stays."""
+    await delete_subscriber(call.services, call.caller, call.path_id())
+
+
+@api.post("/subscribers/{id}/disable", optional_body=True, response=SubscriberOut, permission="subscriber")
+async def handle_disable_subscriber(call: Call[DisableRequest, None]) -> SubscriberOut:
+    """Deny every playback check; subscriptions are kept. 409 when already disabled."""
+    return await disable_subscriber(call.services, call.caller, call.path_id(), call.body)
+
+
+@api.post("/subscribers/{id}/enable", response=SubscriberOut, permission="subscriber")
+async def handle_enable_subscriber(call: Call[None, None]) -> SubscriberOut:
+    """Allow playback again. 409 when not disabled."""
+    return await enable_subscriber(call.services, call.caller, call.path_id())
+
+
+@api.post("/subscribers/{id}/reset_playback_token", response=SubscriberOut, permission="subscriber")
+async def handle_reset_playback_token(call: Call[None, None]) -> SubscriberOut:
+    """Issue a new playback token; the gateway refuses the old one from its next check."""
+    return await reset_playback_token(call.services, call.caller, call.path_id())
+
+
+def _list_where(portal_id: int, query: SubscribersQuery, after: int | None) -> Where:
+    where = Where()
+    where.add("s.portal_id = {}", portal_id)
+    if after is not None:
+        where.add("s.id > {}", after)
+    _filters(query)(where)
+    return where
+
+
+def _filters(query: SubscribersQuery) -> subscriber_search.Filters:
+    """The exact-match filters of ``query`` (400 for a ``packageId`` that is not an id)."""
+    package_ids = decode_ids([query.packageId], "packageId") if query.packageId is not None else []
+
+    def add(where: Where) -> None:
+        if query.phone is not None:
+            where.add("s.phone = {}", query.phone)
+        if query.phoneCountryCode is not None:
+            where.add("s.phone_country_code = {}", query.phoneCountryCode)
+        if query.disabled is not None:
+            where.add("s.disabled = {}", query.disabled)
+        for package_id in package_ids:
+            where.add(
+                "EXISTS (SELECT 1 FROM subscriptions x WHERE x.subscriber_id = s.id AND x.package_id = {})",
+                package_id,
+            )
+
+    return add
+
+
+async def _search_page(
+    services: Services, portal_id: int, query: SubscribersQuery, search: subscriber_search.Search
+) -> tuple[list[asyncpg.Record], str | None]:
+    after = services.cursors.decode("subscribers", query.cursor, (int,))
+    filters = _filters(query)
+    start = after[0] if after else FIRST_ID
+    async with services.db.acquire() as conn:
+        # One snapshot: a row deleted between finding and reading it cannot cut the page short.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await subscriber_search.matching_ids(
+                conn, portal_id, start, query.limit + 1, search, filters
+            )
+            rows = await conn.fetch(_BY_IDS, portal_id, found)
+    page, cursor = services.cursors.page(rows, query.limit, "subscribers", lambda r: (r["id"],))
+    return list(page), cursor
 
 
 def _merged(body: SubscriberUpdate, current: asyncpg.Record) -> dict[str, Any]:
@@ -274,74 +428,20 @@ def _merged(body: SubscriberUpdate, current: asyncpg.Record) -> dict[str, Any]:
     return merged
 
 
-@api.delete("/subscribers/{id}", permission="subscriber")
-async def delete_subscriber(call: Call) -> None:
-    """Delete a subscriber: its subscriptions end (each logged), its session history stays."""
-    async with call.db.acquire() as conn, conn.transaction():
-        row = _found(await conn.fetchrow(_LOCK, call.portal_id, call.path_id()))
-        ended = await conn.fetch(_END_SUBSCRIPTIONS, call.portal_id, row["id"])
-        for package in ended:
-            await operations.record(
-                conn,
-                call.portal_id,
-                "deletePackageSubscriber",
-                call.caller.actor,
-                subscriber_id=row["id"],
-                package_id=package["package_id"],
-                payload={
-                    **audit(row),
-                    "packageId": text_id(package["package_id"]),
-                    "packageName": package["name"],
-                    "reason": "subscriber deleted",
-                },
-            )
-        await conn.execute(_DELETE, call.portal_id, row["id"])
-        await _record(conn, call, "deleteSubscriber", row, audit(row))
-        await entitlements.changed(conn, call.portal_id, "subscriber", [row["id"]])
-
-
-@api.post(
-    "/subscribers/{id}/disable",
-    body=DisableRequest,
-    optional_body=True,
-    response=SubscriberOut,
-    permission="subscriber",
-)
-async def disable_subscriber(call: Call) -> SubscriberOut:
-    """Deny every playback check; subscriptions are kept. 409 when already disabled."""
-    body: DisableRequest = call.body
-    return await _set_disabled(call, True, body.reason)
-
-
-@api.post("/subscribers/{id}/enable", response=SubscriberOut, permission="subscriber")
-async def enable_subscriber(call: Call) -> SubscriberOut:
-    """Allow playback again. 409 when not disabled."""
-    return await _set_disabled(call, False, None)
-
-
-async def _set_disabled(call: Call, disabled: bool, reason: str | None) -> SubscriberOut:
-    subscriber_id = call.path_id()
-    async with call.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(_SET_DISABLED, call.portal_id, subscriber_id, disabled, reason)
+async def _set_disabled(
+    services: Services, actor: Principal, subscriber_id: int, disabled: bool, reason: str | None
+) -> SubscriberOut:
+    async with services.db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_SET_DISABLED, actor.portal_id, subscriber_id, disabled, reason)
         if row is None:
-            _found(await conn.fetchrow(_GET, call.portal_id, subscriber_id))
+            _found(await conn.fetchrow(_GET, actor.portal_id, subscriber_id))
             state = "disabled" if disabled else "enabled"
             raise Conflict(f"the subscriber is already {state}", code=f"already_{state}")
         kind = "disableSubscriber" if disabled else "enableSubscriber"
         payload = {**audit(row), "reason": reason} if disabled else audit(row)
-        await _record(conn, call, kind, row, payload)
-        await entitlements.changed(conn, call.portal_id, "subscriber", [row["id"]])
-    return _out(call, row)
-
-
-@api.post("/subscribers/{id}/reset_playback_token", response=SubscriberOut, permission="subscriber")
-async def reset_playback_token(call: Call) -> SubscriberOut:
-    """Issue a new playback token; the gateway refuses the old one from its next check."""
-    async with call.db.acquire() as conn, conn.transaction():
-        row = _found(await conn.fetchrow(_RESET_TOKEN, call.portal_id, call.path_id()))
-        await _record(conn, call, "resetPlaybackToken", row, audit(row))
-        await entitlements.changed(conn, call.portal_id, "subscriber", [row["id"]])
-    return _out(call, row)
+        await _record(conn, actor, kind, row, payload)
+        await entitlements.changed(conn, actor.portal_id, "subscriber", [row["id"]])
+    return subscriber_out(row, services.tokens)
 
 
 def _found(row: asyncpg.Record | None) -> asyncpg.Record:
@@ -359,8 +459,8 @@ def _phone_taken() -> Conflict:
 
 
 async def _record(
-    conn: asyncpg.Connection, call: Call, kind: str, row: asyncpg.Record, payload: dict[str, Any]
+    conn: asyncpg.Connection, actor: Principal, kind: str, row: asyncpg.Record, payload: dict[str, Any]
 ) -> None:
     await operations.record(
-        conn, call.portal_id, kind, call.caller.actor, subscriber_id=row["id"], payload=payload
+        conn, actor.portal_id, kind, actor.actor, subscriber_id=row["id"], payload=payload
     )

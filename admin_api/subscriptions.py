@@ -11,8 +11,10 @@ from catena import entitlements, ids, operations
 from catena.errors import Conflict, NotFound
 
 from .auth import authenticate_manager
+from .principal import Principal
 from .routing import Api, Call
 from .schema import Request, Response, TextId, text_id
+from .services import Services
 from .subscribers import audit
 
 api = Api("Subscriptions", auth=authenticate_manager)
@@ -51,40 +53,55 @@ RETURNING subscriber_id
 _IS_FREE = "SELECT EXISTS (SELECT 1 FROM portal_free_packages WHERE portal_id = $1 AND package_id = $2)"
 
 
-@api.post(
-    "/packages-subscribers", body=SubscriptionRequest, response=SubscriptionOut, permission="subscriber"
-)
-async def subscribe(call: Call) -> SubscriptionOut:
+# Actions: what the JSON handlers below and the console call.
+
+
+async def subscribe(services: Services, actor: Principal, body: SubscriptionRequest) -> SubscriptionOut:
     """Subscribe a subscriber to a package: its channels play at once. 409 when already subscribed."""
-    subscriber_id, package_id = _ids(call)
-    async with call.db.acquire() as conn, conn.transaction():
-        who, package_name = await _lock_both(conn, call.portal_id, subscriber_id, package_id)
-        if await conn.fetchval(_INSERT, subscriber_id, package_id, call.portal_id) is None:
+    actor.require("subscriber")
+    subscriber_id, package_id = _ids(body, actor.portal_id)
+    async with services.db.acquire() as conn, conn.transaction():
+        who, package_name = await _lock_both(conn, actor.portal_id, subscriber_id, package_id)
+        if await conn.fetchval(_INSERT, subscriber_id, package_id, actor.portal_id) is None:
             raise Conflict(
                 "the subscriber is already subscribed to this package",
                 field="packageId",
                 code="already_subscribed",
             )
-        await _record(conn, call, "createPackageSubscriber", who, package_id, package_name)
+        await _record(conn, actor, "createPackageSubscriber", who, package_id, package_name)
     return SubscriptionOut(
-        subscriberId=text_id(subscriber_id), packageId=text_id(package_id), portalId=text_id(call.portal_id)
+        subscriberId=text_id(subscriber_id), packageId=text_id(package_id), portalId=text_id(actor.portal_id)
     )
 
 
-@api.delete("/packages-subscribers", body=SubscriptionRequest, permission="subscriber")
-async def unsubscribe(call: Call) -> None:
+async def unsubscribe(services: Services, actor: Principal, body: SubscriptionRequest) -> None:
     """End a subscription: the package's channels stop playing at once (unless free)."""
-    subscriber_id, package_id = _ids(call)
-    async with call.db.acquire() as conn, conn.transaction():
-        who, package_name = await _lock_both(conn, call.portal_id, subscriber_id, package_id)
-        if await conn.fetchval(_DELETE, call.portal_id, subscriber_id, package_id) is None:
-            raise await _not_subscribed(conn, call.portal_id, package_id, package_name)
-        await _record(conn, call, "deletePackageSubscriber", who, package_id, package_name)
+    actor.require("subscriber")
+    subscriber_id, package_id = _ids(body, actor.portal_id)
+    async with services.db.acquire() as conn, conn.transaction():
+        who, package_name = await _lock_both(conn, actor.portal_id, subscriber_id, package_id)
+        if await conn.fetchval(_DELETE, actor.portal_id, subscriber_id, package_id) is None:
+            raise await _not_subscribed(conn, actor.portal_id, package_id, package_name)
+        await _record(conn, actor, "deletePackageSubscriber", who, package_id, package_name)
 
 
-def _ids(call: Call) -> tuple[int, int]:
-    body: SubscriptionRequest = call.body
-    if body.portalId is not None and ids.decode(body.portalId) != call.portal_id:
+# The JSON API: decode, call the action, encode.
+
+
+@api.post("/packages-subscribers", response=SubscriptionOut, permission="subscriber")
+async def handle_subscribe(call: Call[SubscriptionRequest, None]) -> SubscriptionOut:
+    """Subscribe a subscriber to a package: its channels play at once. 409 when already subscribed."""
+    return await subscribe(call.services, call.caller, call.body)
+
+
+@api.delete("/packages-subscribers", permission="subscriber")
+async def handle_unsubscribe(call: Call[SubscriptionRequest, None]) -> None:
+    """End a subscription: the package's channels stop playing at once (unless free)."""
+    await unsubscribe(call.services, call.caller, call.body)
+
+
+def _ids(body: SubscriptionRequest, portal_id: int) -> tuple[int, int]:
+    if body.portalId is not None and ids.decode(body.portalId) != portal_id:
         raise NotFound("no such portal", field="portalId")
     subscriber_id, package_id = ids.decode(body.subscriberId), ids.decode(body.packageId)
     if subscriber_id is None:
@@ -123,16 +140,21 @@ async def _not_subscribed(
 
 
 async def _record(
-    conn: asyncpg.Connection, call: Call, kind: str, who: asyncpg.Record, package_id: int, package_name: str
+    conn: asyncpg.Connection,
+    actor: Principal,
+    kind: str,
+    who: asyncpg.Record,
+    package_id: int,
+    package_name: str,
 ) -> None:
     payload = {**audit(who), "packageId": text_id(package_id), "packageName": package_name}
     await operations.record(
         conn,
-        call.portal_id,
+        actor.portal_id,
         kind,
-        call.caller.actor,
+        actor.actor,
         subscriber_id=who["id"],
         package_id=package_id,
         payload=payload,
     )
-    await entitlements.changed(conn, call.portal_id, "subscriber", [who["id"]])
+    await entitlements.changed(conn, actor.portal_id, "subscriber", [who["id"]])

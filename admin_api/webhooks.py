@@ -18,8 +18,10 @@ from catena import ids, operations, outbound
 from catena.errors import Conflict, InvalidInput, NotFound
 
 from .auth import authenticate_manager
+from .principal import Principal
 from .routing import Api, Call
-from .schema import PageQuery, Request, Response, TextId, Timestamp, iso, opt_text_id, text_id
+from .schema import PageQuery, Request, Response, TextId, Timestamp, iso, opt_iso, opt_text_id, text_id
+from .services import Services
 
 api = Api("Webhooks", auth=authenticate_manager)
 
@@ -87,8 +89,8 @@ def webhook_out(row: asyncpg.Record) -> WebhookOut:
         portalId=text_id(row["portal_id"]),
         url=row["url"],
         lastDeliveredOperationId=opt_text_id(row["last_delivered_operation_id"]),
-        lastDeliveredAt=_opt_iso(row["last_delivered_at"]),
-        lastAttemptAt=_opt_iso(row["last_attempt_at"]),
+        lastDeliveredAt=opt_iso(row["last_delivered_at"]),
+        lastAttemptAt=opt_iso(row["last_attempt_at"]),
         lastError=row["last_error"],
         failures=row["failures"],
         nextAttemptAt=iso(row["next_attempt_at"]),
@@ -98,62 +100,92 @@ def webhook_out(row: asyncpg.Record) -> WebhookOut:
     )
 
 
-def _opt_iso(value: object) -> str | None:
-    return None if value is None else iso(value)  # type: ignore[arg-type]
+# Actions: what the JSON handlers below and the console call.  Reads need isAdmin too.
 
 
-@api.get("/webhooks", query=PageQuery, response=WebhookList, permission="admin")
-async def list_webhooks(call: Call) -> WebhookList:
+async def list_webhooks(services: Services, actor: Principal, query: PageQuery) -> WebhookList:
     """The portal's webhooks and their delivery state (needs isAdmin)."""
-    query: PageQuery = call.query
-    after = call.cursors.decode("webhooks", query.cursor, (int,))
-    async with call.db.acquire() as conn:
-        rows = await conn.fetch(_LIST, call.portal_id, after[0] if after else None, query.limit + 1)
-    rows, cursor = call.cursors.page(rows, query.limit, "webhooks", lambda r: (r["id"],))
+    actor.require("admin", reading=True)
+    after = services.cursors.decode("webhooks", query.cursor, (int,))
+    async with services.db.acquire() as conn:
+        rows = await conn.fetch(_LIST, actor.portal_id, after[0] if after else None, query.limit + 1)
+    rows, cursor = services.cursors.page(rows, query.limit, "webhooks", lambda r: (r["id"],))
     return WebhookList(webhooks=[webhook_out(r) for r in rows], next=cursor)
 
 
-@api.get("/webhooks/{id}", response=WebhookOut, permission="admin")
-async def get_webhook(call: Call) -> WebhookOut:
+async def get_webhook(services: Services, actor: Principal, webhook_id: int) -> WebhookOut:
     """One webhook and its delivery state (needs isAdmin)."""
-    async with call.db.acquire() as conn:
-        return webhook_out(_found(await conn.fetchrow(_GET, call.portal_id, call.path_id())))
+    actor.require("admin", reading=True)
+    async with services.db.acquire() as conn:
+        return webhook_out(_found(await conn.fetchrow(_GET, actor.portal_id, webhook_id)))
 
 
-@api.post("/webhooks", body=WebhookCreate, response=WebhookOut, permission="admin")
-async def create_webhook(call: Call) -> WebhookOut:
+async def create_webhook(services: Services, actor: Principal, body: WebhookCreate) -> WebhookOut:
     """Register a URL; it receives every operation committed from now on. The secret is shown once."""
-    url = _checked_url(call.body.url)
-    outbound.check_url(outbound.policy(call.settings.outbound_allow), url, "url")
+    actor.require("admin")
+    url = _checked_url(body.url)
+    outbound.check_url(outbound.policy(services.settings.outbound_allow), url, "url")
     secret = secrets.token_urlsafe(32)
-    async with call.db.acquire() as conn, conn.transaction():
-        await conn.execute(_FEED_LOCK, call.portal_id)
+    async with services.db.acquire() as conn, conn.transaction():
+        await conn.execute(_FEED_LOCK, actor.portal_id)
         position = await conn.fetchval(_FEED_POSITION)
         try:
-            row = await conn.fetchrow(_INSERT, ids.new_id(), call.portal_id, url, secret, position)
+            row = await conn.fetchrow(_INSERT, ids.new_id(), actor.portal_id, url, secret, position)
         except asyncpg.UniqueViolationError:
             raise Conflict("this URL is already a webhook of this portal", field="url") from None
-        await _record(conn, call, "createWebhook", row)
+        await _record(conn, actor, "createWebhook", row)
     out = webhook_out(row)
     out.secret = secret
     return out
 
 
-@api.delete("/webhooks/{id}", permission="admin")
-async def delete_webhook(call: Call) -> None:
+async def delete_webhook(services: Services, actor: Principal, webhook_id: int) -> None:
     """Stop delivering to a webhook (needs isAdmin)."""
-    async with call.db.acquire() as conn, conn.transaction():
-        row = _found(await conn.fetchrow(_DELETE, call.portal_id, call.path_id()))
-        await _record(conn, call, "deleteWebhook", row)
+    actor.require("admin")
+    async with services.db.acquire() as conn, conn.transaction():
+        row = _found(await conn.fetchrow(_DELETE, actor.portal_id, webhook_id))
+        await _record(conn, actor, "deleteWebhook", row)
+
+
+async def retry_webhook(services: Services, actor: Principal, webhook_id: int) -> WebhookOut:
+    """Retry a failing webhook now instead of at ``nextAttemptAt`` (needs isAdmin)."""
+    actor.require("admin")
+    async with services.db.acquire() as conn:
+        await conn.execute(_RETRY, actor.portal_id, webhook_id)
+        return webhook_out(_found(await conn.fetchrow(_GET, actor.portal_id, webhook_id)))
+
+
+# The JSON API: decode, call the action, encode.
+
+
+@api.get("/webhooks", response=WebhookList, permission="admin")
+async def handle_list_webhooks(call: Call[None, PageQuery]) -> WebhookList:
+    """The portal's webhooks and their delivery state (needs isAdmin)."""
+    return await list_webhooks(call.services, call.caller, call.query)
+
+
+@api.get("/webhooks/{id}", response=WebhookOut, permission="admin")
+async def handle_get_webhook(call: Call[None, None]) -> WebhookOut:
+    """One webhook and its delivery state (needs isAdmin)."""
+    return await get_webhook(call.services, call.caller, call.path_id())
+
+
+@api.post("/webhooks", response=WebhookOut, permission="admin")
+async def handle_create_webhook(call: Call[WebhookCreate, None]) -> WebhookOut:
+    """Register a URL; it receives every operation committed from now on. The secret is shown once."""
+    return await create_webhook(call.services, call.caller, call.body)
+
+
+@api.delete("/webhooks/{id}", permission="admin")
+async def handle_delete_webhook(call: Call[None, None]) -> None:
+    """Stop delivering to a webhook (needs isAdmin)."""
+    await delete_webhook(call.services, call.caller, call.path_id())
 
 
 @api.post("/webhooks/{id}/retry", response=WebhookOut, permission="admin")
-async def retry_webhook(call: Call) -> WebhookOut:
+async def handle_retry_webhook(call: Call[None, None]) -> WebhookOut:
     """Retry a failing webhook now instead of at ``nextAttemptAt`` (needs isAdmin)."""
-    webhook_id = call.path_id()
-    async with call.db.acquire() as conn:
-        await conn.execute(_RETRY, call.portal_id, webhook_id)
-        return webhook_out(_found(await conn.fetchrow(_GET, call.portal_id, webhook_id)))
+    return await retry_webhook(call.services, call.caller, call.path_id())
 
 
 def _checked_url(text: str) -> str:
@@ -178,8 +210,8 @@ def _found(row: asyncpg.Record | None) -> asyncpg.Record:
     return row
 
 
-async def _record(conn: asyncpg.Connection, call: Call, kind: str, row: asyncpg.Record) -> None:
+async def _record(conn: asyncpg.Connection, actor: Principal, kind: str, row: asyncpg.Record) -> None:
     # Credentials may hide in a URL's user part or query string; the log keeps neither.
     shown = str(URL(row["url"]).with_user(None).with_query(None).with_fragment(None))
     payload = {"webhookId": text_id(row["id"]), "url": shown}
-    await operations.record(conn, call.portal_id, kind, call.caller.actor, payload=payload)
+    await operations.record(conn, actor.portal_id, kind, actor.actor, payload=payload)

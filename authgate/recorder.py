@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -128,6 +129,46 @@ async def write_batch(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> 
         await conn.copy_records_to_table("session_batch", records=_in_slices(rows), columns=COLUMNS)
         await conn.execute(_CLAIM)
         await conn.execute(_MERGE)
+    await touch_subscribers(conn, rows)
+
+
+# A subscriber's lastActivityAt (Management API) follows its sessions: one statement
+# per batch for the subscribers in it, never a write per check.  Rows are locked in
+# id order so that two gateway processes touching the same subscribers cannot
+# deadlock; a spooled batch replayed late never moves the time back.
+_TOUCH_SUBSCRIBERS = """
+WITH batch AS (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]) AS b(id, at)),
+due AS (
+    SELECT s.id, b.at FROM subscribers s JOIN batch b ON b.id = s.id
+    WHERE s.last_activity_at IS NULL OR s.last_activity_at < b.at
+    ORDER BY s.id FOR NO KEY UPDATE OF s)
+UPDATE subscribers s SET last_activity_at = due.at FROM due WHERE s.id = due.id
+"""
+_SUBSCRIBER, _UPDATED, _CLOSED = (COLUMNS.index(c) for c in ("subscriber_id", "updated_ms", "closed_ms"))
+
+
+async def touch_subscribers(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Set each batch subscriber's ``last_activity_at`` to its latest session time.
+
+    Runs after the batch committed: failing here loses no session.  Transient errors
+    propagate (the batch is written again, which merges to the same rows); any other
+    is logged and the batch stands.
+    """
+    latest: dict[int, int] = {}
+    for row in rows:
+        subscriber, at = row[_SUBSCRIBER], max(row[_UPDATED], row[_CLOSED] or 0)
+        if subscriber is not None and at > latest.get(subscriber, 0):
+            latest[subscriber] = at
+    if not latest:
+        return
+    ordered = sorted(latest)
+    times = [datetime.fromtimestamp(latest[s] / 1000, UTC) for s in ordered]
+    try:
+        await conn.execute(_TOUCH_SUBSCRIBERS, ordered, times)
+    except Exception as exc:
+        if transient(exc):
+            raise
+        log.exception("subscribers' last activity not written")
 
 
 async def _in_slices(rows: list[tuple[Any, ...]]) -> AsyncIterator[tuple[Any, ...]]:

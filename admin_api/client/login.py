@@ -254,9 +254,13 @@ async def _claim(
     if row is None:
         # Only a guessed code of a phone that was never sent one gets here.
         raise _mismatch()
+    if not row["disabled"]:
+        await conn.execute(_SIGNED_IN, row["id"])
     return row
 
 
+# A sign-in is activity (the Management API's lastActivityAt); a refused one is not.
+_SIGNED_IN = "UPDATE subscribers SET last_activity_at = greatest(last_activity_at, now()) WHERE id = $1"
 _AUTO_CREATE = """
 INSERT INTO subscribers (id, portal_id, name, phone_country_code, phone)
 VALUES ($1, $2, $3, $4, $5)

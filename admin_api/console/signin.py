@@ -14,8 +14,8 @@ from aiohttp import web
 from catena.errors import CatenaError, InvalidInput
 
 from .. import login
+from ..client.forwarded import client_ip
 from ..login import LoginRequest
-from ..routing import Call
 from . import forms, i18n, session
 from .i18n import gettext as _
 from .pages import Page, Pages, local_path
@@ -37,10 +37,10 @@ async def sign_in(page: Page) -> web.StreamResponse:
     email = page.value("email")
     try:
         body = forms.decode(LoginRequest, {"email": email, "password": page.value("password")})
-        result = await login.login(Call(page.request, body, None))
+        opened = await login.login(page.services, body.email, body.password, client_ip(page.request))
     except CatenaError as exc:
         return _sign_in_page(page, email, forms.errors(exc, _SIGN_IN_FIELDS), status=exc.status)
-    entries = [session.PortalSession(p.portalId, p.portalName, p.sessionId) for p in result.portals]
+    entries = [session.PortalSession(p.portalId, p.portalName, p.sessionId) for p in opened]
     state = session.SignedIn(entries[: session.MAX_PORTALS])
     following = local_path(page.value("next"))
     if len(state.portals) > 1:
