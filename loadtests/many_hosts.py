@@ -120,6 +120,8 @@ def _start_host(python: str, env_for: object, base_port: int, directory: Path, a
         CATENA_EPG_HOST=address,
         CATENA_EPG_PORT=str(base_port + 3),
         CATENA_EPG_POLL_INTERVAL="0.5",
+        # The guide the EPG workers fetch is served on loopback (catena.outbound).
+        CATENA_OUTBOUND_ALLOW="127.0.0.0/8",
     )
     gateway = targets.authgate(python, base_port, 1, env, directory / "authgate.log", host=address)
     admin = infra.Server(
