@@ -58,7 +58,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from admin_api import _search, channels  # noqa: E402
-from catena import db, ids, migrations, portals  # noqa: E402
+from catena import (  # noqa: E402
+    db,
+    ids,
+    migrations,
+    portals,
+    testing,
+)
 from catena.pagination import Cursors  # noqa: E402
 
 BASE = "/tv-management/api/v1"
@@ -108,12 +114,6 @@ def arguments() -> argparse.Namespace:
         for name in ("channels", "packages", "subscribers", "requests", "searches"):
             setattr(args, name, max(getattr(args, name) // 10, 10))
     return args
-
-
-def database_url(server_url: str, name: str) -> str:
-    head, sep, query = server_url.partition("?")
-    scheme, _, rest = head.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/{name}{sep}{query}"
 
 
 class Made:
@@ -276,8 +276,6 @@ async def _subscribers(
 
 def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
     env = {
-        # The benchmark's own CATENA_BENCH_* names are not the server's (it refuses them).
-        **{k: v for k, v in os.environ.items() if not k.startswith("CATENA_BENCH_")},
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
         "CATENA_TOKEN_SECRETS": TOKEN_SECRETS,
@@ -287,19 +285,7 @@ def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         "CATENA_WEBHOOKS_ENABLED": "false",
         "CATENA_LOG_LEVEL": "warning",
     }
-    return subprocess.Popen([sys.executable, "-m", "admin_api"], cwd=ROOT, env=env)
-
-
-async def wait_healthy(session: aiohttp.ClientSession, origin: str) -> None:
-    for _ in range(200):
-        try:
-            async with session.get(origin + "/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise SystemExit("admin_api did not become healthy")
+    return testing.start_service("admin_api", testing.service_env(env))
 
 
 async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
@@ -431,7 +417,7 @@ async def measure(args: argparse.Namespace, url: str, made: Made) -> None:
     headers = {"X-Auth-Token": made.channels_key}
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await wait_healthy(session, origin)
+        await testing.wait_healthy(origin)
         random_page = lambda: get_ok(session, channel_page_url(origin, made), headers)  # noqa: E731
         await timed(random_page, 300)  # warm-up: connections, statement caches, buffers
         walk_samples, seen = await walk(session, origin, headers)
@@ -487,9 +473,7 @@ async def _package_lines(
 async def main() -> None:
     args = arguments()
     name = "catena_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(args.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(args.database_url, name)
+    url = await testing.create_database(args.database_url, name)
     server = None
     try:
         started = time.perf_counter()
@@ -507,8 +491,7 @@ async def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         if not args.keep:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            await testing.drop_database(args.database_url, name)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,16 @@ import time
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from catena import db, migrations, portals  # noqa: E402
+from catena import (  # noqa: E402
+    db,
+    migrations,
+    portals,
+    testing,
+)
 
 BASE = "/tv-management/api/v1"
 PASSWORD = "Owner-Pass-123"
@@ -67,12 +71,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--baseline", type=float, default=3.0, help="seconds of GET /portal before the burst")
     parser.add_argument("--env", action="append", default=[], help="CATENA_X=value for admin_api")
     return parser.parse_args()
-
-
-def database_url(server_url: str, name: str) -> str:
-    head, sep, query = server_url.partition("?")
-    scheme, _, rest = head.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/{name}{sep}{query}"
 
 
 async def make_portal(url: str, rounds: int) -> portals.CreatedPortal:
@@ -106,21 +104,7 @@ def start_admin(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         "PYTHONPATH": str(args.root),
     }
     env |= dict(item.split("=", 1) for item in args.env)
-    return subprocess.Popen([sys.executable, "-m", "admin_api"], cwd=args.root, env=env)
-
-
-async def wait_healthy(base: str) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(base + "/health") as response:
-                    if response.status in (200, 503):
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("admin_api did not start")
+    return testing.start_service("admin_api", env, cwd=args.root)
 
 
 async def time_portal(base: str, key: str, until: asyncio.Event, seconds: float | None) -> list[float]:
@@ -170,7 +154,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     base = f"http://127.0.0.1:{args.port}"
     process = start_admin(args, url)
     try:
-        await wait_healthy(base)
+        await testing.wait_healthy(base, ready=(200, 503))
         baseline = await time_portal(base, portal.apiKey, asyncio.Event(), args.baseline)
         done = asyncio.Event()
         timer = asyncio.create_task(time_portal(base, portal.apiKey, done, None))
@@ -189,14 +173,8 @@ async def measure(args: argparse.Namespace, url: str) -> None:
 
 async def main() -> None:
     args = arguments()
-    name = "catena_bench_login_" + secrets.token_hex(4)
-    server = await asyncpg.connect(args.database_url)
-    await server.execute(f'CREATE DATABASE "{name}"')
-    try:
-        await measure(args, database_url(args.database_url, name))
-    finally:
-        await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await server.close()
+    async with testing.scratch_database(args.database_url, "catena_bench_login_") as url:
+        await measure(args, url)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,7 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from admin_api import operations_log  # noqa: E402
-from catena import db, ids, migrations, portals  # noqa: E402
+from catena import (  # noqa: E402
+    db,
+    ids,
+    migrations,
+    portals,
+    testing,
+)
 from catena.settings import DEFAULT_REDIS_URL  # noqa: E402
 
 BASE = "/tv-management/api/v1"
@@ -69,25 +71,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8120)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     return parser.parse_args()
-
-
-def database_url(server_url: str, name: str) -> str:
-    head, sep, query = server_url.partition("?")
-    scheme, _, rest = head.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/{name}{sep}{query}"
-
-
-@asynccontextmanager
-async def scratch_database(server_url: str, keep: bool) -> AsyncIterator[str]:
-    name = "catena_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield database_url(server_url, name)
-    finally:
-        if not keep:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def records(portal_id: int, first: int, count: int, rows: int) -> list[tuple[object, ...]]:
@@ -202,21 +185,6 @@ def peak_rss_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
-async def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            if process.poll() is not None:
-                raise SystemExit(f"admin_api exited with {process.returncode}")
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/health") as response:
-                    if response.status in (200, 503):
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("admin_api did not start")
-
-
 def report(name: str, elapsed: float, seen: int, pages: list[float]) -> None:
     ordered = sorted(pages)
     p95 = ordered[int(len(ordered) * 0.95) - 1] if len(ordered) > 1 else ordered[0]
@@ -237,16 +205,16 @@ def month_query() -> tuple[str, str]:
 
 async def main() -> None:
     args = arguments()
-    async with scratch_database(args.server_url, args.keep) as url:
+    async with testing.scratch_database(args.server_url, "catena_bench_", keep=args.keep) as url:
         portal_id, key, seconds = await fill(url, args.rows)
         print(f"inserted {args.rows:,} operations with COPY in {seconds:.1f} s ({url.rsplit('/', 1)[1]})")
         env = {**os.environ, "CATENA_DATABASE_URL": url, "CATENA_ADMIN_PORT": str(args.port),
                "CATENA_REDIS_URL": os.environ.get("CATENA_REDIS_URL", DEFAULT_REDIS_URL),
                "CATENA_TOKEN_SECRETS": "bench:catena-paging-benchmark-secret-0123456789",
                "CATENA_WEBHOOKS_ENABLED": "false", "CATENA_LOG_LEVEL": "warning"}  # fmt: skip
-        server = subprocess.Popen([sys.executable, "-m", "admin_api"], cwd=ROOT, env=env)  # noqa: ASYNC220
+        server = testing.start_service("admin_api", env)
         try:
-            await wait_until_up(args.port, server)
+            await testing.wait_healthy(f"http://127.0.0.1:{args.port}", server, ready=(200, 503))
             sql_time, sql_seen, sql_pages = await baseline(url, portal_id, args.limit)
             report("baseline (asyncpg, SQL)", sql_time, sql_seen, sql_pages)
             elapsed, seen, pages = await through_api(args.port, key, "", args.limit)

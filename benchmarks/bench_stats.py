@@ -30,8 +30,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,12 @@ sys.path.insert(0, str(ROOT))
 from admin_api import stats  # noqa: E402
 from authgate.recorder import write_batch  # noqa: E402
 from benchmarks import stats_dataset  # noqa: E402
-from catena import db, ids, migrations  # noqa: E402
+from catena import (  # noqa: E402
+    db,
+    ids,
+    migrations,
+    testing,
+)
 
 BASE = "/tv-management/api/v1"
 # Services refuse the public development secret; any other will do for a benchmark.
@@ -77,26 +80,8 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-@asynccontextmanager
-async def scratch_database(server_url: str, keep: bool) -> AsyncIterator[str]:
-    name = "catena_bench_stats_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    head, sep, query = server_url.partition("?")
-    scheme, _, rest = head.partition("://")
-    try:
-        yield f"{scheme}://{rest.split('/', 1)[0]}/{name}{sep}{query}"
-    finally:
-        if not keep:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
-    # A service refuses CATENA_* names it does not read, such as this benchmark's own.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CATENA_BENCH_")}
     env = {
-        **inherited,
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
         "CATENA_REDIS_PREFIX": "catena-bench-" + secrets.token_hex(4),
@@ -105,21 +90,7 @@ def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         "CATENA_WEBHOOKS_ENABLED": "false",
         "CATENA_LOG_LEVEL": "warning",
     }
-    return subprocess.Popen([sys.executable, "-m", "admin_api"], cwd=ROOT, env=env)
-
-
-async def wait_healthy(session: aiohttp.ClientSession, origin: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if server.poll() is not None:
-            raise SystemExit(f"admin_api exited with {server.returncode}")
-        try:
-            async with session.get(origin + "/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise SystemExit("admin_api did not become healthy")
+    return testing.start_service("admin_api", testing.service_env(env))
 
 
 def summary(samples: list[float]) -> str:
@@ -310,7 +281,7 @@ async def writer_cost(url: str, data: stats_dataset.Dataset, size: int) -> None:
 
 async def main() -> None:
     args = arguments()
-    async with scratch_database(args.database_url, args.keep) as url:
+    async with testing.scratch_database(args.database_url, "catena_bench_stats_", keep=args.keep) as url:
         conn = await db.connect(url)
         await migrations.apply(conn)
         await ids.claim_node(conn)
@@ -328,8 +299,7 @@ async def main() -> None:
         churn = Churn(url, data, args.churn)
         writer = None
         try:
-            async with aiohttp.ClientSession() as session:
-                await wait_healthy(session, f"http://127.0.0.1:{args.port}", server)
+            await testing.wait_healthy(f"http://127.0.0.1:{args.port}", server)
             writer = asyncio.create_task(churn.run())
             samples, body = await measure_endpoint(args, data.api_key)
             print(

@@ -52,7 +52,13 @@ from admin_api._content import FIRST_ID  # noqa: E402
 from admin_api.limiter import Limiter, PasswordChecker  # noqa: E402
 from admin_api.principal import Principal  # noqa: E402
 from admin_api.services import Services  # noqa: E402
-from catena import db, ids, migrations, portals  # noqa: E402
+from catena import (  # noqa: E402
+    db,
+    ids,
+    migrations,
+    portals,
+    testing,
+)
 from catena import redis as catena_redis  # noqa: E402
 from catena.pagination import Cursors  # noqa: E402
 from catena.settings import AdminSettings, load  # noqa: E402
@@ -100,12 +106,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     return parser.parse_args()
-
-
-def database_url(server_url: str, name: str) -> str:
-    head, sep, query = server_url.partition("?")
-    scheme, _, rest = head.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/{name}{sep}{query}"
 
 
 def people(rnd: random.Random, count: int) -> list[tuple[str, str, str]]:
@@ -200,7 +200,6 @@ def queries(rnd: random.Random, made: list[tuple[str, str, str]], count: int) ->
 
 def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "CATENA_DATABASE_URL": url,
         "CATENA_REDIS_URL": args.redis_url,
         "CATENA_TOKEN_SECRETS": TOKEN_SECRETS,
@@ -210,19 +209,7 @@ def start_server(args: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         "CATENA_WEBHOOKS_ENABLED": "false",
         "CATENA_LOG_LEVEL": "warning",
     }
-    return subprocess.Popen([sys.executable, "-m", "admin_api"], cwd=ROOT, env=env)
-
-
-async def wait_healthy(session: aiohttp.ClientSession, origin: str) -> None:
-    for _ in range(200):
-        try:
-            async with session.get(origin + "/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise SystemExit("admin_api did not become healthy")
+    return testing.start_service("admin_api", testing.service_env(env))
 
 
 async def timed(call: Callable[[str], Awaitable[int]], texts: list[str]) -> tuple[list[float], int]:
@@ -250,7 +237,7 @@ async def measure(
     headers = {"X-Auth-Token": api_key}
     lines = []
     async with aiohttp.ClientSession() as session:
-        await wait_healthy(session, origin)
+        await testing.wait_healthy(origin)
 
         async def over_http(text: str) -> int:
             async with session.get(
@@ -313,9 +300,7 @@ async def main() -> None:
     args = arguments()
     rnd = random.Random(args.seed)
     name = "catena_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(args.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(args.database_url, name)
+    url = await testing.create_database(args.database_url, name)
     server = None
     try:
         started = time.perf_counter()
@@ -333,8 +318,7 @@ async def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         if not args.keep:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            await testing.drop_database(args.database_url, name)
 
 
 if __name__ == "__main__":

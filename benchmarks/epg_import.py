@@ -36,7 +36,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from benchmarks.bench_operations_paging import scratch_database
+from catena import testing
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
@@ -254,7 +254,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} CPUs", flush=True)
     paths = {name: ensure_guide(name) for name in args.sizes}
     results = []
-    async with scratch_database(args.database_url, keep=False) as url:
+    async with testing.scratch_database(args.database_url, "catena_bench_") as url:
         await migrate(url)
         for name, path in paths.items():
             portal_id, source_id = await make_source(url, name)

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web import BaseRunner
 
-from catena import db, ids, migrations, portals
+from catena import db, ids, portals, testing
 from catena import redis as catena_redis
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis, LocalCluster, LocalSentinel
 from catena.pagination import Cursors
@@ -84,24 +84,8 @@ def redis_prefix() -> str:
 @pytest.fixture(scope="session")
 async def database_url(server_database_url: str) -> AsyncIterator[str]:
     """A database made for this run, with every migration applied."""
-    name = "catena_test_" + secrets.token_hex(6)
-    admin = await asyncpg.connect(server_database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = replace_database(server_database_url, name)
-    conn = await db.connect(url)
-    await migrations.apply(conn)
-    await conn.close()
-    yield url
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
-
-
-def replace_database(url: str, name: str) -> str:
-    """``url`` with its database name replaced (keeps ``?host=`` of socket URLs)."""
-    head, sep, query = url.partition("?")
-    scheme, _, rest = head.partition("://")
-    authority = rest.split("/", 1)[0]
-    return f"{scheme}://{authority}/{name}{sep}{query}"
+    async with testing.scratch_database(server_database_url, "catena_test_", migrate=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

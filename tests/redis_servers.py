@@ -21,13 +21,7 @@ import redis.asyncio as aioredis
 from catena import redis as catena_redis
 from catena.embedded import LocalCluster, LocalRedis, LocalSentinel, free_cluster_ports
 from catena.redis import RedisTarget
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from catena.testing import free_port
 
 
 class PrivateRedis(LocalRedis):

@@ -12,8 +12,6 @@ runs quick).
 from __future__ import annotations
 
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -22,11 +20,10 @@ import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from catena import migrations
-from tests.conftest import ROOT, replace_database
+from catena import migrations, testing
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 PACKAGES = ("catena", "admin_api", "authgate", "epg_worker")
@@ -83,14 +80,8 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def scratch_database(server_database_url: str) -> AsyncIterator[str]:
-    name = "catena_wheel_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(server_database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield replace_database(server_database_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with testing.scratch_database(server_database_url, "catena_wheel_") as url:
+        yield url
 
 
 @pytest.fixture
@@ -132,9 +123,7 @@ def test_the_installed_wheel_migrates_and_serves(
 
 
 def serve_admin_api(bin_: Path, cwd: Path, database_url: str, redis_url: str) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = testing.free_port()
     secret = run(bin_ / "catena", "secret", "new", cwd=cwd, env=env_for()).strip()
     env = env_for(database_url=database_url, redis_url=redis_url, token_secrets=secret, admin_port=str(port))
     log = cwd / "admin_api.log"

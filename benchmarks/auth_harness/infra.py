@@ -20,9 +20,8 @@ from pathlib import Path
 
 import asyncpg
 import redis
-from yarl import URL
 
-from catena import db, ids, migrations
+from catena import db, ids, testing
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis, LocalCluster, free_cluster_ports
 from catena.settings import BenchSettings, load
 
@@ -45,9 +44,7 @@ class Backends:
 
     @property
     def database_url(self) -> str:
-        server = URL(self.server_url)
-        # with_query keeps the ?host= of an embedded server's Unix-socket URL.
-        return str(server.with_path("/" + self.database).with_query(server.query))
+        return testing.replace_database(self.server_url, self.database)
 
     def service_env(self, token_secrets: str, var_dir: Path, cluster: bool = False) -> dict[str, str]:
         """``CATENA_*`` variables that point a service at the run's database and keys
@@ -126,28 +123,18 @@ def _redis_answers(url: str) -> bool:
 
 async def create_database(backends: Backends) -> None:
     """Create the run's database, apply the migrations and claim an id node."""
-    await _on_server(backends, f'CREATE DATABASE "{backends.database}"')
+    await testing.create_database(backends.server_url, backends.database, migrate=True)
     conn = await db.connect(backends.database_url)
     try:
-        await migrations.apply(conn)
         await ids.claim_node(conn)
     finally:
         await conn.close()
 
 
-async def _on_server(backends: Backends, statement: str) -> None:
-    """Run ``statement`` on the server's maintenance database (CREATE/DROP DATABASE)."""
-    admin = await asyncpg.connect(backends.server_url)
-    try:
-        await admin.execute(statement)
-    finally:
-        await admin.close()
-
-
 def clean_up(backends: Backends, keep: bool = False) -> None:
     """Drop the run's database and Redis keys (unless ``keep``); stop embedded servers."""
     if not keep:
-        asyncio.run(_on_server(backends, f'DROP DATABASE IF EXISTS "{backends.database}" WITH (FORCE)'))
+        asyncio.run(testing.drop_database(backends.server_url, backends.database))
         client = redis.Redis.from_url(backends.redis_url)
         try:
             keys = list(client.scan_iter(match=backends.redis_prefix + ":*", count=1000))

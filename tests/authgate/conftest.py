@@ -15,7 +15,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import pytest
 
 from catena import entitlements, ids
 from catena.redis import MODES
+from catena.testing import free_port
 from catena.tokens import TokenCodec
 from tests.redis_servers import PrivateRedis, RedisBackend
 
@@ -40,13 +40,6 @@ __all__ = ["MODES", "PrivateRedis", "RedisBackend"]
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = "t1:test-secret-for-the-gateway-0123456789"
 CODEC = TokenCodec(SECRETS)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- data

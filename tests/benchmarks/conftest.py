@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from benchmarks.auth_harness import dataset
 from benchmarks.auth_harness.infra import Server
 from catena import ids
+from catena.testing import free_port
 from catena.tokens import TokenCodec
 
 SECRETS = "bench:" + "x" * 32
@@ -29,13 +29,6 @@ def codec() -> TokenCodec:
 def full_data(codec: TokenCodec) -> dataset.DataSet:
     """The data set of the stated size, in memory (a few seconds: 20,000 tokens are signed)."""
     return dataset.generate(dataset.Spec(), ids.new_id(), codec)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

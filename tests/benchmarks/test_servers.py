@@ -15,8 +15,9 @@ import pytest
 from benchmarks.auth_harness import dataset, request_mix, targets, verify, wrk
 from benchmarks.auth_harness.infra import Server, ServerFailed
 from catena import ids
+from catena.testing import free_port
 from catena.tokens import TokenCodec
-from tests.benchmarks.conftest import SECRETS, SMALL, free_port
+from tests.benchmarks.conftest import SECRETS, SMALL
 
 StartServer = Callable[..., Server]
 GET = b"GET /auth?name=ch0001&token=x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"

@@ -1,26 +1,21 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from catena import db, migrations
+from catena import db, migrations, testing
 from tests.catena.test_cli import catena
-from tests.conftest import ROOT, replace_database
+from tests.conftest import ROOT
 
 
 @pytest.fixture
 async def empty_database(server_database_url: str) -> AsyncIterator[str]:
-    name = "catena_migrate_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(server_database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    yield replace_database(server_database_url, name)
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
+    async with testing.scratch_database(server_database_url, "catena_migrate_") as url:
+        yield url
 
 
 async def test_applied_twice_is_a_no_op(empty_database: str) -> None:

@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from catena.embedded import LocalCluster
-from tests.redis_servers import free_port
+from catena.testing import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import asyncpg
 import pytest
 
 from catena import jobs
+from catena.testing import free_port
 from epg_worker import fetches
 from epg_worker.scheduler import KIND, Worker
 from tests.conftest import ROOT
@@ -115,12 +115,6 @@ async def test_a_timeout_during_the_import_leaves_the_old_guide(
     assert (await sources.update(slow, source))["imported_programs"] == 5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _spawn_worker(database_url: str, redis_url: str, var_dir: Path) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
@@ -128,7 +122,7 @@ def _spawn_worker(database_url: str, redis_url: str, var_dir: Path) -> subproces
         CATENA_REDIS_URL=redis_url,
         CATENA_TOKEN_SECRETS="epg:test-secret-of-the-epg-worker-0123456789",
         CATENA_VAR_DIR=str(var_dir),
-        CATENA_EPG_PORT=str(_free_port()),
+        CATENA_EPG_PORT=str(free_port()),
         CATENA_EPG_POLL_INTERVAL="0.1",
         CATENA_EPG_SCHEDULE_INTERVAL="3600",
         CATENA_EPG_PROGRESS_INTERVAL="0.1",
