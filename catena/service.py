@@ -204,7 +204,9 @@ class GuardedRequestHandler(web.RequestHandler):
         self._payload = request.content
         if self._guard is not None and not request.content.is_eof():
             timeout = self._guard.limits.body_timeout
-            self._body_timer = self._loop.call_later(timeout, self._body_late, request.content, timeout)
+            self._body_timer = asyncio.get_running_loop().call_later(
+                timeout, self._body_late, request.content, timeout
+            )
 
     def request_finished(self) -> None:
         self._cancel_timer("_body_timer")
@@ -221,7 +223,7 @@ class GuardedRequestHandler(web.RequestHandler):
     def _start_header_deadline(self) -> None:
         if self._guard is not None and self._header_timer is None:
             timeout = self._guard.limits.header_timeout
-            self._header_timer = self._loop.call_later(timeout, self._headers_late, timeout)
+            self._header_timer = asyncio.get_running_loop().call_later(timeout, self._headers_late, timeout)
 
     def _headers_late(self, timeout: float) -> None:
         self._header_timer = None
@@ -249,7 +251,7 @@ class GuardedRequestHandler(web.RequestHandler):
         # it reads the answer: half-close, drop what comes, close a moment later.
         if transport.can_write_eof():
             transport.write_eof()
-        self._loop.call_later(_REFUSAL_LINGER, transport.close)
+        asyncio.get_running_loop().call_later(_REFUSAL_LINGER, transport.close)
 
     def _cancel_timer(self, name: str) -> None:
         timer = getattr(self, name)
