@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' --quiet
 
-.PHONY: install tools up test coverage lint check lock bench bench-auth bench-epg loadtest clean browser messages
+.PHONY: install tools up test coverage coverage-report lint check lock bench bench-auth bench-epg loadtest clean browser messages
 
 # pip installs nothing the lock does not pin (--require-hashes), then the project
 # itself without dependencies; pip check fails when pyproject.toml asks for a
@@ -26,24 +26,27 @@ install: $(STAMP)
 up: install
 	$(BIN)/catena up
 
-# PYTEST is how `make test` runs the suite; `make coverage` runs this same target
-# with coverage in front, so CI runs the suite once and gets both answers.
-PYTEST ?= $(BIN)/pytest
+# With COVERAGE=1 (`make coverage`, CI) the same pytest command runs under coverage,
+# so CI runs the suite once and gets both answers.
+PYTEST := $(if $(COVERAGE),$(BIN)/coverage run -m pytest,$(BIN)/pytest)
 test: install tools browser
+	$(if $(COVERAGE),rm -rf var/coverage && mkdir -p var/coverage)
 	$(PYTEST) $(PYTEST_ARGS)
 
 # `make test` under coverage, following the service processes the tests start
-# ([tool.coverage.*] in pyproject.toml); prints each package's figure, then the total,
-# which fails under fail_under.  Fails when a test fails, after the report.
-COVERAGE_PACKAGES := catena admin_api authgate epg_worker
+# ([tool.coverage.*] in pyproject.toml), then the report; fails when a test fails
+# (after the report) or when the total is under fail_under.
 coverage: install
-	rm -rf var/coverage && mkdir -p var/coverage
-	status=0; $(MAKE) test PYTEST="$(BIN)/coverage run -m pytest" || status=$$?; \
-	$(BIN)/coverage combine --quiet && \
-	for package in $(COVERAGE_PACKAGES); do \
+	status=0; $(MAKE) test COVERAGE=1 || status=$$?; $(MAKE) coverage-report && exit $$status
+
+# Each package's figure, then the total, which fails under fail_under.
+COVERAGE_PACKAGES := catena admin_api authgate epg_worker
+coverage-report: install
+	$(BIN)/coverage combine --quiet
+	@for package in $(COVERAGE_PACKAGES); do \
 		printf '%-12s %s%%\n' $$package "$$($(BIN)/coverage report --include="$$package/*" --format=total --fail-under=0)"; \
-	done && \
-	printf '%-12s ' total && $(BIN)/coverage report --format=total && exit $$status
+	done
+	@printf '%-12s ' total && $(BIN)/coverage report --format=total
 
 # promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml in the
 # tests; RUNLEVEL=1 keeps the package from starting a Prometheus server.
