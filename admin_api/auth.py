@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any
 
 import asyncpg
 
@@ -40,7 +41,7 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def authenticate_manager(call: Call) -> None:
+async def authenticate_manager(call: Call[Any, Any]) -> None:
     """Set ``call.principal`` from ``X-Auth-Token``; 401 when missing, unknown or expired."""
     token = call.request.headers.get(HEADER, "").strip()
     if not token:
@@ -51,7 +52,7 @@ async def authenticate_manager(call: Call) -> None:
     call.principal = principal
 
 
-async def authenticate_session(call: Call) -> None:
+async def authenticate_session(call: Call[Any, Any]) -> None:
     """Like :func:`authenticate_manager`, for what only a manager session can do
     (sign out): the API key is a 403."""
     await authenticate_manager(call)

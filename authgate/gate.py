@@ -14,9 +14,10 @@ import time
 from functools import partial
 
 from . import responses
-from .decision import Admission, Decider, Fields, Grant
+from .decision import Admission, Decider, Grant
 from .loader import Loader, Unavailable
 from .metrics import Metrics
+from .query import Fields
 from .recorder import Recorder
 from .session_limiter import FULL, OK, UNAVAILABLE, SessionLimiter
 from .sessions import KnownSession, SessionTable

@@ -29,13 +29,14 @@ from catena.tokens import TokenCodec
 
 from . import responses, sweeper
 from .caches import Caches
-from .decision import Admission, Decider, Fields
+from .decision import Admission, Decider
 from .events import EventSink
 from .gate import Gate
 from .health import Health
 from .listener import Listener
 from .loader import Loader
 from .metrics import Metrics, SnapshotFiles, render
+from .query import Fields
 from .recorder import Recorder
 from .redis_pipe import open_pipe
 from .server import Limits, Server

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from admin_api import stats  # noqa: E402
+from admin_api.client import catalog  # noqa: E402
 from authgate.recorder import write_batch  # noqa: E402
 from benchmarks import stats_dataset  # noqa: E402
 from catena import (  # noqa: E402
@@ -201,7 +202,7 @@ async def measure_statements(url: str, portal_id: int) -> None:
             portal_id,
             now,
             stats.GUIDE_AHEAD,
-            stats.OPEN_END,
+            catalog.OPEN_END,
             stats.MAX_LISTED,
         ),
         "EPG sources": (stats._EPG_PROBLEMS, portal_id, now, stats.STALE_AFTER),

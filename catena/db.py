@@ -44,7 +44,7 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     return conn
 
 
-class Pool(asyncpg.Pool):
+class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg has no type hints
     """asyncpg's pool whose ``acquire()`` waits at most ``acquire_timeout`` by default.
 
     asyncpg waits for a free connection for ever unless each caller passes a
@@ -61,7 +61,7 @@ class Pool(asyncpg.Pool):
         return _Acquire(self, self.acquire_timeout if timeout is None else timeout)
 
 
-class _Acquire(PoolAcquireContext):
+class _Acquire(PoolAcquireContext):  # type: ignore[misc]  # asyncpg has no type hints
     """``async with pool.acquire()`` that does not wait for a server that stopped answering.
 
     Giving a connection back resets it, and after a statement timeout first waits

@@ -612,8 +612,8 @@ def _cluster_ok(client: Any) -> bool:
 
 
 def _replica_synced(client: Any) -> bool:
-    info = client.info("replication")
-    return info.get("role") == "slave" and info.get("master_link_status") == "up"
+    info: dict[str, Any] = client.info("replication")
+    return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
 
 
 def _replica_synced_client(node: LocalRedis) -> bool:

@@ -72,7 +72,8 @@ async def claim(conn: asyncpg.Connection, kind: str, worker: str) -> asyncpg.Rec
 
 async def heartbeat(conn: asyncpg.Connection, job_id: int, worker: str) -> bool:
     """Tell others ``worker`` still runs the job; ``False`` if it lost the job."""
-    return await conn.execute(_HEARTBEAT, job_id, worker) == "UPDATE 1"
+    status: str = await conn.execute(_HEARTBEAT, job_id, worker)
+    return status == "UPDATE 1"
 
 
 async def finish(
@@ -85,12 +86,14 @@ async def finish(
     error: str | None = None,
 ) -> bool:
     state = "done" if ok else "failed"
-    return await conn.execute(_FINISH, job_id, worker, state, result, error) == "UPDATE 1"
+    status: str = await conn.execute(_FINISH, job_id, worker, state, result, error)
+    return status == "UPDATE 1"
 
 
 async def retry_later(conn: asyncpg.Connection, job_id: int, worker: str, error: str, delay: float) -> bool:
     """Put a running job back in the queue to run again after ``delay`` seconds."""
-    return await conn.execute(_RETRY, job_id, worker, error, delay) == "UPDATE 1"
+    status: str = await conn.execute(_RETRY, job_id, worker, error, delay)
+    return status == "UPDATE 1"
 
 
 async def reclaim_stale(conn: asyncpg.Connection, timeout: float, kind: str | None = None) -> list[int]:

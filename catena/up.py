@@ -326,7 +326,7 @@ def _server_name(server: EmbeddedPostgres | EmbeddedRedis) -> str:
 
 
 def _restart_delay(restarts: int) -> float:
-    return min(RESTART_DELAY_MAX, 0.5 * 2**restarts)
+    return min(RESTART_DELAY_MAX, 0.5 * 2.0**restarts)
 
 
 def _watch(watched: Watched) -> None:

@@ -66,14 +66,12 @@ class _Shared:
 SHARED = _Shared()
 
 
-@events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     parser.add_argument("--viewers", default="", help="JSON list of subscriber profiles")
     parser.add_argument("--gateways", default="", help="comma-separated gateway base URLs")
     parser.add_argument("--tally", default="", help="where test_stop writes how new sessions fared")
 
 
-@events.test_start.add_listener
 def _start(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     assert options is not None
@@ -81,12 +79,18 @@ def _start(environment: Environment, **_: Any) -> None:
     SHARED.load(Path(options.viewers), gateways)
 
 
-@events.test_stop.add_listener
 def _stop(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     if options is not None and options.tally:
         with SHARED.lock:
             Path(options.tally).write_bytes(msgspec.json.encode(SHARED.tally))
+
+
+# Registered by call rather than as decorators: locust's add_listener has no type
+# hints, and an untyped decorator would leave the listeners unchecked.
+events.init_command_line_parser.add_listener(_options)
+events.test_start.add_listener(_start)
+events.test_stop.add_listener(_stop)
 
 
 class Viewer(FastHttpUser):

@@ -9,6 +9,7 @@ disabled, with the subscriber's current token version (a reset revokes it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from catena.errors import Unauthorized
 from catena.portals import PortalSettings, load_settings
@@ -34,7 +35,7 @@ class Subscriber:
     settings: PortalSettings
 
 
-def presented_token(call: Call) -> str:
+def presented_token(call: Call[Any, Any]) -> str:
     header = call.request.headers.get("Authorization", "")
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -42,7 +43,7 @@ def presented_token(call: Call) -> str:
     return call.request.query.get("token", "").strip()
 
 
-async def authenticate_subscriber(call: Call) -> None:
+async def authenticate_subscriber(call: Call[Any, Any]) -> None:
     """Set ``call.subject`` to the :class:`Subscriber`; 401 for any token the gateway would refuse."""
     token = presented_token(call)
     if not token:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
@@ -105,7 +106,7 @@ class Archive:
 
 
 @api.get("/channels", response=ChannelList)
-async def client_channels(call: Call) -> ChannelList:
+async def client_channels(call: Call[None, None]) -> ChannelList:
     """The subscriber's channels, each once, with the programme on now and the next one."""
     subscriber: Subscriber = call.subject
     now = datetime.now(UTC)
@@ -118,7 +119,7 @@ async def client_channels(call: Call) -> ChannelList:
 
 
 def _channel_out(
-    call: Call,
+    call: Call[Any, Any],
     channel: catalog.Channel,
     airing: dict[catalog.GuideKey, tuple[catalog.Program | None, catalog.Program | None]],
     base: str,
@@ -141,8 +142,8 @@ def _channel_out(
     )
 
 
-@api.get("/channels/{name}/programs", query=ProgramsQuery, response=ProgramList)
-async def client_programs(call: Call) -> ProgramList:
+@api.get("/channels/{name}/programs", response=ProgramList)
+async def client_programs(call: Call[None, ProgramsQuery]) -> ProgramList:
     """A day's programmes of one channel; past ones within the archive depth carry archiveUrl."""
     subscriber: Subscriber = call.subject
     query: ProgramsQuery = call.query
@@ -159,7 +160,7 @@ async def client_programs(call: Call) -> ProgramList:
     return ProgramList(channel=channel.name, date=day.isoformat(), tz=query.tz, programs=programs)
 
 
-def _channel_name(call: Call) -> str:
+def _channel_name(call: Call[Any, Any]) -> str:
     """The ``{name}`` of the path; one that no channel can have names nothing (404)."""
     name = call.request.match_info["name"]
     if not _NAME.match(name):
@@ -196,11 +197,10 @@ def _day(text: str | None, zone: ZoneInfo) -> date:
 
 @api.get(
     "/channels/{name}/logo",
-    query=PortalQuery,
     auth=None,
     produces={200: ("The logo image (PNG or JPEG)", "image/*"), 304: ("Not modified", "image/*")},
 )
-async def client_channel_logo(call: Call) -> web.StreamResponse:
+async def client_channel_logo(call: Call[None, PortalQuery]) -> web.StreamResponse:
     """A channel's logo, for apps and players (no token; portal by Host or portalId)."""
     name = _channel_name(call)
     async with call.db.acquire() as conn:

@@ -11,7 +11,7 @@ on such a portal.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from msgspec import Meta
@@ -83,7 +83,7 @@ class AttemptsExhausted(TooManyRequests):
 class SignIn:
     """What both sign-in steps need: settings, the code hasher, the throttles."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call[Any, Any]) -> None:
         self.settings = call.settings
         self.hasher = codes.CodeHasher(self.settings.token_secrets)
         self.limiter = call.request.app[LIMITER]
@@ -91,7 +91,7 @@ class SignIn:
 
 
 async def _addressed(
-    conn: asyncpg.Connection, call: Call, body: SmsRequest | VerifyRequest
+    conn: asyncpg.Connection, call: Call[Any, Any], body: SmsRequest | VerifyRequest
 ) -> tuple[ClientPortal, codes.Phone]:
     """The portal the app talks to, and the phone within it."""
     portal = await resolve(conn, call, body.portalId)
@@ -106,14 +106,13 @@ WHERE portal_id = $1 AND phone_country_code = $2 AND phone = $3
 
 @api.post(
     "/login/sms",
-    body=SmsRequest,
     response=SmsSent,
     produces={
         429: ("Throttled or inside the resend cooldown (Retry-After)", "application/json"),
         503: ("The SMS could not be sent", "application/json"),
     },
 )
-async def client_request_code(call: Call) -> SmsSent:
+async def client_request_code(call: Call[SmsRequest, None]) -> SmsSent:
     """Send a 4-digit sign-in code by SMS (the same answer for unknown phones)."""
     body: SmsRequest = call.body
     sign_in = SignIn(call)
@@ -155,7 +154,9 @@ async def _may_receive(conn: asyncpg.Connection, portal: ClientPortal, phone: co
     return await conn.fetchrow(_SUBSCRIBER, *phone.key()) is not None
 
 
-async def _send(call: Call, portal: ClientPortal, phone: codes.Phone, code: str, code_hash: bytes) -> None:
+async def _send(
+    call: Call[Any, Any], portal: ClientPortal, phone: codes.Phone, code: str, code_hash: bytes
+) -> None:
     try:
         policy = outbound.policy(call.settings.outbound_allow)
         await gateway_for(text_id(portal.id), portal.settings.smsGateway, policy).send(phone.digits, code)
@@ -178,14 +179,13 @@ async def _send(call: Call, portal: ClientPortal, phone: codes.Phone, code: str,
 
 @api.post(
     "/login/verify",
-    body=VerifyRequest,
     response=SignedIn,
     produces={
         401: ("The code does not match or has expired", "application/json"),
         429: ("Too many wrong codes (ask for a new code) or throttled", "application/json"),
     },
 )
-async def client_verify_code(call: Call) -> SignedIn:
+async def client_verify_code(call: Call[VerifyRequest, None]) -> SignedIn:
     """Exchange the SMS code for the subscriber's playback token."""
     body: VerifyRequest = call.body
     sign_in = SignIn(call)

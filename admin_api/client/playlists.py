@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import msgspec
@@ -77,7 +77,7 @@ def playlist(subscriber: Subscriber, channels: Sequence[catalog.Channel], base: 
     "/playlist.m3u8",
     produces={200: ("Extended M3U playlist", "audio/x-mpegurl"), 304: ("Not modified", "audio/x-mpegurl")},
 )
-async def client_playlist(call: Call) -> web.StreamResponse:
+async def client_playlist(call: Call[None, None]) -> web.StreamResponse:
     """The subscriber's channels as an extended M3U playlist (token as header or ?token=)."""
     subscriber: Subscriber = call.subject
     async with call.db.acquire() as conn:
@@ -104,10 +104,9 @@ class Window:
 
 @api.get(
     "/epg.xml",
-    query=GuideQuery,
     produces={200: ("XMLTV guide", "application/xml"), 304: ("Not modified", "application/xml")},
 )
-async def client_guide(call: Call) -> web.StreamResponse:
+async def client_guide(call: Call[None, GuideQuery]) -> web.StreamResponse:
     """The XMLTV guide of the subscriber's channels, streamed (token as header or ?token=)."""
     subscriber: Subscriber = call.subject
     window = Window(subscriber, call.query, datetime.now(UTC))
@@ -140,7 +139,7 @@ def _last_modified(channels: Sequence[catalog.Channel], newest: int, window: Win
 
 
 async def _stream(
-    call: Call,
+    call: Call[Any, Any],
     response: web.StreamResponse,
     subscriber: Subscriber,
     channels: Sequence[catalog.Channel],

@@ -8,6 +8,7 @@ portal's ``domain``, compared case-insensitively with or without the port.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -51,7 +52,7 @@ class PortalInfo(Response):
     branding: Branding
 
 
-async def resolve(conn: asyncpg.Connection, call: Call, portal_id: str | None) -> ClientPortal:
+async def resolve(conn: asyncpg.Connection, call: Call[Any, Any], portal_id: str | None) -> ClientPortal:
     """The portal named by ``portal_id`` or else by the request's host; 404 when none."""
     if portal_id is not None:
         number = ids.decode(portal_id)
@@ -79,8 +80,8 @@ def _portal(row: asyncpg.Record) -> ClientPortal:
     )
 
 
-@api.get("/portal", query=PortalQuery, response=PortalInfo)
-async def client_portal(call: Call) -> PortalInfo:
+@api.get("/portal", response=PortalInfo)
+async def client_portal(call: Call[None, PortalQuery]) -> PortalInfo:
     """The portal's name and branding, for the app's sign-in screen (no token needed)."""
     async with call.db.acquire() as conn:
         portal = await resolve(conn, call, call.query.portalId)
