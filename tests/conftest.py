@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web import BaseRunner
 
@@ -35,6 +36,8 @@ BASE = "/tv-management/api/v1"
 # Cursors signed as the test admin API signs them (admin_settings keeps the default
 # CATENA_TOKEN_SECRETS); for tests that build a cursor by hand.
 CURSORS = Cursors(AdminSettings().token_secrets)
+# aiohttp's test client of an in-process application.
+AppClient = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +170,7 @@ def admin_settings(
 class Api:
     """A Management API client bound to one ``X-Auth-Token``."""
 
-    def __init__(self, client: TestClient, token: str | None) -> None:
+    def __init__(self, client: AppClient, token: str | None) -> None:
         self.client = client
         self.token = token
 
@@ -215,11 +218,12 @@ class AdminTestServer(TestServer):
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, admin_settings: AdminSettings, pool: asyncpg.Pool) -> TestClient:
+async def client(aiohttp_client: Any, admin_settings: AdminSettings, pool: asyncpg.Pool) -> AppClient:
     """An admin API served in-process against the test database."""
     from admin_api.app import create_app
 
-    return await aiohttp_client(AdminTestServer(create_app(admin_settings)))
+    served: AppClient = await aiohttp_client(AdminTestServer(create_app(admin_settings)))
+    return served
 
 
 @pytest.fixture
@@ -242,10 +246,11 @@ async def make_portal(pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def portal(make_portal: Any) -> portals.CreatedPortal:
-    return await make_portal()
+    made: portals.CreatedPortal = await make_portal()
+    return made
 
 
 @pytest.fixture
-def api(client: TestClient, portal: portals.CreatedPortal) -> Api:
+def api(client: AppClient, portal: portals.CreatedPortal) -> Api:
     """The Management API as the portal's API key."""
     return Api(client, portal.apiKey)

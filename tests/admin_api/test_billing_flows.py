@@ -57,10 +57,12 @@ async def run(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
-async def bash(script: str, url: str, key: str, env: dict[str, str] | None = None, **filled: str) -> str:
+async def bash(
+    script: str, url: str, key: str, filled: dict[str, str] | None = None, env: dict[str, str] | None = None
+) -> str:
     """Run a shell example with its placeholders (the manual's sample ids) filled in."""
     text = script.replace(PLACEHOLDER_URL, url).replace("your-api-key", key)
-    for placeholder, value in filled.items():
+    for placeholder, value in (filled or {}).items():
         text = text.replace(placeholder, value)
     env = {"PATH": "/usr/bin:/bin", **(env or {})}
     process = await asyncio.create_subprocess_exec(
@@ -120,16 +122,15 @@ async def october(
 
     # October 10: A upgrades by adding premium (variant 1).
     clock.set("2024-10-10T09:00:00")
-    await bash(
-        billing.BASH_UPGRADE_ADD, url, key, **{"sK19SW3AAAE.": a, "premium-package-id": packages["premium"]}
-    )
+    add = {"sK19SW3AAAE.": a, "premium-package-id": packages["premium"]}
+    await bash(billing.BASH_UPGRADE_ADD, url, key, add)
     assert sorted((await subscriber(api, a))["packages"]) == sorted([packages["basic"], packages["premium"]])
 
     # October 15: B upgrades by replacing basic with premium (variant 2).
     clock.set("2024-10-15T18:00:00")
     replace = {"sK19SW3AAAE.": b, "basic-package-id": packages["basic"]}
     replace["premium-package-id"] = packages["premium"]
-    await bash(billing.BASH_UPGRADE_REPLACE, url, key, **replace)
+    await bash(billing.BASH_UPGRADE_REPLACE, url, key, replace)
     assert (await subscriber(api, b))["packages"] == [packages["premium"]]
 
     # October 20: A downgrades (§4.2.8): premium off; basic on, which A still has (409, ignored).
@@ -148,7 +149,8 @@ async def october(
 
     # October 28: A is deleted (§4.1.9); its basic subscription ends with it.
     clock.set("2024-10-28T12:00:00")
-    await bash(billing.BASH_DELETE, url, key, **{"sK19SW3AAAE.": a})
+    delete = {"sK19SW3AAAE.": a}
+    await bash(billing.BASH_DELETE, url, key, delete)
     assert (await api.get(f"/subscribers/{a}"))[0] == 404
 
     # November 2: C buys sport through the retrying client (§4.2.9), twice.

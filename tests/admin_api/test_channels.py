@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -31,12 +31,20 @@ LOGO = png(3, 3)
 async def create_channel(api: Api, name: str = "sport1", **fields: Any) -> dict[str, Any]:
     status, body = await api.post("/channels", {"name": name, "title": fields.pop("title", name), **fields})
     assert status == 200, body
-    return body
+    return cast(dict[str, Any], body)
+
+
+def decoded(public_id: str) -> int:
+    """The database id behind a public id, which must be valid."""
+    value = ids.decode(public_id)
+    assert value is not None, public_id
+    return value
 
 
 async def channel_count(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT count(*) FROM channels")
+        count: int = await conn.fetchval("SELECT count(*) FROM channels")
+        return count
 
 
 async def test_manual_walkthrough(api: Api, pool: asyncpg.Pool, portal: Any) -> None:
@@ -90,7 +98,9 @@ async def test_unicode_and_emoji_titles_round_trip(api: Api) -> None:
 async def test_logo_headers_etag_and_304(api: Api) -> None:
     channel = await create_channel(api, logo=data_uri(JPEG, "image/jpeg"))
     path = f"/channels/{channel['channelId']}/logo"
-    async with api.client.get("/tv-management/api/v1" + path, headers={"X-Auth-Token": api.token}) as resp:
+    async with api.client.get(
+        "/tv-management/api/v1" + path, headers={"X-Auth-Token": api.token or ""}
+    ) as resp:
         assert resp.status == 200
         assert resp.content_type == "image/jpeg"
         assert await resp.read() == JPEG
@@ -109,7 +119,8 @@ async def test_logo_headers_etag_and_304(api: Api) -> None:
 async def test_logo_type_comes_from_the_image_not_the_label(api: Api) -> None:
     channel = await create_channel(api, logo=data_uri(JPEG, "image/png"))
     async with api.client.get(
-        f"/tv-management/api/v1/channels/{channel['channelId']}/logo", headers={"X-Auth-Token": api.token}
+        f"/tv-management/api/v1/channels/{channel['channelId']}/logo",
+        headers={"X-Auth-Token": api.token or ""},
     ) as resp:
         assert resp.content_type == "image/jpeg"
 
@@ -385,7 +396,7 @@ async def test_paging_2500_channels_while_others_are_inserted(
     made = await writer
 
     assert made > 0, "inserts ran while paging"
-    seen_ids = [ids.decode(c["channelId"]) for c in seen]
+    seen_ids = [decoded(c["channelId"]) for c in seen]
     assert len(seen_ids) == len(set(seen_ids)), "no channel appears twice"
     assert seen_ids == sorted(seen_ids), "stable creation order"
     assert set(existing) <= set(seen_ids), "every channel present before paging appears"

@@ -25,7 +25,8 @@ from tests.conftest import Api
 
 @pytest.fixture
 def services(client: Any) -> Services:
-    return client.server.app[keys.SERVICES]
+    services: Services = client.server.app[keys.SERVICES]
+    return services
 
 
 def principal(portal: Any, *, content: bool) -> Principal:

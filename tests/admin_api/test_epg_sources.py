@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -16,12 +16,13 @@ URL = "https://epg.example.com/xmltv.xml"
 async def create_source(api: Api, name: str = "main-epg", **fields: Any) -> dict[str, Any]:
     status, body = await api.post("/epg-sources", {"name": name, "url": URL, **fields})
     assert status == 200, body
-    return body
+    return cast(dict[str, Any], body)
 
 
 async def source_count(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT count(*) FROM epg_sources")
+        count: int = await conn.fetchval("SELECT count(*) FROM epg_sources")
+        return count
 
 
 def db_id(text: str) -> int:

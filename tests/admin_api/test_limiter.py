@@ -23,6 +23,13 @@ async def limiter(redis_url: str, redis_prefix: str, redis: aioredis.Redis) -> A
     await made.close()
 
 
+async def counted(client: aioredis.Redis, key: str) -> int:
+    """The counter at ``key``, which must exist."""
+    value = await client.get(key)
+    assert value is not None, key
+    return int(value)
+
+
 async def test_a_full_slot_refuses_without_counting_in_the_others(
     limiter: Limiter, redis: aioredis.Redis
 ) -> None:
@@ -33,7 +40,7 @@ async def test_a_full_slot_refuses_without_counting_in_the_others(
     with pytest.raises(TooManyRequests) as refused:
         await limiter.take(small, large)
     assert refused.value.message == "small is full" and 1 <= refused.value.retry_after <= 60
-    assert int(await redis.get(large.key)) == 2
+    assert await counted(redis, large.key) == 2
     assert 0 < await redis.ttl(small.key) <= 60
 
 
@@ -41,7 +48,7 @@ async def test_parallel_takes_never_pass_the_limit(limiter: Limiter, redis: aior
     slot = limiter.slot(7, 60, "full", "t", "parallel")
     results = await asyncio.gather(*(limiter.take(slot) for _ in range(100)), return_exceptions=True)
     assert sum(not isinstance(r, BaseException) for r in results) == 7
-    assert int(await redis.get(slot.key)) == 7
+    assert await counted(redis, slot.key) == 7
 
 
 async def test_giving_back_frees_a_slot_and_never_goes_below_zero(
@@ -51,7 +58,7 @@ async def test_giving_back_frees_a_slot_and_never_goes_below_zero(
     taken = await limiter.take(slot)
     await limiter.give_back(taken)
     await limiter.give_back(taken)
-    assert int(await redis.get(slot.key)) == 0
+    assert await counted(redis, slot.key) == 0
     await limiter.take(slot)
 
 
@@ -105,8 +112,8 @@ async def test_on_a_redis_cluster_each_counter_holds_and_a_refusal_takes_nothing
         # The refused attempts gave back what they had taken from the address.
         other = limiter.slot(100, 60, "full", "login-fail", "email", "other@b.c")
         taken = await limiter.take(other, address)
-        assert int(await limiter.client.get(address.key)) == 4
+        assert await counted(limiter.client, address.key) == 4
         await limiter.give_back(taken, address)
-        assert int(await limiter.client.get(address.key)) == 3
+        assert await counted(limiter.client, address.key) == 3
     finally:
         await limiter.close()

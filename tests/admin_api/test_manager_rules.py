@@ -11,6 +11,7 @@ import pytest
 from admin_api import keys, managers
 from admin_api.auth import principal_for
 from admin_api.principal import Principal
+from admin_api.schema import PageQuery
 from catena import ids
 from tests.admin_api._subscribers_support import GOOD_PASSWORD, manager_session
 from tests.conftest import Api
@@ -26,7 +27,7 @@ async def make(api: Api, email: str, **flags: bool) -> dict[str, Any]:
 
 async def rules(api: Api, actor: Principal) -> dict[str, managers.ManagerRules]:
     services = api.client.app[keys.SERVICES]
-    page = await managers.list_managers(services, actor, managers.PageQuery())
+    page = await managers.list_managers(services, actor, PageQuery())
     return await managers.rules_for(services, actor, page.managers)
 
 
@@ -86,11 +87,12 @@ async def test_the_api_refuses_what_the_rules_refuse(
     session = await manager_session(api, "me@x.co", isAdmin=True)
     me = await as_principal(api, session)
     peer_id = await pool.fetchval("SELECT id FROM managers WHERE email = 'peer@x.co'")
+    assert me.manager_id is not None
     target_id = {
         "owner": portal.ownerId,
         "self": ids.encode(me.manager_id),
         "peer": ids.encode(peer_id),
-    }[target]  # type: ignore[arg-type]
+    }[target]
     rule = (await rules(api, me))[target_id]
     before = await pool.fetch("SELECT * FROM managers ORDER BY id")
     attempts = [

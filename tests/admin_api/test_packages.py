@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -20,12 +20,13 @@ from tests.conftest import Api
 async def create(api: Api, path: str, body: dict[str, Any]) -> dict[str, Any]:
     status, created = await api.post(path, body)
     assert status == 200, created
-    return created
+    return cast(dict[str, Any], created)
 
 
 async def package_count(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT count(*) FROM packages")
+        count: int = await conn.fetchval("SELECT count(*) FROM packages")
+        return count
 
 
 async def subscribe(pool: asyncpg.Pool, portal: Any, package: dict[str, Any], phone: str) -> int:

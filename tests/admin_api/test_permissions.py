@@ -64,7 +64,7 @@ async def test_matrix_covers_every_manager_endpoint(api: Api, portal: Any, pool:
     who = await principals(api, portal)
     for endpoint in endpoints:
         path = concrete(endpoint.path)
-        body = {} if endpoint.body is not None else None
+        body: dict[str, Any] | None = {} if endpoint.body is not None else None
         for name, (token, held) in who.items():
             before = await pool.fetchval("SELECT count(*) FROM operations")
             status, answer = await api.as_(token).call(endpoint.method, path, body)
@@ -84,7 +84,7 @@ async def test_api_key_may_do_everything(api: Api, pool: asyncpg.Pool) -> None:
     for endpoint in manager_endpoints():
         if endpoint.path.endswith("reset_api_key"):
             continue
-        body = {} if endpoint.body is not None else None
+        body: dict[str, Any] | None = {} if endpoint.body is not None else None
         status, answer = await api.call(endpoint.method, concrete(endpoint.path), body)
         assert status not in (401, 403) and status < 500, (endpoint.path, status, answer)
 

@@ -221,7 +221,7 @@ async def test_guide_and_epg_source_figures(
                 fetched,
             )
             await pool.execute("UPDATE epg_sources SET last_fetch_id = $1 WHERE id = $2", fetch_id, source_id)
-    programmes = {
+    programmes: dict[str, list[tuple[datetime, datetime | None]]] = {
         "now": [(now - timedelta(minutes=30), now + timedelta(minutes=30))],
         "tomorrow": [(now + timedelta(hours=20), now + timedelta(hours=21))],
         "no-end": [(now - timedelta(hours=2), None)],  # runs at most 6 hours without an end
@@ -241,7 +241,7 @@ async def test_guide_and_epg_source_figures(
                 start,
                 end,
             )
-    channels = [
+    channels: list[tuple[str, str | None, str | None]] = [
         ("c-now", "fresh", "now"),
         ("c-tomorrow", "fresh", "tomorrow"),
         ("c-no-end", "fresh", "no-end"),
@@ -252,7 +252,7 @@ async def test_guide_and_epg_source_figures(
         ("c-unlinked", None, None),
         ("c-missing", "gone", "now"),
     ]
-    for name, source, epg_name in channels:
+    for name, source, guide_name in channels:
         await pool.execute(
             "INSERT INTO channels (id, portal_id, name, title, epg_source_name, epg_channel_name)"
             " VALUES ($1, $2, $3, $3, $4, $5)",
@@ -260,7 +260,7 @@ async def test_guide_and_epg_source_figures(
             portal_id,
             name,
             source,
-            epg_name,
+            guide_name,
         )
     other = await make_portal()
     await pool.execute(
@@ -357,6 +357,7 @@ async def test_sessions_opened_by_a_real_gateway(
     tmp_path: Path,
 ) -> None:
     from tests.authgate.conftest import Launcher, Portal, World
+    from tests.redis_servers import RedisBackend
 
     world = World(pool)
     mine = Portal(ids.decode(portal.portalId) or 0, portal.portalId)
@@ -364,7 +365,7 @@ async def test_sessions_opened_by_a_real_gateway(
     for channel in ("sport", "news"):
         await world.channel(mine, channel, ["basic"])
     viewers = [await world.subscriber(mine, ["basic"]) for _ in range(2)]
-    launcher = Launcher(database_url, redis_url, redis_prefix, tmp_path)
+    launcher = Launcher(database_url, RedisBackend.single(redis_url), redis_prefix, tmp_path)
     try:
         gateway = await launcher.start()
         for sub, channel, session in [

@@ -30,7 +30,8 @@ async def signals(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[Signal
 def codec_of(api: Api) -> TokenCodec:
     from admin_api import keys
 
-    return api.client.app[keys.TOKENS]  # type: ignore[no-any-return]
+    codec: TokenCodec = api.client.app[keys.TOKENS]
+    return codec
 
 
 async def test_create_as_in_the_manual(api: Api, portal: Any, pool: asyncpg.Pool) -> None:

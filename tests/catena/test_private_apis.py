@@ -30,7 +30,11 @@ class _Marked(web.RequestHandler):
 
 async def test_aiohttp_runner_hook_and_server_attributes_exist() -> None:
     assert inspect.iscoroutinefunction(getattr(web.BaseRunner, "_make_server", None)), AIOHTTP
-    server = web.Server(lambda request: web.Response(), debug=True)
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
+    server = web.Server(answer, debug=True)
     assert server._loop is asyncio.get_running_loop(), AIOHTTP
     assert server._kwargs == {"debug": True}, AIOHTTP
     copy = private_aiohttp.server_making(server, _Marked)

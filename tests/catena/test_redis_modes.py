@@ -73,7 +73,11 @@ def test_keys_a_script_touches_together_share_a_slot() -> None:
     keys = KeySpace("deploy-a")
     for subscriber in (1, 42, 386810278269943808, 2**62 + 5):
         slot = keys.subscriber_slot(subscriber)
-        together = [keys.subscriber_entry(subscriber), *keys.sessions(subscriber), keys.marker(slot)]
+        together: list[str | bytes] = [
+            keys.subscriber_entry(subscriber),
+            *keys.sessions(subscriber),
+            keys.marker(slot),
+        ]
         assert {key_slot(k) for k in together} == {slot}
         assert all(redis_py_slot(k if isinstance(k, bytes) else k.encode()) == slot for k in together)
         portal = [keys.portal_entry(subscriber), keys.floor(subscriber), keys.seen(subscriber)]

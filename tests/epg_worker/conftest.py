@@ -222,10 +222,11 @@ class Sources:
         return row
 
     async def programmes(self, source_id: int) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT * FROM epg_programs WHERE epg_source_id = $1 ORDER BY epg_channel_name, start_at",
             source_id,
         )
+        return rows
 
 
 async def run_queued(worker: Worker) -> None:

@@ -112,7 +112,8 @@ async def test_job_of_a_dead_worker_is_reclaimed_and_finished(
     source = await sources.create(guides.put("/guide.xml", GUIDE))
     job_id = await sources.request_update(source)
     async with sources.pool.acquire() as conn:
-        assert (await jobs.claim(conn, KIND, "dead-worker"))["id"] == job_id
+        claimed = await jobs.claim(conn, KIND, "dead-worker")
+        assert claimed is not None and claimed["id"] == job_id
         # It got as far as opening its fetch record, then died.
         from epg_worker import fetches
 

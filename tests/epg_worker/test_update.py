@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
+
+import asyncpg
 
 from catena import ids
 from epg_worker.scheduler import Worker
@@ -21,7 +24,7 @@ from tests.epg_worker.conftest import (
 CHANNELS = ["first.ru", "second.ru", "россия-1"]
 
 
-def _rows(records: list) -> list[tuple]:
+def _rows(records: list[asyncpg.Record]) -> list[tuple[Any, ...]]:
     return [
         (
             r["epg_channel_name"],

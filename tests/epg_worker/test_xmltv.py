@@ -11,8 +11,8 @@ import pytest
 from epg_worker import xmltv
 
 
-def _unix(*args: int) -> int:
-    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp())
+def _unix(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return int(dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC).timestamp())
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,12 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
 from catena import ids
 from catena.portals import CreatedPortal
 from catena.tokens import TokenCodec
-from tests.conftest import Api
+from tests.conftest import Api, AppClient
 
 PREFIX = "/client/api/v1"
 
@@ -29,7 +28,7 @@ PREFIX = "/client/api/v1"
 class App(Api):
     """A subscriber app: talks to the client API under a portal's domain."""
 
-    def __init__(self, client: TestClient, host: str | None, token: str | None = None) -> None:
+    def __init__(self, client: AppClient, host: str | None, token: str | None = None) -> None:
         super().__init__(client, None)
         self.host = host
         self.bearer = token
@@ -60,7 +59,7 @@ class App(Api):
 
 
 @pytest.fixture
-def app(client: TestClient, portal: CreatedPortal, redis: Any) -> App:
+def app(client: AppClient, portal: CreatedPortal, redis: Any) -> App:
     # Asking for ``redis`` makes the suite's clean-up drop the throttling counters.
     return App(client, portal.domain)
 
