@@ -89,6 +89,11 @@ messages: install
 api-doc: install
 	$(BIN)/python -m admin_api.apidoc
 
+# docs/map.md from the admin API's route table and the gateway's routes.
+.PHONY: map
+map: install
+	$(BIN)/python -m admin_api.routemap
+
 clean:
 	rm -rf $(VENV) var/test .pytest_cache .mypy_cache .ruff_cache
 
