@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -63,7 +64,7 @@ async def scene(world: World, count: int = 12, victims: int = 4) -> tuple[Portal
     return portal, watchers, doomed
 
 
-async def two_gateways(launcher: Launcher, backend: RedisBackend, **overrides: object) -> list[Gateway]:
+async def two_gateways(launcher: Launcher, backend: RedisBackend, **overrides: Any) -> list[Gateway]:
     gateways = [await launcher.using(backend).start(**overrides) for _ in range(2)]
     for gateway in gateways:
         await until_redis(gateway, "up", timeout=20.0)

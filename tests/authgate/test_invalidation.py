@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -178,7 +179,7 @@ async def test_flushing_redis_never_gives_a_wrong_answer(
     private = PrivateRedis(tmp_path) if launcher.mode == "single" else None
     if private is not None:
         private.start()
-    overrides = {"redis_url": private.url} if private is not None else {}
+    overrides: dict[str, Any] = {"redis_url": private.url} if private is not None else {}
     gateways = [await launcher.start(**overrides) for _ in range(2)]
     allowed = await world.subscriber(portal, ["basic"])
     refused = await world.subscriber(portal, [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -198,7 +199,7 @@ async def limiter(
     redis: aioredis.Redis,
     redis_url: str,
     redis_prefix: str,
-    tmp_path: object,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Clocked]:
     metrics, sessions = Metrics(), SessionTable()
@@ -212,7 +213,7 @@ async def limiter(
         no_connection,
         Spool(tmp_path / "spool"),
         health,
-        metrics,  # type: ignore[operator]
+        metrics,
         interval=1.0,
         max_buffered=10,
     )

@@ -34,7 +34,7 @@ async def activity(pool: asyncpg.Pool, sub: Sub) -> datetime | None:
 
 
 def batch_row(subscriber_id: int | None, updated_ms: int, closed_ms: int | None = None) -> tuple[Any, ...]:
-    values = {name: None for name in recorder.COLUMNS}
+    values: dict[str, Any] = {name: None for name in recorder.COLUMNS}
     values.update(subscriber_id=subscriber_id, updated_ms=updated_ms, closed_ms=closed_ms)
     return tuple(values[name] for name in recorder.COLUMNS)
 

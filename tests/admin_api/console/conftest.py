@@ -13,18 +13,17 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import lxml.html
 import pytest
 from aiohttp import FormData
-from aiohttp.test_utils import TestClient
 
 from catena import portals
 from tests.admin_api.content_support import data_uri
-from tests.conftest import ROOT, Api
+from tests.conftest import ROOT, Api, AppClient
 
 CHROMIUM = Path(os.environ.get("CATENA_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -54,7 +53,8 @@ class Page:
         self.doc = lxml.html.fromstring(text) if text.strip() else lxml.html.fromstring("<html></html>")
 
     def css(self, selector: str) -> list[Any]:
-        return self.doc.cssselect(selector)
+        found: list[Any] = self.doc.cssselect(selector)
+        return found
 
     def texts(self, selector: str) -> list[str]:
         return [" ".join(e.text_content().split()) for e in self.css(selector)]
@@ -84,7 +84,7 @@ class Page:
 class Console:
     """The console through the aiohttp test client, signed in or not."""
 
-    def __init__(self, client: TestClient) -> None:
+    def __init__(self, client: AppClient) -> None:
         self.client = client
         self.origin = str(client.make_url("/")).rstrip("/")
         self.csrf = ""
@@ -122,7 +122,7 @@ class Console:
 
 
 @pytest.fixture
-def console(client: TestClient) -> Console:
+def console(client: AppClient) -> Console:
     return Console(client)
 
 
@@ -165,7 +165,9 @@ _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     return report
@@ -199,7 +201,7 @@ class Browsing:
 
 @pytest.fixture
 async def browsing(
-    request: pytest.FixtureRequest, browser: Any, client: TestClient
+    request: pytest.FixtureRequest, browser: Any, client: AppClient
 ) -> AsyncIterator[Browsing]:
     """A fresh browser context (1280×900, English) on the test server; screenshots on failure."""
     context = await browser.new_context(viewport=WIDE, locale="en-US", timezone_id="Europe/Moscow")
@@ -264,7 +266,7 @@ Check = Callable[[Any], Awaitable[None]]
 
 
 @pytest.fixture
-def tour(request: pytest.FixtureRequest, client: TestClient, make_portal: Any, browsing: Browsing) -> Any:
+def tour(request: pytest.FixtureRequest, client: AppClient, make_portal: Any, browsing: Browsing) -> Any:
     """``await tour(page, *checks)``: every console page, English then Russian, ``checks`` run on each."""
     folder = request.config.getoption("--console-screenshots")
 

@@ -8,11 +8,10 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from aiohttp.test_utils import TestClient
 
 from catena import portals
 from catena.settings import AdminSettings, load
-from tests.conftest import Api
+from tests.conftest import Api, AppClient
 
 from .conftest import PASSWORD, Console, make_manager
 
@@ -176,7 +175,7 @@ async def test_a_post_without_the_csrf_token_is_refused(
 
 
 async def test_a_csrf_token_of_another_session_is_refused(
-    client: TestClient, portal: portals.CreatedPortal
+    client: AppClient, portal: portals.CreatedPortal
 ) -> None:
     first, second = Console(client), Console(client)
     await first.sign_in(portal.ownerEmail, portal.ownerPassword)
