@@ -184,14 +184,18 @@ def page(current: str, doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    write_or_check(PAGE, page(PAGE.read_text(), document()), "make api-doc", argv)
+
+
+def write_or_check(target: Path, fresh: str, command: str, argv: list[str] | None = None) -> None:
+    """Write a generated page, or with ``--check`` exit non-zero when ``target`` differs."""
     args = sys.argv[1:] if argv is None else argv
-    fresh = page(PAGE.read_text(), document())
     if args == ["--check"]:
-        if fresh != PAGE.read_text():
-            sys.exit(f"{PAGE} is stale: run `make api-doc`")
+        if fresh != target.read_text():
+            sys.exit(f"{target} is stale: run `{command}`")
         return
-    PAGE.write_text(fresh)
-    print(f"wrote {PAGE}")
+    target.write_text(fresh)
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":

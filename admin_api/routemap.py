@@ -215,14 +215,9 @@ def page(current: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    fresh = page(PAGE.read_text())
-    if args == ["--check"]:
-        if fresh != PAGE.read_text():
-            sys.exit(f"{PAGE} is stale: run `make map`")
-        return
-    PAGE.write_text(fresh)
-    print(f"wrote {PAGE}")
+    from .apidoc import write_or_check
+
+    write_or_check(PAGE, page(PAGE.read_text()), "make map", argv)
 
 
 if __name__ == "__main__":
