@@ -39,7 +39,7 @@ from catena import __version__, ids, outbound, tasks
 from catena.settings import AdminSettings
 
 from . import keys
-from .operations_log import COLUMNS, operation_out
+from .operations import COLUMNS, operation_out
 
 log = logging.getLogger("admin_api.webhooks")
 

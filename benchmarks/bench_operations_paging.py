@@ -39,7 +39,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from admin_api import operations_log  # noqa: E402
+from admin_api import operations  # noqa: E402
 from catena import (  # noqa: E402
     db,
     ids,
@@ -52,7 +52,7 @@ from catena.settings import DEFAULT_REDIS_URL  # noqa: E402
 BASE = "/tv-management/api/v1"
 TYPES = ("createSubscriber", "createPackageSubscriber", "deletePackageSubscriber", "disableSubscriber")
 # The admin API's own keyset query for an unfiltered page.
-BASELINE_SQL = operations_log._LIST.format(where="portal_id = $1 AND id >= $2 AND id < $3", limit="$4")
+BASELINE_SQL = operations._LIST.format(where="portal_id = $1 AND id >= $2 AND id < $3", limit="$4")
 
 
 class Page(msgspec.Struct):

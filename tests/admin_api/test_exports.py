@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from admin_api import csv_export, operations_log, play_sessions
+from admin_api import csv_export, operations, play_sessions
 from catena import ids
 from tests.admin_api._subscribers_support import create_subscriber, insert_operations, make_package
 from tests.admin_api.test_play_sessions import T0, insert_session
@@ -78,7 +78,7 @@ async def some_operations(api: Api, pool: asyncpg.Pool, portal: Any) -> list[dic
 async def test_operations_csv_is_every_json_row(api: Api, portal: Any, pool: asyncpg.Pool) -> None:
     expected = await some_operations(api, pool, portal)
     rows = await csv_rows(api, "/operations", CSV)
-    assert list(rows[0]) == list(operations_log.CSV_HEADER) == list(expected[0])
+    assert list(rows[0]) == list(operations.CSV_HEADER) == list(expected[0])
     assert len(rows) == len(expected) == 7
     names = [json.loads(row["payload"]).get("name") for row in rows]
     for row, op in zip(rows, expected, strict=True):
@@ -115,7 +115,7 @@ async def test_an_empty_export_is_the_header_alone(api: Api) -> None:
     async with api.client.get(
         BASE + "/operations?format=csv", headers={"X-Auth-Token": api.token or ""}
     ) as r:
-        assert r.status == 200 and await r.read() == (",".join(operations_log.CSV_HEADER) + "\r\n").encode()
+        assert r.status == 200 and await r.read() == (",".join(operations.CSV_HEADER) + "\r\n").encode()
 
 
 async def test_play_sessions_csv(api: Api, portal: Any, make_portal: Any, pool: asyncpg.Pool) -> None:

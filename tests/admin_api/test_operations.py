@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from admin_api import operations_log
+from admin_api import operations
 from catena import ids
 from tests.admin_api._subscribers_support import create_subscriber, insert_operations, make_package
 from tests.conftest import CURSORS, Api
@@ -161,11 +161,9 @@ async def test_paging_50000_operations(api: Api, portal: Any, make_portal: Any, 
 async def test_date_filters_prune_partitions(portal: Any, pool: asyncpg.Pool) -> None:
     now = datetime.now(UTC)
     month = now.strftime("%Y-%m-01")
-    query = operations_log.OperationsQuery(
-        created_at_gte=month, created_at_lt=now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
-    where = operations_log._where(ids.decode(portal.portalId) or 0, query, None)
-    sql = operations_log._LIST.format(where=where.sql, limit=where.next_param())
+    query = operations.OperationsQuery(created_at_gte=month, created_at_lt=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    where = operations._where(ids.decode(portal.portalId) or 0, query, None)
+    sql = operations._LIST.format(where=where.sql, limit=where.next_param())
     async with pool.acquire() as conn:
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *where.args, 100))
     this_month = "operations_y" + now.strftime("%Ym%m")
