@@ -13,7 +13,7 @@ from aiohttp import web
 
 from catena.errors import CatenaError, InvalidInput
 
-from .. import login
+from .. import auth, login
 from ..client.forwarded import client_ip
 from ..login import LoginRequest
 from . import forms, i18n, session
@@ -77,6 +77,16 @@ async def switch_portal(page: Page) -> web.StreamResponse:
 
 @pages.post("/sign-out")
 async def sign_out(page: Page) -> web.StreamResponse:
+    """End every manager session this browser holds, as ``POST /logout`` ends one."""
+    assert page.signed_in is not None
+    for entry in page.signed_in.portals:
+        actor = (
+            page.principal
+            if entry == page.signed_in.active
+            else await auth.principal_for(page.services, entry.token)
+        )
+        if actor is not None:
+            await login.logout(page.services, actor, entry.token)
     response = page.redirect("/sign-in", notice=_("You have signed out."))
     response.del_cookie(session.COOKIE, path="/")
     return response

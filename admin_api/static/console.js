@@ -32,9 +32,45 @@
     });
   }
 
+  // A button with data-copy copies the value of the field it names; the status beside it says so.
+  function copyButtons(root) {
+    root.querySelectorAll("button[data-copy]:not([data-copying])").forEach(function (button) {
+      button.setAttribute("data-copying", "");
+      button.addEventListener("click", function () {
+        var id = button.getAttribute("data-copy");
+        var field = document.getElementById(id);
+        var status = document.querySelector("[data-copied-for='" + id + "']");
+        if (!field) return;
+        field.select();
+        var done = function () { if (status) status.textContent = status.getAttribute("data-text") || "✓"; };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(field.value).then(done, function () {
+            if (document.execCommand("copy")) done();
+          });
+        } else if (document.execCommand("copy")) {
+          done();
+        }
+      });
+    });
+  }
+
+  // A select with data-toggles shows the element it names only for the option that
+  // element's data-shown-for names (the fields of an HTTP SMS gateway).
+  function toggles(root) {
+    root.querySelectorAll("select[data-toggles]").forEach(function (select) {
+      var target = document.getElementById(select.getAttribute("data-toggles"));
+      if (!target) return;
+      var update = function () { target.hidden = select.value !== target.getAttribute("data-shown-for"); };
+      select.addEventListener("change", update);
+      update();
+    });
+  }
+
   function enhance(root) {
     localTimes(root);
     previews(root);
+    copyButtons(root);
+    toggles(root);
   }
 
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
