@@ -260,7 +260,7 @@ def _gateway_sent(page: Page) -> dict[str, Any]:
 
     if value("type") != "http":
         return {"type": value("type") or "log"}
-    return {
+    sent = {
         "type": "http",
         "url": value("url").strip(),
         "method": value("method"),
@@ -271,6 +271,8 @@ def _gateway_sent(page: Page) -> dict[str, Any]:
         "retries": _integer(value("retries")),
         "retryDelay": _decimal(value("retryDelay")),
     }
+    # A field left empty takes the gateway's default.
+    return {k: v for k, v in sent.items() if v != "" or k in ("url", "body")}
 
 
 def _headers(text: str) -> dict[str, str] | str:
@@ -339,5 +341,5 @@ def _logo_view(logo: str | None) -> dict[str, str] | None:
     if not logo:
         return None
     if _stored_logo(logo) is not None:
-        return {"src": "/portal/logo"}
-    return {"url": logo if logo.startswith(("http://", "https://")) else ""}
+        return {"src": "/portal/logo", "url": ""}
+    return {"src": "", "url": logo if logo.startswith(("http://", "https://")) else ""}
