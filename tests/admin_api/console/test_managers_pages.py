@@ -261,7 +261,7 @@ async def test_the_rules_in_russian(console: Console, api: Api, portal: portals.
         f"/managers/{me['managerId']}",
         {"email": "admin@example.com", "name": "Me", "flags": "1", "isContentAdmin": "1"},
     )
-    assert page.one("h1").text_content().startswith("Изменить менеджера")
+    assert page.one("h1").text_content().startswith("Редактирование менеджера")
     assert error_beside(page, "flags") == "Менеджер не может изменить свои права"
 
 
