@@ -73,7 +73,17 @@
     toggles(root);
   }
 
-  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  // A form that came back with errors: bring its first invalid field into view, focused
+  // (on a long page, such as Portal settings, it may be far below the top).
+  function focusFirstError() {
+    var invalid = document.querySelector("main [aria-invalid='true']");
+    if (invalid && !invalid.disabled) invalid.focus();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    enhance(document);
+    focusFirstError();
+  });
   // htmx:load fires on every element htmx brings into the page.
   document.addEventListener("htmx:load", function (event) { enhance(event.target); });
 })();

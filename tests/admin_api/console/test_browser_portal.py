@@ -317,6 +317,6 @@ async def test_every_page_is_accessible_and_fits(
         await visit("portal-settings-error")
         await page.goto(browsing.url("/portal"))
         await page.locator("#f-url").fill(f"http://127.0.0.1:9/{lang}")
-        await page.locator("#webhooks button[type=submit]").click()
+        await page.locator("form[action='/portal/webhooks'] button").click()
         await visit("portal-webhook-created")
         await page.locator("form[action='/sign-out'] button").click()
