@@ -193,6 +193,7 @@ async def _render(
     }
     if values is not None:
         shown[part] = {**shown[part], **values}
+    choices, more_choices = await _package_choices(page)
     return page.render(
         "portal/page.html",
         status=error.status if error is not None else 200,
@@ -200,7 +201,8 @@ async def _render(
         api_key=portal.apiKey if isinstance(portal.apiKey, str) else None,
         logo=_logo_view(portal.branding.logo),
         free=await _free_packages(page, portal),
-        choices=await _package_choices(page),
+        choices=choices,
+        more_choices=more_choices,
         webhooks=await _webhooks(page),
         errors=errors,
         values=shown,
@@ -217,13 +219,14 @@ async def _free_packages(page: Page, portal: PortalOut) -> list[Package]:
     return found
 
 
-async def _package_choices(page: Page) -> list[Package]:
-    """Packages that could become free, for a manager who may make them so."""
+async def _package_choices(page: Page) -> tuple[list[Package], int]:
+    """Packages that could become free (for a manager who may make them so), and
+    how many the list looked at when the portal has more (else 0)."""
     if not page.can("content"):
-        return []
+        return [], 0
     query = NamedPageQuery(limit=PACKAGE_CHOICES)
     listed = await packages.list_packages(page.services, page.principal, query)
-    return [p for p in listed.packages if not p.free]
+    return [p for p in listed.packages if not p.free], PACKAGE_CHOICES if listed.next else 0
 
 
 async def _webhooks(page: Page) -> WebhookList | None:

@@ -290,6 +290,9 @@ async def test_every_page_is_accessible_and_fits(
         await page.locator("#f-email").fill(portal.ownerEmail)
         await page.locator("#f-password").fill(portal.ownerPassword)
         await page.locator("form.stacked button[type=submit]").click()
+        nav = page.get_by_role("navigation", name="Sections" if lang == "en" else "Разделы")
+        for label in ("Managers", "Portal") if lang == "en" else ("Менеджеры", "Настройки портала"):
+            await expect(nav.get_by_role("link", name=label, exact=True)).to_be_visible()
         for name, path in [
             ("managers", "/managers"),
             ("manager-new", "/managers/new"),
