@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
-from aiohttp import FormData
+from aiohttp import FormData, web
 
+from admin_api import webhook_delivery
 from catena import portals
 from catena.settings import AdminSettings
 from tests.admin_api.content_support import png
@@ -302,3 +304,106 @@ async def test_a_manager_without_flags_sees_no_write_controls(
     assert body["settings"]["maxSessions"] == 2 and body["freePackages"] == [basic["packageId"]]
     status, body = await api.get("/webhooks")
     assert body["webhooks"] == []
+
+
+class Receiver:
+    """A billing system's webhook endpoint on loopback: refuses until it is mended."""
+
+    def __init__(self) -> None:
+        self.status = 503
+        self.received: list[tuple[bytes, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.status < 300:
+            self.received.append((body, request.headers["X-Catena-Signature"]))
+        return web.Response(status=self.status)
+
+
+async def test_a_failing_webhook_shows_its_error_and_retry_delivers(
+    console: Console,
+    api: Api,
+    portal: portals.CreatedPortal,
+    pool: Any,
+    admin_settings: AdminSettings,
+    aiohttp_server: Any,
+) -> None:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/catena", receiver.handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    url = str(server.make_url("/catena"))
+    await owner(console, portal)
+    created = await console.post("/portal/webhooks", {"url": url})
+    secret = created.one("#webhook-secret").get("value")
+    async with aiohttp.ClientSession() as session:
+        deliverer = webhook_delivery.Deliverer(pool, admin_settings, session)
+        await deliverer.run_once()
+        page = await console.get("/portal")
+        row = " ".join(page.one("#webhooks tbody tr").text_content().split())
+        assert "HTTP 503 Service Unavailable" in row and "1 failure, next attempt" in row
+        # The receiver is mended; Retry sends at once instead of after the back-off.
+        receiver.status = 204
+        page = await console.post(f"/portal/webhooks/{created_id(page)}/retry")
+        assert page.notice() == f"Delivery to {url} is tried now"
+        await deliverer.run_once()
+    page = await console.get("/portal")
+    row = page.one("#webhooks tbody tr")
+    assert row.cssselect("td")[1].cssselect("time") and "none" in row.cssselect("td")[2].text_content()
+    body, signature = receiver.received[0]
+    assert signature == webhook_delivery.sign(secret, body)
+    assert msgspec.json.decode(body)["type"] == "createWebhook"
+
+
+def created_id(page: Any) -> str:
+    form = page.one("#webhooks form[action$='/retry']")
+    return str(form.get("action")).split("/")[3]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("settings.smsGateway.type", "carrier-pigeon", "settings.smsGateway.type"),
+        ("settings.maxSessions", "lots", "settings.maxSessions"),
+        ("settings.maxSessions", "99999999999999999999", "settings.maxSessions"),
+        ("settings.authDuration", "", "settings.authDuration"),
+        ("settings.sessionLimitPolicy", "whatever", "settings.sessionLimitPolicy"),
+        ("settings.playbackUrlTemplate", "x" * 600, "settings.playbackUrlTemplate"),
+    ],
+)
+async def test_bad_settings_are_a_400_beside_their_field(
+    console: Console, api: Api, portal: portals.CreatedPortal, field: str, value: str, named: str
+) -> None:
+    await owner(console, portal)
+    page = await console.post("/portal/settings", {**SETTINGS, field: value})
+    assert page.status == 400, page.text[:2000]
+    assert error_beside(page, named)
+    status, body = await api.get("/portal")
+    assert body["settings"]["maxSessions"] == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("settings.smsGateway.method", "DELETE"),
+        ("settings.smsGateway.headers", "no colon here"),
+        ("settings.smsGateway.headers", "Bad Header: x"),
+        ("settings.smsGateway.timeout", "soon"),
+        ("settings.smsGateway.retries", "99"),
+        ("settings.smsGateway.url", ""),
+    ],
+)
+async def test_bad_gateway_fields_are_a_400_beside_their_field(
+    console: Console, api: Api, portal: portals.CreatedPortal, field: str, value: str
+) -> None:
+    await owner(console, portal)
+    gateway = {
+        **SETTINGS,
+        "settings.smsGateway.type": "http",
+        "settings.smsGateway.url": "https://sms.example.com/",
+    }
+    page = await console.post("/portal/settings", {**gateway, field: value})
+    assert page.status == 400, page.text[:2000]
+    assert error_beside(page, field)
+    status, body = await api.get("/portal")
+    assert body["settings"]["smsGateway"] is None
