@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 
 from catena import portals
 from tests.conftest import Api
@@ -281,3 +282,19 @@ def _portal_id(portal: portals.CreatedPortal) -> int:
     value = ids.decode(portal.portalId)
     assert value is not None
     return value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("email", "not-an-email"), ("email", ""), ("name", ""), ("name", "n" * 201), ("password", "P-1a" * 60)],
+)
+async def test_bad_fields_are_a_400_beside_them(
+    console: Console, api: Api, portal: portals.CreatedPortal, field: str, value: str
+) -> None:
+    await owner(console, portal)
+    sent = {"email": "new@example.com", "name": "New", "password": PASSWORD, field: value}
+    page = await console.post("/managers/new", sent)
+    assert page.status == 400, page.text[:2000]
+    assert error_beside(page, field)
+    status, body = await api.get("/managers")
+    assert len(body["managers"]) == 1
