@@ -173,7 +173,7 @@ async def test_nobody_changes_or_deletes_the_owner(
     await console.sign_in("admin@example.com")
     page = await console.get(f"/managers/{portal.ownerId}")
     assert page.css("form.stacked") == []
-    assert "managed by the system operator" in page.one("p.hint").text_content()
+    assert "managed by the system operator" in page.one(".rule-note").text_content()
     forged = await console.post(
         f"/managers/{portal.ownerId}", {"email": portal.ownerEmail, "name": "Hijacked", "password": PASSWORD}
     )
