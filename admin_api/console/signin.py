@@ -2,7 +2,9 @@
 
 Signing in runs the Management API's ``POST /login`` code itself (same email
 normalisation, bcrypt check and failed-login throttling per email and per client
-address), then keeps the sessions it opened in the console's cookie.
+address), then keeps the sessions it opened in the console's cookie.  Signing out
+ends each of those sessions through ``login.logout``, as ``POST /logout`` does, so
+a copy of the cookie is worth nothing afterwards.
 """
 
 from __future__ import annotations
