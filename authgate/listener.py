@@ -7,10 +7,10 @@ a gap means a signal was missed, and then everything held for the portal is
 dropped.  On every (re)connect the listener reads every portal's version: portals
 that moved while it was away are dropped the same way, once Redis has been told
 which portals' entries it can no longer trust (``EntitlementMap.sync``), and the
-sessions terminated lately are read again.  Every half second it reads the versions
+sessions terminated lately are read again.  Every quarter second it reads the versions
 again on the same connection, which proves the connection alive and catches a
 signal lost without the connection noticing (a gap still there one poll later).  A
-probe not answered within half a second means a silent connection (PostgreSQL hung,
+probe not answered within a quarter second means a silent connection (PostgreSQL hung,
 a network path gone): another connection is opened alongside, and whichever is
 back in step first — the old one answering, or the new one caught up — carries on.
 
@@ -42,8 +42,8 @@ log = logging.getLogger("authgate.listener")
 
 # The listening connection is probed this often; an answer later than the deadline
 # makes the listener open another connection alongside (see Listener._listen).
-PROBE_INTERVAL = 0.5
-PROBE_DEADLINE = 0.5
+PROBE_INTERVAL = 0.25
+PROBE_DEADLINE = 0.25
 RECONNECT_MAX = 0.5
 CONNECT_TIMEOUT = 5.0
 # Terminated sessions read again after a reconnect or a lost signal: those of the

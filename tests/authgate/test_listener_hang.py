@@ -118,3 +118,45 @@ async def test_revocation_as_postgres_resumes_is_refused_within_a_second(
         assert elapsed < 30, f"never refused: {answer}"
     print(f"refused {elapsed:.3f} s after the change; before: {allowed} allowed, {unavailable} 503")
     await gateway.stop()
+
+
+async def _listener_backend(pool: asyncpg.Pool) -> psutil.Process | None:
+    """The backend of the gateway's listening connection (the one polling the versions)."""
+    pid = await pool.fetchval(
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND query LIKE '%FROM portals p LEFT JOIN entitlement_versions%' ORDER BY backend_start LIMIT 1"
+    )
+    return None if pid is None else psutil.Process(pid)
+
+
+async def test_a_silent_listener_is_replaced_and_a_change_is_refused_within_a_second(
+    launcher: Launcher, private_pg: PrivatePostgres, private_pool: asyncpg.Pool
+) -> None:
+    """Only the listener's backend hangs: the rest of PostgreSQL (and the API) carries on."""
+    world = World(private_pool)
+    portal = await world.portal()
+    await world.package(portal, "basic")
+    await world.channel(portal, "sport", ["basic"])
+    sub = await world.subscriber(portal, ["basic"])
+    gateway = await launcher.start(database_url=private_pg.url)
+    for _ in range(2):
+        assert (await gateway.auth(sub, "sport", session="quiet")).status == 200
+    backend = await _listener_backend(private_pool)
+    assert backend is not None
+    backend.send_signal(signal.SIGSTOP)
+    try:
+        await world.change(
+            portal, "subscriber", [sub.id], "UPDATE subscribers SET disabled = true WHERE id = $1", sub.id
+        )
+        answered = time.monotonic()
+        while True:
+            answer = await gateway.auth(sub, "sport", session="quiet", request_type="update_session")
+            elapsed = time.monotonic() - answered
+            if answer.reason == "subscriber_disabled":
+                break
+            assert answer.status in (200, 503), answer
+            assert answer.status == 503 or elapsed < DEADLINE, f"allowed {elapsed:.2f} s after the change"
+    finally:
+        backend.send_signal(signal.SIGCONT)
+    print(f"silent listener: refused {elapsed:.3f} s after the change")
+    await gateway.stop()
