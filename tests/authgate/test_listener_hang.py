@@ -24,7 +24,7 @@ import pytest
 
 from catena import db, migrations
 
-from .conftest import Launcher, PrivatePostgres, World
+from .conftest import Launcher, PrivatePostgres, World, eventually
 
 pytestmark = [
     pytest.mark.slow,
@@ -141,7 +141,8 @@ async def test_a_silent_listener_is_replaced_and_a_change_is_refused_within_a_se
     gateway = await launcher.start(database_url=private_pg.url)
     for _ in range(2):
         assert (await gateway.auth(sub, "sport", session="quiet")).status == 200
-    backend = await _listener_backend(private_pool)
+    # Its first probe comes a quarter second after it connected (and caught up).
+    backend = await eventually(lambda: _listener_backend(private_pool), timeout=10.0)
     assert backend is not None
     backend.send_signal(signal.SIGSTOP)
     try:
