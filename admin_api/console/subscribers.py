@@ -75,9 +75,7 @@ async def subscriber_list(page: Page) -> web.StreamResponse:
     found: list[SubscriberOut] = []
     following = None
     try:
-        query = page.query(SubscribersQuery)
-        if "limit" not in page.request.query:
-            query = msgspec.structs.replace(query, limit=PAGE_SIZE)
+        query = _list_query(page)
         result = await subscribers.list_subscribers(page.services, page.principal, query)
         found, following = result.subscribers, result.next
     except CatenaError as exc:
@@ -404,6 +402,16 @@ def _iso(unix_seconds: int) -> str:
 
 def _card_path(subscriber: SubscriberOut) -> str:
     return f"/subscribers/{subscriber.subscriberId}"
+
+
+def _list_query(page: Page) -> SubscribersQuery:
+    """The list's query string as the API's query; a filter left empty (status "All") is no filter."""
+    sent = {key: value for key, value in page.request.query.items() if value.strip()}
+    sent.setdefault("limit", str(PAGE_SIZE))
+    try:
+        return msgspec.convert(sent, SubscribersQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        raise forms.invalid(exc, SubscribersQuery) from None
 
 
 def _fragment(page: Page) -> bool:

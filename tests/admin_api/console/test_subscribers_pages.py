@@ -97,6 +97,10 @@ async def test_search_by_phone_or_name_and_status(
     assert names(await console.get("/subscribers?q=" + quote("+7 903 555"))) == ["Пётр Фёдоров"]
     assert names(await console.get("/subscribers?q=" + quote("федор"))) == ["Пётр Фёдоров"]
     assert names(await console.get("/subscribers?disabled=true")) == ["Пётр Фёдоров"]
+    # The form's "All" sends an empty status: no filter.
+    assert names(await console.get("/subscribers?q=&disabled=")) == ["Иван Петров", "Пётр Фёдоров"]
+    bad = await console.get("/subscribers?disabled=maybe")
+    assert bad.status == 400 and "bool" in bad.field_error("disabled")
     assert names(await console.get("/subscribers?q=7&disabled=false")) == ["Иван Петров"]
     none = await console.get("/subscribers?q=nobody")
     assert none.texts("tbody#rows td") == ["No subscribers match."]
