@@ -71,6 +71,7 @@ _OWN_WORDS = {
     "invalid_credentials": N_("Wrong email or password."),
     "too_many_requests": N_("Too many failed sign-ins; try again later."),
     "name_taken": N_("Name must be unique"),
+    "phone_taken": N_("A subscriber with this phone number already exists"),
 }
 
 

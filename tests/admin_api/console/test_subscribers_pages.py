@@ -142,9 +142,7 @@ async def test_create_with_errors_beside_their_fields(
     taken = {"phoneCountryCode": "7", "phone": "9161234567", "name": "Again", "maxSessions": ""}
     page = await console.post("/subscribers/new", taken)
     assert page.status == 409
-    assert page.field_error("phone") == (
-        "a subscriber with this phoneCountryCode and phone already exists in this portal"
-    )
+    assert page.field_error("phone") == "A subscriber with this phone number already exists"
     assert page.one("#f-name").get("value") == "Again"
     page = await console.post("/subscribers/new", {**taken, "phone": "916-12a"})
     assert page.status == 400 and "digits only" in page.field_error("phone")
@@ -250,7 +248,7 @@ async def test_disable_with_a_reason_and_enable(
     page = await console.post(card_path(ivan) + "/disable", {"reason": "неоплата"})
     assert page.notice() == "Subscriber Иван Петров disabled"
     assert "Disabled: неоплата" in page.texts("dl.details dd")
-    assert page.css("#f-reason") == [] and page.texts("form button.primary")[0] == "Enable"
+    assert page.css("#f-reason") == [] and "Enable" in page.texts("form button.primary")
     status, after = await api.get(card_path(ivan))
     assert (after["disabled"], after["disabledReason"]) == (True, "неоплата")
     again = await console.post(card_path(ivan) + "/disable", {"reason": ""})
