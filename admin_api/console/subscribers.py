@@ -11,6 +11,7 @@ permission (``isSubscriberAdmin``) and the rules.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -299,7 +300,13 @@ async def _card(
     reason: str = "",
     status: int = 200,
 ) -> web.Response:
-    portal_packages = await _packages(page)
+    # Independent reads, each on its own pooled connection: the card waits for the slowest only.
+    portal_packages, open_sessions, past, operations = await asyncio.gather(
+        _packages(page),
+        _sessions(page, subscriber, active=True, cursor=None),
+        _sessions(page, subscriber, active=False, cursor=None),
+        _operations(page, subscriber, None),
+    )
     explicit = set(subscriber.packages)
     by_id = {p.packageId: p for p in portal_packages}
     mine = [
@@ -319,9 +326,9 @@ async def _card(
         mine=mine,
         free=free,
         addable=addable,
-        open_sessions=await _sessions(page, subscriber, active=True, cursor=None),
-        past=await _sessions(page, subscriber, active=False, cursor=None),
-        operations=await _operations(page, subscriber, None),
+        open_sessions=open_sessions,
+        past=past,
+        operations=operations,
         recent_days=RECENT_DAYS,
         playlist=playlist_url(forwarded.origin(page.request), subscriber.playback_token),
         package_errors=package_errors or forms.FormErrors(),
