@@ -374,3 +374,16 @@ async def test_history_pages_continue(
     more = card.one("#operations tr.more a").get("hx-get")
     rows = await console.get(more, headers={"HX-Request": "true"})
     assert len(rows.css("tr")) == 5  # 25 operations in all
+
+
+async def test_htmx_restoring_history_gets_the_whole_page_and_bad_cursors_are_400s(
+    console: Console, api: Api, portal: portals.CreatedPortal
+) -> None:
+    ivan = await make_subscriber(api)
+    await signed_in_owner(console, portal)
+    restore = {"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    page = await console.get("/subscribers?q=916", headers=restore)
+    assert page.css("nav.sections") and page.texts("tbody#rows td:first-child") == ["Иван Петров"]
+    for path in ("/subscribers?cursor=forged", card_path(ivan) + "/sessions?cursor=forged"):
+        bad = await console.get(path)
+        assert bad.status == 400 and "cursor" in bad.form_error(), path
