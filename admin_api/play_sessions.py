@@ -27,7 +27,7 @@ from catena.redis import RedisPyCommands, Script, first_error
 from catena.redis_keys import KeySpace
 
 from . import csv_export
-from ._filters import MAX_ID, Where, decode_ids, fetch_page, id_at
+from ._filters import MAX_ID, Where, add_id_filter, decode_ids, fetch_page, id_at
 from .auth import authenticate_manager
 from .principal import Principal
 from .routing import Api, Call
@@ -303,9 +303,9 @@ def _where(portal_id: int, query: SessionsQuery, before: int | None) -> Where:
         where.add("opened_at < to_timestamp({}::bigint)", query.opened_at_lt)
     where.add("id >= {} AND id < {}", lower, upper)
     if query.subscriberId:
-        where.add("subscriber_id = ANY({}::bigint[])", decode_ids(query.subscriberId, "subscriberId"))
+        add_id_filter(where, "subscriber_id", decode_ids(query.subscriberId, "subscriberId"))
     if query.channelId:
-        where.add("channel_id = ANY({}::bigint[])", decode_ids(query.channelId, "channelId"))
+        add_id_filter(where, "channel_id", decode_ids(query.channelId, "channelId"))
     if query.active is not None:
         where.add("active = {}", query.active)
     return where

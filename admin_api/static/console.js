@@ -32,9 +32,32 @@
     });
   }
 
+  // A button with data-copy copies the value of the field it names (the playlist link).
+  function copyButtons(root) {
+    root.querySelectorAll("button[data-copy]:not([data-copying])").forEach(function (button) {
+      button.setAttribute("data-copying", "");
+      var label = button.textContent;
+      button.addEventListener("click", function () {
+        var field = document.getElementById(button.getAttribute("data-copy"));
+        if (!field) return;
+        field.select();
+        var done = function () {
+          button.textContent = button.getAttribute("data-copied") || label;
+          setTimeout(function () { button.textContent = label; }, 2000);
+        };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(field.value).then(done, function () {});
+        } else if (document.execCommand("copy")) {
+          done();
+        }
+      });
+    });
+  }
+
   function enhance(root) {
     localTimes(root);
     previews(root);
+    copyButtons(root);
   }
 
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
