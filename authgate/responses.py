@@ -22,6 +22,7 @@ REASONS: dict[str, str] = {
     "channel_not_in_packages": "the channel is not in the subscriber's packages",
     "unknown_channel": "no channel of the portal has this stream name",
     "session_limit": "the subscriber has reached the concurrent-session limit",
+    "session_terminated": "an operator terminated this play session",
     "portal_mismatch": "the token belongs to another portal",
 }
 

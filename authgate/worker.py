@@ -123,7 +123,13 @@ class Worker:
         self.admit: Callable[[Admission], asyncio.Future[bytes]] = self.gate.admit
         self.sink = EventSink(self.gate)
         self.listener = Listener(
-            self._connect_pg, self.caches, self.emap, self.status, self.metrics, lambda: self.pool
+            self._connect_pg,
+            self.caches,
+            self.emap,
+            self.status,
+            self.metrics,
+            lambda: self.pool,
+            terminated=self.decider.terminate,
         )
         self.snapshots = SnapshotFiles(state_dir(s) / "metrics", str(index))
         self.server = Server(
@@ -334,6 +340,7 @@ class Worker:
             try:
                 # Scanning every session costs milliseconds with many of them: not every second.
                 if rounds % SESSION_SCAN_EVERY == 0:
+                    self.decider.forget_terminated(int(time.time() * 1000))
                     for session in self.sessions.expire(int(time.time() * 1000), keep_ms):
                         if session.has_unwritten_progress():
                             self.recorder.touch(session)  # its last progress, before forgetting it

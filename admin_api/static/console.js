@@ -32,21 +32,21 @@
     });
   }
 
-  // A button with data-copy copies the value of the field it names; the status beside it says so.
+  // A button with data-copy copies the value of the field it names (the playlist link).
   function copyButtons(root) {
     root.querySelectorAll("button[data-copy]:not([data-copying])").forEach(function (button) {
       button.setAttribute("data-copying", "");
+      var label = button.textContent;
       button.addEventListener("click", function () {
-        var id = button.getAttribute("data-copy");
-        var field = document.getElementById(id);
-        var status = document.querySelector("[data-copied-for='" + id + "']");
+        var field = document.getElementById(button.getAttribute("data-copy"));
         if (!field) return;
         field.select();
-        var done = function () { if (status) status.textContent = status.getAttribute("data-text") || "✓"; };
+        var done = function () {
+          button.textContent = button.getAttribute("data-copied") || label;
+          setTimeout(function () { button.textContent = label; }, 2000);
+        };
         if (navigator.clipboard && window.isSecureContext) {
-          navigator.clipboard.writeText(field.value).then(done, function () {
-            if (document.execCommand("copy")) done();
-          });
+          navigator.clipboard.writeText(field.value).then(done, function () {});
         } else if (document.execCommand("copy")) {
           done();
         }
