@@ -54,13 +54,36 @@
     });
   }
 
+  // A select with data-toggles shows the element it names only for the option that
+  // element's data-shown-for names (the fields of an HTTP SMS gateway).
+  function toggles(root) {
+    root.querySelectorAll("select[data-toggles]").forEach(function (select) {
+      var target = document.getElementById(select.getAttribute("data-toggles"));
+      if (!target) return;
+      var update = function () { target.hidden = select.value !== target.getAttribute("data-shown-for"); };
+      select.addEventListener("change", update);
+      update();
+    });
+  }
+
   function enhance(root) {
     localTimes(root);
     previews(root);
     copyButtons(root);
+    toggles(root);
   }
 
-  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  // A form that came back with errors: bring its first invalid field into view, focused
+  // (on a long page, such as Portal settings, it may be far below the top).
+  function focusFirstError() {
+    var invalid = document.querySelector("main [aria-invalid='true']");
+    if (invalid && !invalid.disabled) invalid.focus();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    enhance(document);
+    focusFirstError();
+  });
   // htmx:load fires on every element htmx brings into the page.
   document.addEventListener("htmx:load", function (event) { enhance(event.target); });
 })();
