@@ -33,6 +33,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,16 @@ Fault = Callable[[], Awaitable[None]]
 class Row:
     phase: str
     tally: Tally
+    started: float  # monotonic
     lost: int = 0
+
+    def slow_by_second(self) -> dict[int, int]:
+        """Answers slower than ``SLOW`` by the second of the phase they were sent in (faults start at 3)."""
+        seconds: Counter[int] = Counter()
+        for at, took in self.tally.latencies:
+            if took > SLOW:
+                seconds[int(at - took - self.started)] += 1
+        return dict(sorted(seconds.items()))
 
     def cells(self) -> list[str]:
         seconds = [s for _, s in self.tally.latencies]
@@ -236,6 +246,7 @@ class Run:
     ) -> Row:
         """Load for ``LEAD`` seconds, the fault (until it ends), then ``RECOVER`` seconds more."""
         print(f"chaos: {time.strftime('%H:%M:%S')} {name}", flush=True)
+        started = time.monotonic()
         viewers = Viewers(self.urls, watchers + victims, channel=self.channel)
         running = asyncio.create_task(viewers.run(PHASE_LIMIT))
         # The victims are disabled while the fault goes on (the first as it starts).
@@ -249,7 +260,7 @@ class Run:
         await revoking  # a disable PostgreSQL held up ends before the next phase
         if not await until_healthy(self.urls):
             print(f"chaos: the gateways did not report ok after {name}", flush=True)
-        return Row(name, tally)
+        return Row(name, tally, started)
 
     async def events_lost(self, rows: list[Row]) -> None:
         """Acknowledged closes whose rows are missing or open, per phase."""
@@ -322,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows))
     for row in rows:
         print(f"  {row.phase}: {dict(sorted(row.tally.statuses.items()))}")
+        if row.slow_by_second():
+            print(f"  {row.phase}: answers > 100 ms by second of the phase sent: {row.slow_by_second()}")
         for wrong in row.tally.wrong[:5]:
             print(f"  {row.phase}: {wrong}")
         if row.tally.failures:
