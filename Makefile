@@ -137,6 +137,14 @@ bench-capacity: install
 bench-redis-faults: install
 	$(BIN)/pytest tests/authgate/test_failover.py -s -q -p no:cacheprovider
 
+# The gateway under load while its own private Redis and PostgreSQL (embedded, under
+# var/chaos) are hung (SIGSTOP), killed (SIGKILL) and restarted in turn: one table of
+# wrong answers, 5xx, slow answers, p99 and events lost per phase (docs/hardening.md).
+# About two minutes; gateways on ports 9160-9161.  Options: make chaos CHAOS_ARGS="--hang 5"
+.PHONY: chaos
+chaos: install
+	$(BIN)/python -m loadtests.chaos $(CHAOS_ARGS)
+
 # Micro-benchmarks of the gateway's in-process decision (pytest-benchmark).
 .PHONY: bench-decision
 bench-decision: install

@@ -61,12 +61,14 @@ class Gate:
         session = self._session(admission)
         entry = admission.entry
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        # Never allowed here yet (new, or refused so far): its row opens when admitted.
+        first = not session.counted and session.written_ms == 0 and session.key not in self.recorder.pending
         self.limiter.enqueue(
             session,
             admission.sub.limit,
             entry.evict,
             entry.auth_duration * 1000,
-            partial(self._admitted, admission, session, answer),
+            partial(self._admitted, admission, session, answer, first),
             admission.fields.get(b"request_type") == b"update_session",
         )
         return answer
@@ -76,6 +78,7 @@ class Gate:
         admission: Admission,
         session: KnownSession,
         answer: asyncio.Future[bytes],
+        first: bool,
         code: int,
     ) -> None:
         if answer.done():
@@ -93,7 +96,14 @@ class Gate:
         if code != OK:
             answer.set_result(self.decider.refuse("session_limit", admission.entry))
             return
-        self.decider.touch(session, admission.fields, int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        if first:
+            # The row opens now, when Redis counted the session, not when the check
+            # arrived: a check can wait for Redis (or be refused and retried) while
+            # another session of the subscriber closes and frees the slot, and a row
+            # opened at the arrival would overlap that one's.
+            session.opened_ms = now_ms
+        self.decider.touch(session, admission.fields, now_ms)
         if not admission.entry.evict:
             session.grant = Grant(admission.fields, admission.info, admission.sub, admission.entry)
         answer.set_result(self.decider.allow(admission.sub, admission.entry, admission.fields, admission.now))

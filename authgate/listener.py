@@ -230,6 +230,7 @@ class Listener:
         keys = [self.emap.keys.portal(portal_id)]
         if kind != "portal":
             keys += [self.emap.keys.subscriber(i) for i in ids]
+        state.unsynced += 1
         self._redis_queue.put_nowait((portal_id, version, keys, portal_wide, ids))
 
     async def _catch_up(self, conn: asyncpg.Connection, versions: dict[int, int]) -> None:
@@ -304,16 +305,24 @@ class Listener:
     async def _apply_to_redis(self) -> None:
         while True:
             portal_id, version, keys, portal_wide, ids = await self._redis_queue.get()
-            if not self.health.redis_up:
-                self.redis_dirty.add(portal_id)
-                continue
             try:
-                raised = await self.emap.invalidate(portal_id, version, keys, portal_wide)
-            except (RedisError, OSError) as exc:
-                log.warning("cannot apply a signal to Redis", extra={"error": str(exc)})
-                self.redis_dirty.add(portal_id)
-                continue
-            self._want_refill(portal_id, version, ids, portal_wide or raised)
+                await self._invalidate(portal_id, version, keys, portal_wide, ids)
+            finally:
+                self.caches.portal(portal_id).unsynced -= 1
+
+    async def _invalidate(
+        self, portal_id: int, version: int, keys: list[str], portal_wide: bool, ids: list[int]
+    ) -> None:
+        if not self.health.redis_up:
+            self.redis_dirty.add(portal_id)
+            return
+        try:
+            raised = await self.emap.invalidate(portal_id, version, keys, portal_wide)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot apply a signal to Redis", extra={"error": str(exc)})
+            self.redis_dirty.add(portal_id)
+            return
+        self._want_refill(portal_id, version, ids, portal_wide or raised)
 
     def _want_refill(self, portal_id: int, version: int, ids: list[int], whole: bool) -> None:
         known_ids, known_whole, known_version = self._refills.get(portal_id, (set(), False, 0))

@@ -1,7 +1,8 @@
 """Viewers zapping through gateways while something breaks, and what they saw.
 
-Used by the fault tests (``tests/authgate/test_failover.py``) and by
-``make bench-redis-faults`` (``loadtests.redis_faults``), which print the figures.
+Used by the fault tests (``tests/authgate/test_failover.py``, which
+``make bench-redis-faults`` runs to print their figures) and by ``make chaos``
+(:mod:`loadtests.chaos`).
 
 Each device of a subscriber opens a session (``new_session`` at a random gateway),
 re-checks it a few times (``update_session``, each at a random gateway), closes it
@@ -14,14 +15,17 @@ re-checks it a few times (``update_session``, each at a random gateway), closes 
 * a ``200`` for a subscriber revoked more than a second ago is **allowed revoked**;
 * a refusal of a held session's re-check, or a denial other than ``session_limit``
   of an entitled subscriber, is **refused wrongly**;
-* a ``5xx`` is recorded with its time (a ``503`` is "cannot decide", not wrong).
+* a ``5xx`` is recorded with its time (a ``503`` is "cannot decide", not wrong);
+* a ``play_closed`` the gateway acknowledged (``200``, accepted) is kept: its row
+  must be closed in PostgreSQL afterwards, or the event was lost.
 
-Latencies of every answer are kept for percentiles.
+Latencies of every answer (checks and event deliveries) are kept for percentiles.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import time
@@ -54,6 +58,8 @@ class Tally:
     other_5xx: list[tuple[float, int]] = field(default_factory=list)
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (when, seconds)
     admitted: list[str] = field(default_factory=list)
+    # Sessions whose play_closed a gateway acknowledged (200, accepted): their rows must close.
+    closed: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def percentile(self, share: float, since: float = 0.0, until: float = float("inf")) -> float:
@@ -113,10 +119,15 @@ class Viewers:
                 for sub in self.subscribers
                 for _ in range(self.devices)
             ]
-            await asyncio.sleep(seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
             self._stop.set()
             await asyncio.gather(*loops)
         return self.tally
+
+    def stop(self) -> None:
+        """End :meth:`run` before its time (each device closes the session it holds)."""
+        self._stop.set()
 
     def revoking(self, sub: Viewer) -> None:
         """Note that ``sub`` is losing the channel: denials are right from now on."""
@@ -209,10 +220,25 @@ class Viewers:
         gateway = random.choice(self.gateways)
         event = [{"event": "play_closed", "id": session, "media": self.channel, "token": sub.token}]
         assert self._session is not None
+        started = time.monotonic()
         async with self._session.post(gateway + "/events", json=event) as response:
-            await response.read()
-            if response.status >= 500:
-                self.tally.other_5xx.append((time.monotonic(), response.status))
+            body = await response.read()
+            status = response.status
+        now = time.monotonic()
+        self.tally.latencies.append((now, now - started))
+        self.tally.statuses[f"play_closed {status}"] += 1
+        if status >= 500:
+            self.tally.other_5xx.append((now, status))
+        elif status == 200 and _accepted(body):
+            self.tally.closed.append(session)
+
+
+def _accepted(body: bytes) -> bool:
+    try:
+        decoded: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(decoded, dict) and decoded.get("accepted") == 1
 
 
 def _reason(body: bytes) -> str | None:
