@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -139,7 +140,7 @@ async def _sources(page: Page) -> list[EpgSource]:
     return found.epgSources
 
 
-async def _guide(page: Page, sources: list[EpgSource], name: str | None) -> list[EpgGuideChannel] | None:
+async def _guide(page: Page, sources: list[EpgSource], name: str | None) -> Guide | None:
     """The chosen source's guide channels; ``None`` when no source of that name exists."""
     source = next((s for s in sources if s.name == name), None)
     if source is None:
@@ -148,7 +149,18 @@ async def _guide(page: Page, sources: list[EpgSource], name: str | None) -> list
     found = await epg_sources.list_guide_channels(
         page.services, page.principal, source_id, PageQuery(limit=CHOICES)
     )
-    return found.channels
+    return Guide(found.channels, complete=found.next is None)
+
+
+@dataclass(frozen=True, slots=True)
+class Guide:
+    """The first page of a source's guide channels, and whether it is all of them."""
+
+    channels: list[EpgGuideChannel]
+    complete: bool
+
+    def __bool__(self) -> bool:
+        return bool(self.channels)
 
 
 async def _form(

@@ -21,8 +21,6 @@ pages = Pages(section="/packages")
 PAGE_SIZE = 50
 # How many channels "Add channel" offers at once; a search narrows them.
 CHOICES = 100
-# A package's own channels are shown in one page of the channel list.
-COMPOSITION = 1000
 FIELDS = ("name", "description")
 
 
@@ -142,19 +140,30 @@ def _form(
 async def _composition(
     page: Page, package: Package, errors: forms.FormErrors | None = None, status: int = 200
 ) -> web.Response:
-    members = []
-    if package.channels:
-        query = NamedPageQuery(limit=COMPOSITION, name=package.channels)
-        members = (await channels.list_channels(page.services, page.principal, query)).channels
+    members = await _members(page, package)
+    if page.htmx and "cursor" in page.request.query:
+        return page.render(
+            "packages/_members.html", package=package, members=members.channels, next=members.next
+        )
     choices = await _choices(page, package, "") if page.can("content") else []
     return page.render(
         "packages/view.html",
         status=status,
         package=package,
-        members=members,
+        members=members.channels,
+        next=members.next,
         choices=choices,
         errors=errors or forms.FormErrors(),
     )
+
+
+async def _members(page: Page, package: Package) -> channels.ChannelPage:
+    """One page of the package's channels, in the channel list's order."""
+    if not package.channels:
+        return channels.ChannelPage(channels=[])
+    cursor = page.request.query.get("cursor") or None
+    query = NamedPageQuery(limit=PAGE_SIZE, name=package.channels, cursor=cursor)
+    return await channels.list_channels(page.services, page.principal, query)
 
 
 async def _choices(page: Page, package: Package, q: str) -> list[channels.Channel]:
