@@ -23,9 +23,11 @@ from .pages import Page, Pages
 pages = Pages(section="/channels")
 
 PAGE_SIZE = 50
-# The selects offer one page of sources and of a guide's channels (keyset pages of
-# the actions); a portal with more types the rest (the select keeps a value it lacks).
-CHOICES = 500
+# The EPG source select offers one page of the portal's sources; the EPG channel
+# field one page of the guide's channels (each costs the action a few index probes):
+# a select when that is the whole guide, else a text field suggesting them.
+SOURCES = 500
+GUIDE = 100
 FIELDS = ("name", "title", "number", "logo", "epgSourceName", "epgChannelName")
 
 
@@ -136,7 +138,7 @@ def _current(channel: Channel) -> dict[str, Any]:
 
 
 async def _sources(page: Page) -> list[EpgSource]:
-    found = await epg_sources.list_sources(page.services, page.principal, PageQuery(limit=CHOICES))
+    found = await epg_sources.list_sources(page.services, page.principal, PageQuery(limit=SOURCES))
     return found.epgSources
 
 
@@ -147,7 +149,7 @@ async def _guide(page: Page, sources: list[EpgSource], name: str | None) -> Guid
         return None
     source_id = ids.decode(source.epgSourceId) or 0
     found = await epg_sources.list_guide_channels(
-        page.services, page.principal, source_id, PageQuery(limit=CHOICES)
+        page.services, page.principal, source_id, PageQuery(limit=GUIDE)
     )
     return Guide(found.channels, complete=found.next is None)
 

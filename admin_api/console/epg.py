@@ -29,8 +29,9 @@ pages = Pages(section="/epg-sources")
 PAGE_SIZE = 50
 HISTORY = 20
 PROGRAMS = 100
-# The programme browser's channel select: one page of the guide's channels.
-CHOICES = 500
+# The programme browser's channel filter: one page of the guide's channels (a
+# select when that is the whole guide, else a text field suggesting them).
+GUIDE = 100
 FIELDS = ("name", "url", "period")
 
 
@@ -134,7 +135,7 @@ async def source_programs(page: Page) -> web.StreamResponse:
     if page.htmx and "cursor" in page.request.query:
         return page.render("epg/_programs.html", programs=found.programs, next=found.next)
     guide = await epg_sources.list_guide_channels(
-        page.services, page.principal, page.path_id(), PageQuery(limit=CHOICES)
+        page.services, page.principal, page.path_id(), PageQuery(limit=GUIDE)
     )
     return page.render(
         "epg/programs.html",
@@ -142,6 +143,7 @@ async def source_programs(page: Page) -> web.StreamResponse:
         programs=found.programs,
         next=found.next,
         guide=guide.channels,
+        complete=guide.next is None,
         date=query.date or "",
         channel=query.epgChannelName or "",
     )

@@ -19,8 +19,9 @@ from .pages import Page, Pages
 pages = Pages(section="/packages")
 
 PAGE_SIZE = 50
-# How many channels "Add channel" offers at once; a search narrows them.
-CHOICES = 100
+# How many channels "Add channel" offers at once (a search narrows them): each
+# costs the channel list its package names, thousands for a channel in many packages.
+CHOICES = 30
 FIELDS = ("name", "description")
 
 

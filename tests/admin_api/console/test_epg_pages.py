@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 
+from admin_api.console import channels as console_channels
 from catena import portals
 from epg_worker.scheduler import Worker
 from tests.admin_api.content_support import op_types
@@ -83,6 +85,7 @@ async def test_update_now_shows_progress_until_success_then_history_and_programm
     guides: GuideServer,
     worker: Worker,
     api: Api,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = guides.put("/guide.xml", document(schedule(["one", "two"], 30)))
     await owner_console(console, portal)
@@ -124,6 +127,11 @@ async def test_update_now_shows_progress_until_success_then_history_and_programm
     assert form.one("#f-epgSourceName option[selected]").get("value") == "main-epg"
     assert [o.get("value") for o in form.css("#f-epgChannelName option")] == ["", "one", "two"]
     assert form.one("#f-epgChannelName option[selected]").get("value") == "two"
+    # A guide longer than one page: a text field suggesting the first channels.
+    monkeypatch.setattr(console_channels, "GUIDE", 1)
+    form = await console.get(f"/channels/{channel['channelId']}")
+    assert form.one("input#f-epgChannelName").get("value") == "two"
+    assert [o.get("value") for o in form.css("datalist#guide-channels option")] == ["one"]
     field = await console.get("/channels/epg-channel-field?epgSourceName=", headers={"HX-Request": "true"})
     assert field.one("#f-epgChannelName").tag == "input"
     channels = await console.get("/channels")
