@@ -138,7 +138,7 @@ async def test_update_now_progress_to_success(
 # Every page of the three screens, for the checks and the screenshots.
 
 
-async def _catalogue(api: Api, url: str) -> dict[str, str]:
+async def _catalogue(api: Api, url: str, pool: Any, portal: portals.CreatedPortal) -> dict[str, str]:
     await api.post("/epg-sources", {"name": "main-epg", "url": url})
     status, sport = await api.post(
         "/channels",
@@ -161,6 +161,7 @@ async def _catalogue(api: Api, url: str) -> dict[str, str]:
     status, basic = await api.post("/packages", {"name": "basic", "description": "The basic package"})
     await api.post("/packages", {"name": "premium", "description": "Films and sport in HD"})
     await api.post("/channels-packages", {"channelId": sport["channelId"], "packageId": basic["packageId"]})
+    await subscribe(pool, portal, basic, "9000000001")
     status, sources = await api.get("/epg-sources")
     return {
         "sport": sport["channelId"],
@@ -177,9 +178,11 @@ async def test_every_content_page_is_accessible_and_fits(
     portal: portals.CreatedPortal,
     guides: GuideServer,
     worker: Worker,
+    pool: Any,
     viewport: dict[str, int],
 ) -> None:
-    ids = await _catalogue(api, guides.put("/guide.xml", document(schedule(["one", "two"], 30))))
+    guide = guides.put("/guide.xml", document(schedule(["one", "two"], 30)))
+    ids = await _catalogue(api, guide, pool, portal)
     await api.post(f"/epg-sources/{ids['source']}/update")
     await run_queued(worker)
     folder = request.config.getoption("--console-screenshots")
@@ -200,6 +203,7 @@ async def test_every_content_page_is_accessible_and_fits(
         ("epg-sources", "/epg-sources"),
         ("epg-source-new", "/epg-sources/new"),
         ("epg-source", f"/epg-sources/{ids['source']}"),
+        ("epg-source-waiting", f"/epg-sources/{ids['source']}?job=queued"),
         ("epg-source-edit", f"/epg-sources/{ids['source']}/edit"),
         ("epg-programmes", f"/epg-sources/{ids['source']}/programs?epgChannelName=one"),
         ("epg-source-delete", f"/epg-sources/{ids['source']}/delete"),
