@@ -21,7 +21,7 @@ pages = Pages(section="/packages")
 PAGE_SIZE = 50
 # How many channels "Add channel" offers at once (a search narrows them): each
 # costs the channel list its package names, thousands for a channel in many packages.
-CHOICES = 30
+CHOICES = 20
 FIELDS = ("name", "description")
 
 
