@@ -14,13 +14,13 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import channels, home, i18n, managers, pages, portal, session, signin, subscribers, templating
+from . import channels, epg, home, i18n, managers, packages, pages, portal, session, signin, subscribers, templating
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # The sections in the navigation, in the manual's order; only mounted ones are shown.
-MODULES = [home, signin, channels, subscribers, managers, portal]
+MODULES = [home, signin, channels, packages, subscribers, epg, managers, portal]
 
 middleware = pages.middleware
 

@@ -86,6 +86,15 @@ def optional(value: str) -> str | None:
     return value or None
 
 
+def optional_int(value: str) -> int | str | None:
+    """A number field: empty is 'none', digits a number; anything else goes to the
+    action as typed, whose Struct refuses it naming the field."""
+    value = value.strip()
+    if not value:
+        return None
+    return int(value) if value.isdigit() and len(value) < 10 else value
+
+
 def image_data_uri(upload: Any) -> str | None:
     """An uploaded file as the ``data:`` URI the API takes (``None`` when no file was chosen).
 

@@ -79,13 +79,16 @@ async def test_create_edit_and_delete_a_channel_with_a_logo(
     await page.get_by_label("Title").fill("Sport One")
     await page.get_by_label("Logo", exact=True).set_input_files(logo_file(png(8, 6)))
     await expect(page.get_by_role("img", name="The chosen logo")).to_be_visible()
-    await page.get_by_label("EPG source").fill("main-epg")
+    await page.get_by_label("EPG source").select_option("main-epg")
+    await expect(page.get_by_label("EPG channel")).to_have_attribute(
+        "aria-describedby", "epgChannelName-hint"
+    )
     await page.get_by_role("button", name="Save").click()
     await expect(page.get_by_role("status")).to_have_text("Channel sport1 created")
     logo = page.get_by_role("img", name="Logo of Sport One")
     await expect(logo).to_be_visible()
     assert await logo.evaluate("img => img.naturalWidth") == 8
-    await expect(page.get_by_role("row", name="Sport One")).to_contain_text("linked")
+    await expect(page.get_by_role("row", name="Sport One")).to_contain_text("not linked")
 
     await page.get_by_role("link", name="Edit Sport One").click()
     await page.get_by_label("Title").fill("Sport HD")
