@@ -14,7 +14,20 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import channels, epg, home, i18n, managers, packages, pages, portal, session, signin, subscribers, templating
+from . import (
+    channels,
+    epg,
+    home,
+    i18n,
+    managers,
+    packages,
+    pages,
+    portal,
+    session,
+    signin,
+    subscribers,
+    templating,
+)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
