@@ -27,7 +27,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from catena import ids
-from catena.errors import CatenaError, Forbidden, InvalidInput, NotFound, from_validation
+from catena.errors import CatenaError, Forbidden, InvalidInput, NotFound
 
 from .. import auth, keys
 from ..client import forwarded
