@@ -105,6 +105,8 @@ class EventSink:
             raw = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             return responses.error(400, "bad_request", f"the body is not JSON: {exc}")
+        except RecursionError:
+            return responses.error(400, "bad_request", "the body is nested too deeply to be events")
         if isinstance(raw, dict):
             raw = [raw]
         if not isinstance(raw, list):

@@ -406,7 +406,8 @@ def _json_fields(query: bytes, body: bytes) -> Fields | None:
     fields = parse_query(query) if query else {}
     try:
         data = msgspec.json.decode(body) if body else {}
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # RecursionError: nesting deeper than the decoder's stack (``[`` × 50,000).
         return None
     if not isinstance(data, dict):
         return None

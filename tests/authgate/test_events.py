@@ -94,3 +94,14 @@ async def test_another_portals_session_id_is_not_taken_over(
     await eventually(lambda: pool.fetchval("SELECT count(*) FROM play_sessions WHERE flussonic_id = 'other'"))
     owned = await pool.fetchrow("SELECT * FROM play_sessions WHERE flussonic_id = 'shared-id'")
     assert owned["portal_id"] == portal.id and owned["active"] and owned["bytes"] == 0
+
+
+DEEP = [b"[" * 50_000, b'{"a":' * 50_000, b"[" * 50_000 + b"]" * 50_000]
+
+
+@pytest.mark.parametrize("body", DEEP, ids=["arrays", "objects", "closed-arrays"])
+async def test_deeply_nested_json_is_400_not_503(gateways: list[Gateway], body: bytes) -> None:
+    # The decoder's RecursionError used to escape as 503 "unavailable" (issue 15, item 9).
+    status, _, raw = await gateways[0].request("POST", "/events", data=body)
+    assert status == 400
+    assert msgspec.json.decode(raw)["error"] == "bad_request"
