@@ -158,6 +158,24 @@ async def test_loopback_is_trusted_by_default(gateways: list[Gateway], scene: tu
     assert (await gateways[0].events(event)).json["accepted"] == 1
 
 
+@pytest.mark.parametrize(("allowed", "status"), [("::1/128", 200), ("127.0.0.0/8", 403)])
+async def test_an_ipv6_peer_is_judged_by_the_ipv6_networks(
+    launcher: Launcher, scene: tuple[Portal, Sub], allowed: str, status: int
+) -> None:
+    env = launcher.env(auth_host="::1", auth_allowed_nets=allowed)
+    gateway = Gateway(env, 1, launcher.tmp / f"authgate-{env['CATENA_AUTH_PORT']}.log")
+    gateway.url = f"http://[::1]:{gateway.port}"
+    gateway.start()
+    launcher.started.append(gateway)
+    try:
+        await gateway.ready()
+        answer = await gateway.auth(scene[1], "sport", session=f"v6-{status}")
+        assert answer.status == status, answer
+        assert status == 200 or answer.reason == "untrusted"
+    finally:
+        await gateway.stop()
+
+
 # ---------------------------------------------------------------- whose session an event changes
 
 
