@@ -14,7 +14,8 @@ re-checks it a few times (``update_session``, each at a random gateway), closes 
 * a ``200`` for a subscriber revoked more than a second ago is **allowed revoked**;
 * a refusal of a held session's re-check, or a denial other than ``session_limit``
   of an entitled subscriber, is **refused wrongly**;
-* a ``5xx`` is recorded with its time (a ``503`` is "cannot decide", not wrong).
+* a ``5xx`` is recorded with its time (a ``503`` is "cannot decide", not wrong);
+  a close (``play_closed``) answered ``503`` is sent again, as Flussonic does.
 
 Latencies of every answer are kept for percentiles.
 """
@@ -34,6 +35,9 @@ import aiohttp
 import msgspec
 
 REVOKE_GRACE = 1.0
+# How often, and how far apart, a close answered 503 is sent again (as Flussonic does).
+EVENT_RESENDS = 20
+EVENT_RESEND_DELAY = 0.25
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Tally:
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (when, seconds)
     admitted: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    events_resent: int = 0  # closes answered 503 and sent again
 
     def percentile(self, share: float, since: float = 0.0, until: float = float("inf")) -> float:
         chosen = sorted(s for at, s in self.latencies if since <= at <= until)
@@ -70,7 +75,8 @@ class Tally:
         return (
             f"{sum(self.statuses.values())} answers {dict(self.statuses)}; wrong {len(self.wrong)}; "
             f"503 {len(self.unavailable)} over {self.unavailable_window():.2f} s; other 5xx "
-            f"{len(self.other_5xx)}; p99 {self.percentile(0.99) * 1000:.1f} ms"
+            f"{len(self.other_5xx)}; closes resent {self.events_resent}; "
+            f"p99 {self.percentile(0.99) * 1000:.1f} ms"
         )
 
 
@@ -206,13 +212,21 @@ class Viewers:
         return status, reason
 
     async def _close(self, sub: Viewer, session: str) -> None:
-        gateway = random.choice(self.gateways)
         event = [{"event": "play_closed", "id": session, "media": self.channel, "token": sub.token}]
         assert self._session is not None
-        async with self._session.post(gateway + "/events", json=event) as response:
-            await response.read()
-            if response.status >= 500:
-                self.tally.other_5xx.append((time.monotonic(), response.status))
+        for _ in range(EVENT_RESENDS):
+            gateway = random.choice(self.gateways)
+            async with self._session.post(gateway + "/events", json=event) as response:
+                await response.read()
+                status = response.status
+            if status != 503:
+                break
+            # Flussonic sends a batch again until it is answered 2xx: a 503 says the
+            # gateway could not find the session now (Redis away, its row not yet written).
+            self.tally.events_resent += 1
+            await asyncio.sleep(EVENT_RESEND_DELAY)
+        if status >= 500:
+            self.tally.other_5xx.append((time.monotonic(), status))
 
 
 def _reason(body: bytes) -> str | None:
