@@ -140,8 +140,8 @@ class HttpConnection(asyncio.Protocol):
         self.lingering = False
         self.paused = False
         self.writing_paused = False
-        # Whether /auth and /events may be answered: the peer is in an allowed
-        # network (judged when the connection opens), or a request carried the secret.
+        # Whether /auth and /events may be answered without the secret: the peer is
+        # in an allowed network (judged when the connection opens).
         self.trusted = False
         self.secret: bytes | None = None
 
@@ -274,11 +274,13 @@ class HttpConnection(asyncio.Protocol):
         return self._error(responses.METHOD_NOT_ALLOWED, 405)
 
     def _vouched(self, fields: Fields) -> bool:
-        """Whether this request carries the secret (then so is the rest of its connection)."""
+        """Whether this request carries the secret.
+
+        Asked of every request, not once per connection: a proxy in front of the
+        gateway may carry several clients' requests on one kept-alive connection.
+        """
         offered = self.secret if self.secret is not None else field(fields, SECRET_PARAMETER)
-        if self.server.trust.carries_secret(offered):
-            self.trusted = True
-        return self.trusted
+        return self.server.trust.carries_secret(offered)
 
     def _untrusted(self, path: bytes) -> None:
         self._respond(self.app.untrusted(path))

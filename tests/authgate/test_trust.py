@@ -131,7 +131,10 @@ async def test_the_secret_in_the_query_or_a_header_is_trusted(
     _, sub = scene
     answer = await guarded.auth(sub, "sport", session="vouched-1", catena_secret=SECRET)
     assert answer.status == 200 and answer.headers["X-UserId"] == sub.text_id
-    await guarded.stop_session()  # a new connection: the secret vouches per connection
+    # The same kept-alive connection without the secret: every request must carry it
+    # (a proxy may carry several clients' requests on one connection).
+    again = await guarded.auth(sub, "sport", session="vouched-1", request_type="update_session")
+    assert again.status == 403 and again.reason == "untrusted"
     closed = {"event": "play_closed", "id": "vouched-1", "token": sub.token, "bytes": 7}
     status, _, raw = await guarded.request(
         "POST", f"/events?catena_secret={SECRET}", data=msgspec.json.encode([closed])
