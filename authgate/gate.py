@@ -21,6 +21,9 @@ from .recorder import Recorder
 from .session_limiter import FULL, OK, UNAVAILABLE, SessionLimiter
 from .sessions import KnownSession, SessionTable
 
+# The longest session age (Flussonic's ``duration``, seconds) believed: 7 days.
+MAX_AGE = 7 * 86400
+
 
 class Gate:
     def __init__(
@@ -116,9 +119,25 @@ class Gate:
             return session
         fields = admission.fields
         session = KnownSession(key, sub.portal_id, sub.id, int(admission.now * 1000))
+        if fields.get(b"request_type") == b"update_session":
+            session.opened_ms -= _age_ms(fields)
         channel = admission.entry.channels[admission.name]
         session.channel_id = channel.id
         session.channel_name = channel.name
         # The row's text fields are decoded when the batch is written, off the request path.
         session.opening = fields
         return self.sessions.add(session)
+
+
+def _age_ms(fields: dict[bytes, bytes]) -> int:
+    """The session's age a re-check reports (``duration``, whole seconds), in ms; 0 if none.
+
+    A re-check of a session this process does not know may be the first this
+    gateway hears of it (another process admitted it, or was killed before writing
+    its row): the row it makes opens when the session did.  The merge keeps the
+    earliest ``opened_at``, so an older row is not moved.
+    """
+    duration = fields.get(b"duration")
+    if duration is None or not duration.isdigit() or len(duration) > 7:
+        return 0
+    return min(int(duration), MAX_AGE) * 1000

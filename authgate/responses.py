@@ -96,6 +96,21 @@ def denials(duration: int) -> dict[str, bytes]:
     return {reason: deny(reason, duration) for reason in REASONS}
 
 
+UNTRUSTED_MESSAGE = (
+    "the caller is not trusted: its address is outside CATENA_AUTH_ALLOWED_NETS and the request carries"
+    " no valid secret (X-Catena-Secret header or catena_secret parameter)"
+)
+
+
+def untrusted(deny_duration: int) -> dict[bytes, bytes]:
+    """Refusals of an untrusted caller by path: a deny Flussonic caches for ``deny_duration``
+    on ``/auth``; a plain 403 on ``/events`` (Flussonic resends it, the operator sees it)."""
+    return {
+        b"/auth": deny("untrusted", deny_duration, UNTRUSTED_MESSAGE),
+        b"/events": error(403, "untrusted", UNTRUSTED_MESSAGE),
+    }
+
+
 def with_close(response: bytes) -> bytes:
     """``response`` telling the client that the connection closes after it."""
     return response.replace(b"\r\n", b"\r\nConnection: close\r\n", 1)

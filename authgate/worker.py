@@ -42,6 +42,7 @@ from .server import Limits, Server
 from .session_limiter import SessionLimiter
 from .sessions import SessionTable
 from .spool import Spool
+from .trust import Trust
 
 log = logging.getLogger("authgate.worker")
 
@@ -140,7 +141,9 @@ class Worker:
                 s.auth_idle_timeout,
                 s.auth_request_timeout,
             ),
+            Trust.from_settings(s.auth_allowed_nets, s.auth_secret),
         )
+        self._refusals = responses.untrusted(s.auth_deny_duration)
         self._listening: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._node_claimed = False
@@ -156,6 +159,14 @@ class Worker:
 
     def bad_request(self, message: str) -> bytes:
         return self.decider.refuse_request(message, "body")
+
+    def untrusted(self, path: bytes) -> bytes:
+        """The refusal of a caller neither in an allowed network nor carrying the secret."""
+        if path == b"/auth":
+            self.metrics.untrusted_auth += 1
+        else:
+            self.metrics.untrusted_events += 1
+        return self._refusals[path]
 
     def health(self) -> bytes:
         return self.status.response(self.metrics.spool_bytes)

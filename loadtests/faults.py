@@ -17,7 +17,8 @@ re-checks it a few times (``update_session``, each at a random gateway), closes 
   of an entitled subscriber, is **refused wrongly**;
 * a ``5xx`` is recorded with its time (a ``503`` is "cannot decide", not wrong);
 * a ``play_closed`` the gateway acknowledged (``200``, accepted) is kept: its row
-  must be closed in PostgreSQL afterwards, or the event was lost.
+  must be closed in PostgreSQL afterwards, or the event was lost; a close answered
+  ``503`` is sent again, as Flussonic does.
 
 Latencies of every answer (checks and event deliveries) are kept for percentiles.
 """
@@ -38,6 +39,9 @@ import aiohttp
 import msgspec
 
 REVOKE_GRACE = 1.0
+# How often, and how far apart, a close answered 503 is sent again (as Flussonic does).
+EVENT_RESENDS = 20
+EVENT_RESEND_DELAY = 0.25
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class Tally:
     # Sessions whose play_closed a gateway acknowledged (200, accepted): their rows must close.
     closed: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    events_resent: int = 0  # closes answered 503 and sent again
 
     def percentile(self, share: float, since: float = 0.0, until: float = float("inf")) -> float:
         chosen = sorted(s for at, s in self.latencies if since <= at <= until)
@@ -76,7 +81,8 @@ class Tally:
         return (
             f"{sum(self.statuses.values())} answers {dict(self.statuses)}; wrong {len(self.wrong)}; "
             f"503 {len(self.unavailable)} over {self.unavailable_window():.2f} s; other 5xx "
-            f"{len(self.other_5xx)}; p99 {self.percentile(0.99) * 1000:.1f} ms"
+            f"{len(self.other_5xx)}; closes resent {self.events_resent}; "
+            f"p99 {self.percentile(0.99) * 1000:.1f} ms"
         )
 
 
@@ -217,18 +223,26 @@ class Viewers:
         return status, reason
 
     async def _close(self, sub: Viewer, session: str) -> None:
-        gateway = random.choice(self.gateways)
         event = [{"event": "play_closed", "id": session, "media": self.channel, "token": sub.token}]
         assert self._session is not None
-        started = time.monotonic()
-        async with self._session.post(gateway + "/events", json=event) as response:
-            body = await response.read()
-            status = response.status
-        now = time.monotonic()
-        self.tally.latencies.append((now, now - started))
-        self.tally.statuses[f"play_closed {status}"] += 1
+        status = 0
+        for _ in range(EVENT_RESENDS):
+            gateway = random.choice(self.gateways)
+            started = time.monotonic()
+            async with self._session.post(gateway + "/events", json=event) as response:
+                body = await response.read()
+                status = response.status
+            now = time.monotonic()
+            self.tally.latencies.append((now, now - started))
+            self.tally.statuses[f"play_closed {status}"] += 1
+            if status != 503:
+                break
+            # Flussonic sends a batch again until it is answered 2xx: a 503 says the
+            # gateway could not find the session now (Redis away, its row not yet written).
+            self.tally.events_resent += 1
+            await asyncio.sleep(EVENT_RESEND_DELAY)
         if status >= 500:
-            self.tally.other_5xx.append((now, status))
+            self.tally.other_5xx.append((time.monotonic(), status))
         elif status == 200 and _accepted(body):
             self.tally.closed.append(session)
 
