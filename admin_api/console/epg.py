@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from catena.errors import CatenaError, from_validation
+from catena.errors import CatenaError, InvalidInput, from_validation
 
 from .. import epg_sources
 from ..epg_sources import (
@@ -33,6 +33,7 @@ PROGRAMS = 100
 # select when that is the whole guide, else a text field suggesting them).
 GUIDE = 100
 FIELDS = ("name", "url", "period")
+HOURS_PER_DAY = 24
 
 
 @pages.get("/epg-sources")
@@ -47,14 +48,14 @@ async def source_list(page: Page) -> web.StreamResponse:
 
 @pages.get("/epg-sources/new")
 async def source_new(page: Page) -> web.StreamResponse:
-    return _form(page, None, {"period": 1}, forms.FormErrors())
+    return _form(page, None, {"period": HOURS_PER_DAY}, forms.FormErrors())
 
 
 @pages.post("/epg-sources/new")
 async def source_create(page: Page) -> web.StreamResponse:
     values = _values(page)
     try:
-        body = forms.decode(EpgSourceCreate, values)
+        body = forms.decode(EpgSourceCreate, _in_days(values))
         source = await epg_sources.create_source(page.services, page.principal, body)
     except CatenaError as exc:
         return _form(page, None, values, forms.errors(exc, FIELDS), status=exc.status)
@@ -109,7 +110,7 @@ async def source_progress(page: Page) -> web.StreamResponse:
 @pages.get("/epg-sources/{id}/edit")
 async def source_edit(page: Page) -> web.StreamResponse:
     source = await epg_sources.get_source(page.services, page.principal, page.path_id())
-    values = {"name": source.name, "url": source.url, "period": source.period}
+    values = {"name": source.name, "url": source.url, "period": source.period * HOURS_PER_DAY}
     return _form(page, source, values, forms.FormErrors())
 
 
@@ -118,7 +119,7 @@ async def source_save(page: Page) -> web.StreamResponse:
     source = await epg_sources.get_source(page.services, page.principal, page.path_id())
     values = _values(page)
     try:
-        body = forms.decode(EpgSourceUpdate, values)
+        body = forms.decode(EpgSourceUpdate, _in_days(values))
         source = await epg_sources.update_source(page.services, page.principal, page.path_id(), body)
     except CatenaError as exc:
         return _form(page, source, values, forms.errors(exc, FIELDS), status=exc.status)
@@ -195,6 +196,18 @@ def _values(page: Page) -> dict[str, Any]:
         "url": page.value("url").strip(),
         "period": forms.optional_int(page.value("period")),
     }
+
+
+def _in_days(values: dict[str, Any]) -> dict[str, Any]:
+    """The form asks for hours (the label operators' guides use); the API counts whole days."""
+    hours = values["period"]
+    if not isinstance(hours, int):
+        return values
+    if hours % HOURS_PER_DAY:
+        raise InvalidInput(
+            _("Guides are updated in whole days: give a multiple of 24 hours."), field="period"
+        )
+    return {**values, "period": hours // HOURS_PER_DAY}
 
 
 def _form(

@@ -118,7 +118,7 @@ async def test_update_now_progress_to_success(
     await page.get_by_role("link", name="Create EPG source").click()
     await page.get_by_label("Name").fill("main-epg")
     await page.get_by_label("URL").fill(url)
-    await page.get_by_label("Period (days)").fill("1")
+    await page.get_by_label("Period (hours)").fill("24")
     await page.get_by_role("button", name="Save").click()
     await expect(page.get_by_role("status").first).to_have_text("EPG source main-epg created")
     await page.get_by_role("button", name="Update now").click()

@@ -28,7 +28,7 @@ worker = epg.worker
 
 
 async def make_source(console: Console, url: str, name: str = "main-epg") -> Any:
-    page = await console.post("/epg-sources/new", {"name": name, "url": url, "period": "1"})
+    page = await console.post("/epg-sources/new", {"name": name, "url": url, "period": "24"})
     assert page.notice() == f"EPG source {name} created", page.text[-2000:]
     return page
 
@@ -39,19 +39,29 @@ async def test_create_edit_and_errors_beside_their_field(
     await api.post("/epg-sources", {"name": "taken", "url": "https://epg.example.com/a.xml"})
     await owner_console(console, portal)
     form = await console.get("/epg-sources/new")
-    assert [label.text_content() for label in form.css("main form label")] == ["Name", "URL", "Period (days)"]
+    assert [label.text_content() for label in form.css("main form label")] == [
+        "Name",
+        "URL",
+        "Period (hours)",
+    ]
     cases = [
         (
-            {"name": "taken", "url": "https://epg.example.com/b.xml", "period": "1"},
+            {"name": "taken", "url": "https://epg.example.com/b.xml", "period": "24"},
             409,
             "name",
             "Name must be unique",
         ),
-        ({"name": "x", "url": "https://e.example.com/", "period": "1"}, 400, "name", "2-20 characters"),
-        ({"name": "ok1", "url": "ftp://epg.example.com/", "period": "1"}, 400, "url", "http:// or https://"),
-        ({"name": "ok1", "url": "http://10.1.2.3/guide.xml", "period": "1"}, 400, "url", ""),
+        ({"name": "x", "url": "https://e.example.com/", "period": "24"}, 400, "name", "2-20 characters"),
+        ({"name": "ok1", "url": "ftp://epg.example.com/", "period": "24"}, 400, "url", "http:// or https://"),
+        ({"name": "ok1", "url": "http://10.1.2.3/guide.xml", "period": "24"}, 400, "url", ""),
         ({"name": "ok1", "url": "https://e.example.com/", "period": "0"}, 400, "period", ">= 1"),
         ({"name": "ok1", "url": "https://e.example.com/", "period": "weekly"}, 400, "period", ""),
+        (
+            {"name": "ok1", "url": "https://e.example.com/", "period": "12"},
+            400,
+            "period",
+            "multiple of 24 hours",
+        ),
     ]
     for data, status, field, words in cases:
         page = await console.post("/epg-sources/new", data)
@@ -63,11 +73,11 @@ async def test_create_edit_and_errors_beside_their_field(
     assert "never updated" in page.one("dl.details").text_content()
     edit = page.one("a[href$='/edit']").get("href")
     page = await console.post(
-        edit, {"name": "taken", "url": "https://epg.example.com/guide.xml", "period": "2"}
+        edit, {"name": "taken", "url": "https://epg.example.com/guide.xml", "period": "48"}
     )
     assert page.status == 409 and page.field_error("name") == "Name must be unique"
     page = await console.post(
-        edit, {"name": "renamed", "url": "https://epg.example.com/g2.xml", "period": "7"}
+        edit, {"name": "renamed", "url": "https://epg.example.com/g2.xml", "period": "168"}
     )
     assert page.notice() == "EPG source renamed saved"
     listing = await console.get("/epg-sources")
@@ -75,7 +85,7 @@ async def test_create_edit_and_errors_beside_their_field(
         [" ".join(td.text_content().split()) for td in tr.cssselect("td")[:6]]
         for tr in listing.css("#rows tr")
     ]
-    assert rows[1] == ["renamed", "https://epg.example.com/g2.xml", "7", "—", "never updated", "—"]
+    assert rows[1] == ["renamed", "https://epg.example.com/g2.xml", "168", "—", "never updated", "—"]
     assert (await op_types(pool, portal))[-2:] == ["createEpgSource", "updateEpgSource"]
 
 
@@ -111,7 +121,7 @@ async def test_update_now_shows_progress_until_success_then_history_and_programm
     ]
     assert history == [["success", "2", "60", "60", "0"]]
     listing = await console.get("/epg-sources")
-    assert [td.text_content() for td in listing.css("#rows td.num")] == ["1", "60"]
+    assert [td.text_content() for td in listing.css("#rows td.num")] == ["24", "60"]
     browser = page.one("a[href$='/programs']").get("href")
     programmes = await console.get(f"{browser}?date={NOW.date().isoformat()}&epgChannelName=two")
     assert programmes.texts("#f-epgChannelName option") == ["All channels", "one", "two"]
@@ -190,8 +200,8 @@ async def test_a_manager_without_the_content_flag_reads_but_cannot_write(
     assert view.css("main form") == [] and view.css(".danger") == []
     assert view.texts("main .heading .button") == ["Programmes"]
     forged: dict[str, Any] = {
-        "/epg-sources/new": {"name": "sneaky", "url": "https://e.example.com/", "period": "1"},
-        f"{path}/edit": {"name": "sneaky", "url": "https://e.example.com/", "period": "1"},
+        "/epg-sources/new": {"name": "sneaky", "url": "https://e.example.com/", "period": "24"},
+        f"{path}/edit": {"name": "sneaky", "url": "https://e.example.com/", "period": "24"},
         f"{path}/update": {},
         f"{path}/delete": {},
     }
