@@ -202,6 +202,7 @@ WHERE portal_id = $1 AND id = $2 AND active
 RETURNING {_COLUMNS}, flussonic_id
 """
 _EXISTS = "SELECT 1 FROM play_sessions WHERE portal_id = $1 AND id = $2"
+_ONE = f"SELECT {_COLUMNS} FROM play_sessions WHERE portal_id = $1 AND id = $2"
 _AUTH_DURATION = "SELECT settings FROM portals WHERE id = $1"
 
 # KEYS: the subscriber's counted, opened and evicted keys (one hash tag, one slot);
@@ -225,6 +226,15 @@ return 1
 REFUSE_GRACE_MS = 60_000
 # Past this the answer goes out anyway (the gateways free the slot themselves).
 REDIS_TIMEOUT = 2.0
+
+
+async def get_play_session(services: Services, actor: Principal, session_id: int) -> SessionOut:
+    """One session of the portal (404 for another portal's)."""
+    async with services.db.acquire() as conn:
+        row = await conn.fetchrow(_ONE, actor.portal_id, session_id)
+    if row is None:
+        raise NotFound("no such play session", field="id")
+    return session_out(row, _encode(actor.portal_id))
 
 
 async def terminate_play_session(

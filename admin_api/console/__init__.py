@@ -33,7 +33,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # The sections in the navigation, in the manual's order; only mounted ones are shown.
-MODULES = [home, signin, channels, packages, subscribers, epg, managers, portal]
+MODULES = [home, signin, channels, packages, subscribers, epg, managers, portal, terminate]
 
 middleware = pages.middleware
 
