@@ -14,13 +14,13 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import channels, home, i18n, pages, session, signin, templating
+from . import channels, home, i18n, operations, pages, play_sessions, session, signin, templating
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # The sections in the navigation, in the manual's order; only mounted ones are shown.
-MODULES = [home, signin, channels]
+MODULES = [home, signin, channels, play_sessions, operations]
 
 middleware = pages.middleware
 
