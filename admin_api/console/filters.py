@@ -50,6 +50,6 @@ def export_url(page: Page, path: str, names: tuple[str, ...]) -> str:
 
 def errors(error: CatenaError, api_to_filter: Mapping[str, str]) -> forms.FormErrors:
     """``error`` beside the filter whose API field it names, else above the list."""
-    if error.field in api_to_filter:
+    if error.field is not None and error.field in api_to_filter:
         error.field = api_to_filter[error.field]
     return forms.errors(error, api_to_filter.values())
