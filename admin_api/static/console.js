@@ -32,11 +32,11 @@
     });
   }
 
-  // Chart labels (SVG <text data-hour>): the hour in the browser's time zone.
+  // Chart labels (<span data-hour>): the hour in the browser's time zone.
   function localHours(root) {
     var lang = document.documentElement.lang || undefined;
     var format = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
-    root.querySelectorAll("text[data-hour]").forEach(function (el) {
+    root.querySelectorAll("[data-hour]").forEach(function (el) {
       var moment = new Date(el.getAttribute("data-hour"));
       if (!isNaN(moment.getTime())) el.textContent = format.format(moment);
     });
