@@ -5,6 +5,10 @@ pages) and the export :func:`~admin_api.play_sessions.export_play_sessions`, wit
 filters of the form turned into the API's :class:`~admin_api.play_sessions.SessionsQuery`.
 The first page refreshes itself every 10 seconds (htmx swaps its rows); later pages
 stay still so the rows being read do not move.
+
+"Terminate" is not here yet: each open row of ``sessions/_rows.html`` has a marked
+place (``TERMINATE``) for its form, which calls
+``play_sessions.terminate_play_session`` once that action exists.
 """
 
 from __future__ import annotations
