@@ -56,6 +56,7 @@ PAGES = [
     ("operations by type", "/operations?type=deleteSubscriber"),
     ("operations of a subscriber", "/operations?subscriber={op_subscriber}"),
     ("operations by manager", "/operations?manager=apiKey"),
+    ("operations by a rare manager", "/operations?manager=owner@bench.localhost"),
     ("operations, last hour", "/operations?from={hour_ago}"),
     ("operation", "/operations/{operation}"),
 ]
