@@ -102,6 +102,13 @@ bench-stats: install
 bench-content: install
 	$(BIN)/python benchmarks/bench_content_api.py
 
+# Server time p50/p99 of every console page (benchmarks/bench_console.py PAGES) with
+# 100,000 subscribers, 1,000 channels and 50,000 open sessions, signed in as the owner;
+# makes and drops its own database; needs port 9121.  Target: 50 ms p99 per page.
+.PHONY: bench-console
+bench-console: install
+	$(BIN)/python benchmarks/bench_console.py $(BENCH_ARGS)
+
 # Subscriber search (GET /subscribers?q=) with 100,000 subscribers (issue 11); makes
 # and drops its own database; needs port 8130.  Options: make bench-search BENCH_ARGS="--requests 2000"
 .PHONY: bench-search

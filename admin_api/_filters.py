@@ -76,6 +76,14 @@ def id_at(unix_ms: int) -> int:
     return min(ids.lowest_at(max(unix_ms, 0)), MAX_ID)
 
 
+# After five runs PostgreSQL may keep a generic plan of a list statement, which
+# knows neither the id bounds nor how rare a filter's value is: for one subscriber's
+# sessions it walked every session of the portal backwards (0.3 ms became 90-170 ms
+# with 100,000 sessions, benchmarks/bench_console.py).  Planning each run costs
+# well under a millisecond.  Transaction-local.
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
 class Paged(Protocol):
     """A list endpoint's query: where to continue and how many."""
 
@@ -94,5 +102,7 @@ async def fetch_page(
     where = where_after(after[0] if after else None)
     sql = template.format(where=where.sql, limit=where.next_param())
     async with services.db.acquire() as conn:
-        rows = await conn.fetch(sql, *where.args, query.limit + 1)
+        async with conn.transaction(readonly=True):
+            await conn.execute(_CUSTOM_PLANS)
+            rows = await conn.fetch(sql, *where.args, query.limit + 1)
     return services.cursors.page(rows, query.limit, tag, lambda r: (r["id"],))

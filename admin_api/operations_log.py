@@ -64,6 +64,9 @@ class OperationsQuery(msgspec.Struct, kw_only=True):
     subscriberId: list[str] | None = None
     packageId: list[str] | None = None
     type: list[OperationType] | None = None
+    managerEmail: (
+        list[Annotated[str, Meta(max_length=320, description="the acting manager's email, or apiKey")]] | None
+    ) = None
     created_at_gte: Instant | None = None
     created_at_lt: Instant | None = None
     cursor: str | None = None
@@ -223,6 +226,9 @@ def _add_filters(where: Where, query: OperationsQuery) -> None:
                 field="type",
             )
         where.add("type = ANY({}::text[])", query.type)
+    if query.managerEmail:
+        # Who acted is in the payload (catena.operations.record writes managerEmail).
+        where.add("payload->>'managerEmail' = ANY({}::text[])", [e.strip() for e in query.managerEmail])
 
 
 def parse_instant(text: str, field: str) -> datetime:

@@ -20,20 +20,35 @@ from . import (
     home,
     i18n,
     managers,
+    operations,
     packages,
     pages,
+    play_sessions,
     portal,
     session,
     signin,
     subscribers,
     templating,
+    terminate,
 )
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # The sections in the navigation, in the manual's order; only mounted ones are shown.
-MODULES = [home, signin, channels, packages, subscribers, epg, managers, portal, terminate]
+MODULES = [
+    home,
+    signin,
+    channels,
+    packages,
+    subscribers,
+    epg,
+    play_sessions,
+    operations,
+    managers,
+    portal,
+    terminate,
+]
 
 middleware = pages.middleware
 

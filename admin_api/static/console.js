@@ -66,8 +66,45 @@
     });
   }
 
+  // Chart labels (<span data-hour>): the hour in the browser's time zone.
+  function localHours(root) {
+    var lang = document.documentElement.lang || undefined;
+    var format = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
+    root.querySelectorAll("[data-hour]").forEach(function (el) {
+      var moment = new Date(el.getAttribute("data-hour"));
+      if (!isNaN(moment.getTime())) el.textContent = format.format(moment);
+    });
+  }
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  // Time filters (input[type=datetime-local][data-utc]): the server writes and reads
+  // UTC; the person sees and types the browser's time zone.
+  function localInputs(root) {
+    root.querySelectorAll("input[data-utc]:not([data-local])").forEach(function (input) {
+      input.setAttribute("data-local", "");
+      var moment = new Date(input.value + "Z");
+      if (input.value && !isNaN(moment.getTime())) {
+        input.value = moment.getFullYear() + "-" + pad(moment.getMonth() + 1) + "-" + pad(moment.getDate()) +
+          "T" + pad(moment.getHours()) + ":" + pad(moment.getMinutes());
+      }
+      var form = input.form;
+      if (form && !form.hasAttribute("data-utc-form")) {
+        form.setAttribute("data-utc-form", "");
+        form.addEventListener("submit", function () {
+          form.querySelectorAll("input[data-utc]").forEach(function (field) {
+            var local = new Date(field.value);
+            if (field.value && !isNaN(local.getTime())) field.value = local.toISOString().slice(0, 16);
+          });
+        });
+      }
+    });
+  }
+
   function enhance(root) {
     localTimes(root);
+    localHours(root);
+    localInputs(root);
     previews(root);
     copyButtons(root);
     toggles(root);
