@@ -6,9 +6,8 @@ filters of the form turned into the API's :class:`~admin_api.play_sessions.Sessi
 The first page refreshes itself every 10 seconds (htmx swaps its rows); later pages
 stay still so the rows being read do not move.
 
-"Terminate" is not here yet: each open row of ``sessions/_rows.html`` has a marked
-place (``TERMINATE``) for its form, which calls
-``play_sessions.terminate_play_session`` once that action exists.
+Each open row links to "Terminate" (:mod:`.terminate`: a confirmation, then
+``play_sessions.terminate_play_session``) for managers the action allows.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def _confirm(
     page: Page, session: SessionOut, reason: str, errors: forms.FormErrors, status: int = 200
 ) -> web.Response:
     return page.render(
-        "play_sessions/terminate.html",
+        "sessions/terminate.html",
         status=status,
         session=session,
         reason=reason,
