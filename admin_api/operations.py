@@ -16,7 +16,7 @@ from catena import ids, operations
 from catena.errors import InvalidInput, NotFound
 
 from . import csv_export
-from ._filters import MAX_ID, Where, decode_ids, fetch_page, id_at
+from ._filters import MAX_ID, Where, add_id_filter, decode_ids, fetch_page, id_at
 from .auth import authenticate_manager
 from .principal import Principal
 from .routing import Api, Call
@@ -64,6 +64,9 @@ class OperationsQuery(msgspec.Struct, kw_only=True):
     subscriberId: list[str] | None = None
     packageId: list[str] | None = None
     type: list[OperationType] | None = None
+    managerEmail: (
+        list[Annotated[str, Meta(max_length=320, description="the acting manager's email, or apiKey")]] | None
+    ) = None
     created_at_gte: Instant | None = None
     created_at_lt: Instant | None = None
     cursor: str | None = None
@@ -212,9 +215,9 @@ def _where(portal_id: int, query: OperationsQuery, after: int | None) -> Where:
 
 def _add_filters(where: Where, query: OperationsQuery) -> None:
     if query.subscriberId:
-        where.add("subscriber_id = ANY({}::bigint[])", decode_ids(query.subscriberId, "subscriberId"))
+        add_id_filter(where, "subscriber_id", decode_ids(query.subscriberId, "subscriberId"))
     if query.packageId:
-        where.add("package_id = ANY({}::bigint[])", decode_ids(query.packageId, "packageId"))
+        add_id_filter(where, "package_id", decode_ids(query.packageId, "packageId"))
     if query.type:
         unknown = sorted(set(query.type) - operations.TYPES)
         if unknown:
@@ -223,6 +226,9 @@ def _add_filters(where: Where, query: OperationsQuery) -> None:
                 field="type",
             )
         where.add("type = ANY({}::text[])", query.type)
+    if query.managerEmail:
+        # Who acted is in the payload (catena.operations.record writes managerEmail).
+        where.add("payload->>'managerEmail' = ANY({}::text[])", [e.strip() for e in query.managerEmail])
 
 
 def parse_instant(text: str, field: str) -> datetime:

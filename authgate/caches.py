@@ -111,7 +111,7 @@ class PortalEntry:
 class PortalState:
     """What this process knows about one portal; lives as long as the process."""
 
-    __slots__ = ("entry", "epoch", "generation", "id", "seen")
+    __slots__ = ("entry", "epoch", "generation", "id", "seen", "unsynced")
 
     def __init__(self, portal_id: int) -> None:
         self.id = portal_id
@@ -123,6 +123,9 @@ class PortalState:
         # Bumped by every signal of the portal: a load that started before a
         # signal must not be cached after it.
         self.epoch = 0
+        # Signals applied here whose tombstones are not yet in Redis: until they are,
+        # Redis may still hold what they dropped, so entries come from PostgreSQL.
+        self.unsynced = 0
 
 
 class SubscriberEntry:

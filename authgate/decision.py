@@ -115,6 +115,9 @@ class Decider:
         self.releases: list[tuple[int, bytes]] = []
         # When this process last gave back a slot of a subscriber (pruned after LIMIT_MEMO).
         self.released_at: dict[int, float] = {}
+        # Sessions an operator terminated: key → (portal id, when in ms).  Refused for
+        # the portal's authDuration plus the grace after that (see `terminate`).
+        self.terminated: dict[bytes, tuple[int, int]] = {}
 
     # ------------------------------------------------------------ the check
 
@@ -211,6 +214,8 @@ class Decider:
         ):
             if session is not None and session.refused_by is sub and session.refused_until > now:
                 return self.refuse("session_limit", entry)
+            if key in self.terminated and self.still_terminated(key, info.portal_id, entry, now_ms):
+                return self.refuse_session("session_terminated", entry, fields, key, sub)
             return Admission(fields, name, key, info, sub, entry, now)
         self.keep(session, fields, now_ms)
         session.grant = Grant(fields, info, sub, entry)
@@ -299,6 +304,40 @@ class Decider:
             session.refused_until = now + LIMIT_MEMO
             session.refused_by = sub
         return self.refuse("session_limit", entry)
+
+    def terminate(self, portal_id: int, subscriber_ids: list[int], keys: list[str], at_ms: int) -> None:
+        """Sessions an operator terminated (an entitlement signal): refuse them from now on.
+
+        A session held here is closed at once (no grant answers it again) and its slot
+        given back; one not held here is refused when it turns up.
+        """
+        for name in keys:
+            key = name.encode("ascii", "replace")
+            known = self.terminated.get(key)
+            if known is None or known[1] < at_ms:
+                self.terminated[key] = (portal_id, at_ms)
+            session = self.sessions.by_key.get(key)
+            if session is None or session.portal_id != portal_id:
+                continue
+            if session.closed_ms is None:
+                session.closed_ms = max(int(time.time() * 1000), session.opened_ms)
+                self.recorder.touch(session)
+            session.grant = None
+            session.evicted = True
+            if session.subscriber_id is not None:
+                session.counted = False
+                self.release(session.subscriber_id, key)
+
+    def still_terminated(self, key: bytes, portal_id: int, entry: PortalEntry, now_ms: int) -> bool:
+        """Whether ``key`` was terminated in this portal less than authDuration + grace ago."""
+        portal, at_ms = self.terminated[key]
+        return portal == portal_id and now_ms < at_ms + entry.auth_duration * 1000 + self.grace_ms
+
+    def forget_terminated(self, now_ms: int) -> None:
+        """Forget terminations older than any portal's authDuration (a day) plus the grace."""
+        horizon = now_ms - 86_400_000 - self.grace_ms
+        for key in [k for k, (_, at_ms) in self.terminated.items() if at_ms < horizon]:
+            del self.terminated[key]
 
     def forget_old_releases(self) -> None:
         horizon = time.monotonic() - LIMIT_MEMO

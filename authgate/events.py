@@ -3,16 +3,23 @@
 The body is a JSON array of events or one event object.  ``play_opened`` and
 ``play_started`` open the session (if the gateway has not already), ``play_updated``
 moves ``updatedAt`` and ``bytes`` on, ``play_closed`` closes it and gives its slot
-back to the session limiter.  Other events are ignored.  An event is attributed to
-a session this process knows, else through its token, else its ``user_id`` (the
-``X-UserId`` the gateway sent), else a session row already in PostgreSQL; one that
-cannot be attributed, or lacks ``event``/``id``, is rejected and counted, never an
-error for the whole batch.  Redelivered events change nothing: the row merge is
+back to the session limiter.  Other events are ignored.
+
+An event changes only the session the gateway admitted under its ``id``: the one
+this process holds, else the one Redis counts for the event's subscriber (its
+token's, or its ``user_id`` — the ``X-UserId`` the gateway sent), else the session
+row already in PostgreSQL.  An event whose token or ``user_id`` names another
+portal or subscriber than that session's is rejected and counted
+(``events_foreign``), and one for an id the gateway never admitted is rejected:
+nothing is closed, re-attributed or released.  An event for a session admitted but
+not recorded (a gateway killed before its flush) creates its row — the record
+heals itself.  One that lacks ``event``/``id`` is rejected and counted too, never
+an error for the whole batch.  Redelivered events change nothing: the row merge is
 monotonic, and ``event_id`` + ``id`` pairs already seen are counted as duplicates.
 
 The answer is ``200`` with the counts.  It is ``400`` only for a body that is not a
-JSON event or array of events, and ``503`` when an event can be attributed only
-through PostgreSQL while PostgreSQL is away (so that Flussonic sends it again).
+JSON event or array of events, and ``503`` when an event's session can be found
+only through a PostgreSQL or Redis that is away (so that Flussonic sends it again).
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import asyncpg
 import msgspec
 
 from catena import ids
+from catena.redis_keys import KeySpace
 
 from . import responses
 from .caches import TwoGenerationCache
 from .gate import Gate
 from .loader import PG_TIMEOUT, Unavailable
 from .query import text, valid_session_id
+from .redis_pipe import Pipe
 from .sessions import KnownSession
 
 OPENING = frozenset(("play_opened", "play_started"))
@@ -62,6 +71,7 @@ class Event(msgspec.Struct, kw_only=True):
     proto: str | None = None
     server: str | None = None
     bytes: Number | None = None
+    opened_at: Number | None = None
     closed_at: Number | None = None
     utc_ms: Number | None = None
     event_id: str | int | None = None
@@ -84,6 +94,17 @@ class Rejected(Exception):
     pass
 
 
+class Foreign(Rejected):
+    """The event names another portal or subscriber than the session admitted under its id."""
+
+
+class Claim(msgspec.Struct):
+    """Whom an event says its session belongs to (``None``: it does not say)."""
+
+    portal_id: int | None = None
+    subscriber_id: int | None = None
+
+
 _result_encoder = msgspec.json.Encoder()
 
 
@@ -97,6 +118,8 @@ class EventSink:
         self.recorder = gate.recorder
         self.sessions = gate.sessions
         self.metrics = gate.metrics
+        self.pipe: Pipe = gate.limiter.pipe
+        self.space: KeySpace = gate.limiter.space
         self.seen: TwoGenerationCache[tuple[str, str], bool] = TwoGenerationCache(SEEN_EVENTS)
 
     async def ingest(self, body: bytes) -> bytes:
@@ -105,6 +128,8 @@ class EventSink:
             raw = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             return responses.error(400, "bad_request", f"the body is not JSON: {exc}")
+        except RecursionError:
+            return responses.error(400, "bad_request", "the body is nested too deeply to be events")
         if isinstance(raw, dict):
             raw = [raw]
         if not isinstance(raw, list):
@@ -137,6 +162,8 @@ class EventSink:
             await self._apply(event)
         except (msgspec.ValidationError, Rejected) as exc:
             result.rejected += 1
+            if isinstance(exc, Foreign):
+                self.metrics.events_foreign += 1
             if len(result.errors) < MAX_ERRORS:
                 result.errors.append(EventError(index, str(exc)))
             return
@@ -173,30 +200,76 @@ class EventSink:
         self.limiter.release(session)
 
     async def _session(self, event: Event, key: bytes, now_ms: int) -> KnownSession:
+        claim = self._claim(event)
         session = self.sessions.get(key)
         if session is not None:
+            _check_owner(claim, session.portal_id, session.subscriber_id)
             return session
-        portal_id, subscriber_id = await self._attribute(event, key)
+        portal_id, subscriber_id = await self._admitted(claim, key)
         session = KnownSession(key, portal_id, subscriber_id, now_ms)
+        # A session admitted but never recorded (its gateway was killed before the
+        # flush): the row the event makes opens when Flussonic says it did.
+        if event.opened_at is not None and now_ms - MAX_SKEW_MS < event.opened_at <= now_ms:
+            session.opened_ms = int(event.opened_at)
         session.token = text(event.token.encode(), 4096) if event.token else None
         await self._name_channel(session, event)
         return self.sessions.add(session)
 
-    async def _attribute(self, event: Event, key: bytes) -> tuple[int, int | None]:
+    def _claim(self, event: Event) -> Claim:
+        """Whom the event's token and ``user_id`` name; rejected when they are invalid or disagree."""
+        claim = Claim()
         if event.token:
             token = event.token.encode()
             info = self.decider.caches.tokens.get(token) or self.decider.verify(token)
-            if info.reason is None:
-                return info.portal_id, info.subscriber_id
-        subscriber_id = ids.decode(event.user_id) if event.user_id else None
+            if info.reason is not None:
+                raise Rejected("the event's token is not valid")
+            claim.portal_id, claim.subscriber_id = info.portal_id, info.subscriber_id
+        if event.user_id:
+            subscriber_id = ids.decode(event.user_id)
+            if subscriber_id is None:
+                raise Rejected("user_id is not a subscriber id")
+            if claim.subscriber_id not in (None, subscriber_id):
+                raise Foreign("the event's user_id and token name different subscribers")
+            claim.subscriber_id = subscriber_id
+        return claim
+
+    async def _admitted(self, claim: Claim, key: bytes) -> tuple[int, int | None]:
+        """The portal and subscriber the gateway admitted session ``key`` for.
+
+        Redis counts an admitted session under its subscriber until it closes or
+        expires (whichever gateway admitted it, also one killed before its flush);
+        PostgreSQL has its row once a batch carried it.  An id found in neither was
+        never admitted for anyone the event names: nothing is made of it.
+        """
+        redis_failed = False
+        subscriber_id = claim.subscriber_id
         if subscriber_id is not None:
-            portal_id = await self.loader.portal_of(subscriber_id)
-            if portal_id is not None:
-                return portal_id, subscriber_id
+            counted = await self._counted(subscriber_id, key)
+            if counted:
+                portal_id = claim.portal_id
+                if portal_id is None:
+                    portal_id = await self.loader.portal_of(subscriber_id)
+                if portal_id is not None:
+                    return portal_id, subscriber_id
+            redis_failed = counted is None
         row = await self._known_row(key)
-        if row is None:
-            raise Rejected("cannot attribute the event: no valid token or user_id, and no such session")
-        return row["portal_id"], row["subscriber_id"]
+        if row is not None:
+            _check_owner(claim, row["portal_id"], row["subscriber_id"])
+            return row["portal_id"], row["subscriber_id"]
+        if redis_failed:
+            raise Unavailable("Redis is unreachable")
+        raise Rejected("no session was admitted under this id for the event's subscriber")
+
+    async def _counted(self, subscriber_id: int, key: bytes) -> bool | None:
+        """Whether Redis counts session ``key`` for the subscriber (``None``: Redis did not answer)."""
+        if not self.loader.health.redis_up:
+            return None
+        counted = self.space.sessions(subscriber_id)[0]
+        slot = self.space.subscriber_slot(subscriber_id)
+        (reply,) = await self.pipe.run([(slot, ("ZSCORE", counted, key))])
+        if isinstance(reply, Exception):
+            return None
+        return reply is not None
 
     async def _known_row(self, key: bytes) -> asyncpg.Record | None:
         pool = self.loader.pool()
@@ -219,3 +292,11 @@ class EventSink:
         channel = entry.channels.get(media.encode()) if entry is not None else None
         if channel is not None:
             session.channel_id = channel.id
+
+
+def _check_owner(claim: Claim, portal_id: int, subscriber_id: int | None) -> None:
+    """Reject an event that names another portal or subscriber than its session's."""
+    if claim.portal_id is not None and claim.portal_id != portal_id:
+        raise Foreign("the session under this id belongs to another portal")
+    if claim.subscriber_id is not None and subscriber_id is not None and claim.subscriber_id != subscriber_id:
+        raise Foreign("the session under this id belongs to another subscriber")

@@ -22,6 +22,9 @@ from .recorder import Recorder
 from .session_limiter import FULL, OK, UNAVAILABLE, SessionLimiter
 from .sessions import KnownSession, SessionTable
 
+# The longest session age (Flussonic's ``duration``, seconds) believed: 7 days.
+MAX_AGE = 7 * 86400
+
 
 class Gate:
     def __init__(
@@ -62,12 +65,14 @@ class Gate:
         session = self._session(admission)
         entry = admission.entry
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        # Never allowed here yet (new, or refused so far): its row opens when admitted.
+        first = not session.counted and session.written_ms == 0 and session.key not in self.recorder.pending
         self.limiter.enqueue(
             session,
             admission.sub.limit,
             entry.evict,
             entry.auth_duration * 1000,
-            partial(self._admitted, admission, session, answer),
+            partial(self._admitted, admission, session, answer, first),
             admission.fields.get(b"request_type") == b"update_session",
         )
         return answer
@@ -77,6 +82,7 @@ class Gate:
         admission: Admission,
         session: KnownSession,
         answer: asyncio.Future[bytes],
+        first: bool,
         code: int,
     ) -> None:
         if answer.done():
@@ -94,7 +100,14 @@ class Gate:
         if code != OK:
             answer.set_result(self.decider.refuse("session_limit", admission.entry))
             return
-        self.decider.touch(session, admission.fields, int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        if first:
+            # The row opens now, when Redis counted the session, not when the check
+            # arrived: a check can wait for Redis (or be refused and retried) while
+            # another session of the subscriber closes and frees the slot, and a row
+            # opened at the arrival would overlap that one's.
+            session.opened_ms = now_ms
+        self.decider.touch(session, admission.fields, now_ms)
         if not admission.entry.evict:
             session.grant = Grant(admission.fields, admission.info, admission.sub, admission.entry)
         answer.set_result(self.decider.allow(admission.sub, admission.entry, admission.fields, admission.now))
@@ -107,9 +120,25 @@ class Gate:
             return session
         fields = admission.fields
         session = KnownSession(key, sub.portal_id, sub.id, int(admission.now * 1000))
+        if fields.get(b"request_type") == b"update_session":
+            session.opened_ms -= _age_ms(fields)
         channel = admission.entry.channels[admission.name]
         session.channel_id = channel.id
         session.channel_name = channel.name
         # The row's text fields are decoded when the batch is written, off the request path.
         session.opening = fields
         return self.sessions.add(session)
+
+
+def _age_ms(fields: dict[bytes, bytes]) -> int:
+    """The session's age a re-check reports (``duration``, whole seconds), in ms; 0 if none.
+
+    A re-check of a session this process does not know may be the first this
+    gateway hears of it (another process admitted it, or was killed before writing
+    its row): the row it makes opens when the session did.  The merge keeps the
+    earliest ``opened_at``, so an older row is not moved.
+    """
+    duration = fields.get(b"duration")
+    if duration is None or not duration.isdigit() or len(duration) > 7:
+        return 0
+    return min(int(duration), MAX_AGE) * 1000

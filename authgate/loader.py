@@ -97,7 +97,10 @@ class Loader:
     async def _fetch(
         self, info: TokenInfo, state: PortalState, sub: SubscriberEntry | None, entry: PortalEntry | None
     ) -> tuple[SubscriberEntry, PortalEntry]:
-        if self.health.redis_up:
+        # While a signal's tombstones are on their way, Redis may still hold the entries
+        # it dropped here: read before they land and cached, such an entry would outlive
+        # the tombstone (a revoked subscriber allowed here until the next signal).
+        if self.health.redis_up and not state.unsynced:
             found_sub, found_entry = await self._from_redis(info, state, sub is None, entry is None)
             sub = sub or found_sub
             entry = entry or found_entry

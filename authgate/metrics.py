@@ -75,6 +75,11 @@ class Metrics:
         self.events_rejected = 0
         self.events_duplicate = 0
         self.events_ignored = 0
+        # Events refused because their token or user_id is not the admitted session's.
+        self.events_foreign = 0
+        # Requests to /auth and /events refused: not an allowed address, no secret.
+        self.untrusted_auth = 0
+        self.untrusted_events = 0
         self.signals = 0
         self.signal_gaps = 0
         self.listener_reconnects = 0
@@ -147,6 +152,21 @@ _COUNTERS: list[tuple[str, str, str]] = [
     ("events_rejected", "authgate_events_rejected_total", "Event-sink events rejected"),
     ("events_duplicate", "authgate_events_duplicate_total", "Event-sink events already seen"),
     ("events_ignored", "authgate_events_ignored_total", "Event-sink events of kinds the gateway ignores"),
+    (
+        "events_foreign",
+        "authgate_events_foreign_total",
+        "Events rejected: their token or user_id is not the session's admitted portal and subscriber",
+    ),
+    (
+        "untrusted_auth",
+        "authgate_untrusted_auth_total",
+        "/auth requests refused: the address is not allowed and no secret was carried",
+    ),
+    (
+        "untrusted_events",
+        "authgate_untrusted_events_total",
+        "/events requests refused: the address is not allowed and no secret was carried",
+    ),
     ("signals", "authgate_entitlement_signals_total", "Entitlement signals applied"),
     ("signal_gaps", "authgate_entitlement_signal_gaps_total", "Version gaps that dropped a portal's entries"),
     ("listener_reconnects", "authgate_listener_reconnects_total", "Reconnects of the entitlement listener"),

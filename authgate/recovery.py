@@ -71,10 +71,12 @@ return #KEYS
 # small round trips so that admissions on the same connection never wait long.
 MARKERS_PER_CALL = 256
 BULK_KEYS = 1024
-# KEYS: counted, opened; ARGV: session, expiry, opened at.  A session PostgreSQL shows
-# open, counted again without shortening an expiry a gateway has just refreshed.
+# KEYS: counted, opened, evicted; ARGV: session, expiry, opened at.  A session
+# PostgreSQL shows open, counted again without shortening an expiry a gateway has just
+# refreshed — unless it was evicted or terminated meanwhile (the evicted set holds it).
 _RESTORE = Script(
     """
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
@@ -293,9 +295,9 @@ class CountRecovery:
             if expiry <= now_ms:
                 continue
             subscriber_id = row["subscriber_id"]
-            counted, opened, _ = self.space.sessions(subscriber_id)
             args = [row["flussonic_id"], expiry, row["opened_ms"]]
-            calls.append(_RESTORE.call(self.space.subscriber_slot(subscriber_id), [counted, opened], args))
+            keys = list(self.space.sessions(subscriber_id))
+            calls.append(_RESTORE.call(self.space.subscriber_slot(subscriber_id), keys, args))
         for start in range(0, len(calls), RECOUNT_CHUNK):
             self.metrics.redis_round_trips += 1
             await _RESTORE.run(self.pipe, calls[start : start + RECOUNT_CHUNK])

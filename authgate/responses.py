@@ -22,6 +22,7 @@ REASONS: dict[str, str] = {
     "channel_not_in_packages": "the channel is not in the subscriber's packages",
     "unknown_channel": "no channel of the portal has this stream name",
     "session_limit": "the subscriber has reached the concurrent-session limit",
+    "session_terminated": "an operator terminated this play session",
     "portal_mismatch": "the token belongs to another portal",
 }
 
@@ -93,6 +94,21 @@ def deny(reason: str, duration: int, message: str | None = None, field: str | No
 def denials(duration: int) -> dict[str, bytes]:
     """The 403 answer for every reason, with ``duration`` as X-AuthDuration."""
     return {reason: deny(reason, duration) for reason in REASONS}
+
+
+UNTRUSTED_MESSAGE = (
+    "the caller is not trusted: its address is outside CATENA_AUTH_ALLOWED_NETS and the request carries"
+    " no valid secret (X-Catena-Secret header or catena_secret parameter)"
+)
+
+
+def untrusted(deny_duration: int) -> dict[bytes, bytes]:
+    """Refusals of an untrusted caller by path: a deny Flussonic caches for ``deny_duration``
+    on ``/auth``; a plain 403 on ``/events`` (Flussonic resends it, the operator sees it)."""
+    return {
+        b"/auth": deny("untrusted", deny_duration, UNTRUSTED_MESSAGE),
+        b"/events": error(403, "untrusted", UNTRUSTED_MESSAGE),
+    }
 
 
 def with_close(response: bytes) -> bytes:

@@ -8,7 +8,10 @@ and chunked bodies, ``Expect: 100-continue``, limits on header and body size (43
 and ``400`` then close for anything malformed.  Answers are pre-encoded bytes.
 
 Routes: ``GET /auth?…`` and ``POST /auth`` (JSON body, docs/authgate.md),
-``POST /events`` (§2), ``GET /health``, ``GET /metrics``.
+``POST /events`` (§2), ``GET /health``, ``GET /metrics``.  ``/auth`` and
+``/events`` answer only trusted callers (:mod:`authgate.trust`): a connection is
+judged by its peer address once, when it opens; one from elsewhere must carry the
+deployment's secret.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import msgspec
 from . import responses
 from .decision import Admission
 from .metrics import Metrics
-from .query import Fields, parse_query
+from .query import Fields, field, parse_query
+from .trust import SECRET_HEADER, SECRET_PARAMETER, Trust
 
 log = logging.getLogger("authgate.server")
 
@@ -49,6 +53,7 @@ class App(Protocol):
     def check(self, fields: Fields, now: float) -> Awaitable[bytes]: ...
     def ingest(self, body: bytes) -> Awaitable[bytes]: ...
     def health(self) -> bytes: ...
+    def untrusted(self, path: bytes) -> bytes: ...
     def metrics_text(self) -> bytes: ...
 
 
@@ -65,9 +70,10 @@ class Limits:
 class Server:
     """What the connections of one process share: the app, the limits, a coarse clock."""
 
-    def __init__(self, app: App, limits: Limits) -> None:
+    def __init__(self, app: App, limits: Limits, trust: Trust) -> None:
         self.app = app
         self.limits = limits
+        self.trust = trust
         self.connections: set[HttpConnection] = set()
         # Seconds since start, advanced by `run_clock`: cheaper than a timer per request.
         self.tick = 0.0
@@ -106,8 +112,10 @@ class HttpConnection(asyncio.Protocol):
         "paused",
         "queue",
         "request_started",
+        "secret",
         "server",
         "transport",
+        "trusted",
         "url",
         "writing_paused",
     )
@@ -132,6 +140,10 @@ class HttpConnection(asyncio.Protocol):
         self.lingering = False
         self.paused = False
         self.writing_paused = False
+        # Whether /auth and /events may be answered without the secret: the peer is
+        # in an allowed network (judged when the connection opens).
+        self.trusted = False
+        self.secret: bytes | None = None
 
     # ------------------------------------------------------------ transport events
 
@@ -139,6 +151,7 @@ class HttpConnection(asyncio.Protocol):
         # uvloop's transports are not subclasses of asyncio.Transport, only alike.
         self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
+        self.trusted = self.server.trust.allows_peer(transport.get_extra_info("peername"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -183,6 +196,7 @@ class HttpConnection(asyncio.Protocol):
             self.body_size = 0
         self.header_size = 0
         self.expect_continue = False
+        self.secret = None
         self.request_started = self.server.tick
 
     def on_url(self, url: bytes) -> None:
@@ -202,6 +216,8 @@ class HttpConnection(asyncio.Protocol):
                 self._refuse(responses.TOO_LARGE if value.isdigit() else responses.BAD_REQUEST)
         elif size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif size == 15 and name.lower() == SECRET_HEADER:
+            self.secret = value
 
     def on_headers_complete(self) -> None:
         if self.expect_continue and self.transport is not None:
@@ -234,12 +250,19 @@ class HttpConnection(asyncio.Protocol):
         path, _, query = url.partition(b"?")
         if path == b"/auth":
             if method == b"GET":
-                return self._auth(parse_query(query))
+                fields = parse_query(query)
+                if self.trusted or self._vouched(fields):
+                    return self._auth(fields)
+                return self._untrusted(path)
             if method == b"POST":
-                return self._auth(_json_fields(query, b"".join(self.body)))
+                if self.trusted or self._vouched(parse_query(query)):
+                    return self._auth(_json_fields(query, b"".join(self.body)))
+                return self._untrusted(path)
         elif path == b"/events":
             if method == b"POST":
-                return self._respond(asyncio.ensure_future(self.app.ingest(b"".join(self.body))))
+                if self.trusted or self._vouched(parse_query(query)):
+                    return self._respond(asyncio.ensure_future(self.app.ingest(b"".join(self.body))))
+                return self._untrusted(path)
         elif path == b"/health":
             if method == b"GET":
                 return self._respond(self.app.health())
@@ -249,6 +272,18 @@ class HttpConnection(asyncio.Protocol):
         else:
             return self._error(responses.NOT_FOUND, 404)
         return self._error(responses.METHOD_NOT_ALLOWED, 405)
+
+    def _vouched(self, fields: Fields) -> bool:
+        """Whether this request carries the secret.
+
+        Asked of every request, not once per connection: a proxy in front of the
+        gateway may carry several clients' requests on one kept-alive connection.
+        """
+        offered = self.secret if self.secret is not None else field(fields, SECRET_PARAMETER)
+        return self.server.trust.carries_secret(offered)
+
+    def _untrusted(self, path: bytes) -> None:
+        self._respond(self.app.untrusted(path))
 
     def _auth(self, fields: Fields | None) -> None:
         app = self.app
@@ -406,7 +441,8 @@ def _json_fields(query: bytes, body: bytes) -> Fields | None:
     fields = parse_query(query) if query else {}
     try:
         data = msgspec.json.decode(body) if body else {}
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # RecursionError: nesting deeper than the decoder's stack (``[`` × 50,000).
         return None
     if not isinstance(data, dict):
         return None

@@ -43,6 +43,7 @@ from .server import Limits, Server
 from .session_limiter import SessionLimiter
 from .sessions import SessionTable
 from .spool import Spool
+from .trust import Trust
 
 log = logging.getLogger("authgate.worker")
 
@@ -124,7 +125,13 @@ class Worker:
         self.admit: Callable[[Admission], asyncio.Future[bytes]] = self.gate.admit
         self.sink = EventSink(self.gate)
         self.listener = Listener(
-            self._connect_pg, self.caches, self.emap, self.status, self.metrics, lambda: self.pool
+            self._connect_pg,
+            self.caches,
+            self.emap,
+            self.status,
+            self.metrics,
+            lambda: self.pool,
+            terminated=self.decider.terminate,
         )
         self.snapshots = SnapshotFiles(state_dir(s) / "metrics", str(index))
         self.server = Server(
@@ -135,7 +142,9 @@ class Worker:
                 s.auth_idle_timeout,
                 s.auth_request_timeout,
             ),
+            Trust.from_settings(s.auth_allowed_nets, s.auth_secret),
         )
+        self._refusals = responses.untrusted(s.auth_deny_duration)
         self._listening: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._node_claimed = False
@@ -151,6 +160,14 @@ class Worker:
 
     def bad_request(self, message: str) -> bytes:
         return self.decider.refuse_request(message, "body")
+
+    def untrusted(self, path: bytes) -> bytes:
+        """The refusal of a caller neither in an allowed network nor carrying the secret."""
+        if path == b"/auth":
+            self.metrics.untrusted_auth += 1
+        else:
+            self.metrics.untrusted_events += 1
+        return self._refusals[path]
 
     def health(self) -> bytes:
         return self.status.response(self.metrics.spool_bytes)
@@ -335,6 +352,7 @@ class Worker:
             try:
                 # Scanning every session costs milliseconds with many of them: not every second.
                 if rounds % SESSION_SCAN_EVERY == 0:
+                    self.decider.forget_terminated(int(time.time() * 1000))
                     for session in self.sessions.expire(int(time.time() * 1000), keep_ms):
                         if session.has_unwritten_progress():
                             self.recorder.touch(session)  # its last progress, before forgetting it

@@ -32,6 +32,9 @@ class Dataset:
     api_key: str
     channel_ids: list[int]
     subscriber_ids: list[int]
+    # The owner's sign-in, for benchmarks that go through the console.
+    owner_email: str = ""
+    owner_password: str = ""
 
 
 async def make(
@@ -46,7 +49,9 @@ async def make(
     subscriber_ids = await _subscribers(conn, portal_id, subscribers)
     await _sessions(conn, portal_id, channel_ids, subscriber_ids, open_sessions, closed)
     await conn.execute("VACUUM ANALYZE")
-    return Dataset(portal_id, created.apiKey, channel_ids, subscriber_ids)
+    return Dataset(
+        portal_id, created.apiKey, channel_ids, subscriber_ids, created.ownerEmail, created.ownerPassword
+    )
 
 
 async def _channels(conn: asyncpg.Connection, portal_id: int, count: int) -> list[int]:

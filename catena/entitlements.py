@@ -5,11 +5,13 @@ own transaction.  It bumps the portal's entitlement version and queues a
 ``pg_notify`` on :data:`CHANNEL`, which PostgreSQL delivers only when (and if) the
 transaction commits, in commit order.  The payload is compact JSON::
 
-    {"p": <portal id>, "k": "<kind>", "i": [<ids>...], "v": <version>}
+    {"p": <portal id>, "k": "<kind>", "i": [<ids>...], "v": <version>, "s": [<sessions>...]}
 
 ``kind`` says what ``ids`` name: ``subscriber``, ``package``, ``channel``, or
 ``portal`` (ids empty: anything in the portal may have changed — portal settings,
-free packages, or a change too wide to list).  Because the version row is locked
+free packages, or a change too wide to list); ``session``: an operator terminated
+the play sessions ``s`` (Flussonic session ids; ``s`` is omitted for other kinds)
+of the subscribers ``ids``.  Because the version row is locked
 until commit, versions of one portal arrive consecutively; a listener that sees a
 gap, or reconnects, must drop what it holds for that portal.
 """
@@ -23,11 +25,13 @@ import asyncpg
 import msgspec
 
 CHANNEL = "catena_entitlements"
-Kind = Literal["subscriber", "package", "channel", "portal"]
-KINDS: frozenset[str] = frozenset(("subscriber", "package", "channel", "portal"))
+Kind = Literal["subscriber", "package", "channel", "portal", "session"]
+KINDS: frozenset[str] = frozenset(("subscriber", "package", "channel", "portal", "session"))
 # Ids per notification before it degrades to kind=portal; 100 ids of 20 digits
 # keep the payload near 2 KB, far below PostgreSQL's 8,000-byte limit.
 MAX_IDS = 100
+# Session ids are up to 128 characters: 20 keep the payload under 3 KB.
+MAX_SESSIONS = 20
 
 _BUMP = """
 INSERT INTO entitlement_versions (portal_id, version) VALUES ($1, 1)
@@ -36,13 +40,18 @@ RETURNING version
 """
 
 
-class Signal(msgspec.Struct, frozen=True):
+class Signal(msgspec.Struct, frozen=True, omit_defaults=True):
     """One decoded notification."""
 
     p: int
     k: str
     i: list[int]
     v: int
+    s: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def sessions(self) -> list[str]:
+        return self.s
 
     @property
     def portal_id(self) -> int:
@@ -64,18 +73,28 @@ class Signal(msgspec.Struct, frozen=True):
 _decoder = msgspec.json.Decoder(Signal)
 
 
-async def changed(conn: asyncpg.Connection, portal_id: int, kind: Kind, ids: Iterable[int] = ()) -> int:
+async def changed(
+    conn: asyncpg.Connection,
+    portal_id: int,
+    kind: Kind,
+    ids: Iterable[int] = (),
+    sessions: Iterable[str] = (),
+) -> int:
     """Record that entitlements of ``portal_id`` changed; return the new version.
 
-    Must be called inside the transaction that makes the change.
+    Must be called inside the transaction that makes the change.  ``sessions``:
+    the Flussonic ids of the sessions terminated (kind ``session``).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown entitlement kind {kind!r}")
     id_list = sorted(set(ids))
+    session_list = sorted(set(sessions)) if kind == "session" else []
+    if len(session_list) > MAX_SESSIONS:
+        raise ValueError(f"at most {MAX_SESSIONS} sessions per signal")
     if kind == "portal" or len(id_list) > MAX_IDS:
-        kind, id_list = "portal", []
+        kind, id_list, session_list = "portal", [], []
     version: int = await conn.fetchval(_BUMP, portal_id)
-    payload = msgspec.json.encode(Signal(portal_id, kind, id_list, version)).decode()
+    payload = msgspec.json.encode(Signal(portal_id, kind, id_list, version, session_list)).decode()
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
     return version
 

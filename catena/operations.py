@@ -25,6 +25,7 @@ BILLING_TYPES = (
 AUDIT_TYPES = (
     "updateSubscriber",
     "resetPlaybackToken",
+    "terminatePlaySession",
     "updatePackage",
     "createChannel",
     "updateChannel",

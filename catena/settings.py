@@ -7,6 +7,7 @@ message naming the variable ("CATENA_ADMIN_PORT: expected int, got 'x'").
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,8 @@ Port = Annotated[int, Meta(ge=0, le=65535)]
 Seconds = Annotated[float, Meta(gt=0)]
 PositiveInt = Annotated[int, Meta(ge=1)]
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 PREFIX = "CATENA_"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -30,6 +33,23 @@ DEVELOPMENT_TOKEN_SECRETS = "dev:catena-development-secret-change-me-0123456789"
 
 class SettingsError(Exception):
     """A ``CATENA_*`` variable is missing or malformed."""
+
+
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """``cidr[,cidr...]`` (IPv4 and IPv6), or ``none`` for no network at all.
+
+    Raises ``ValueError`` naming the entry at fault.
+    """
+    value = value.strip()
+    if value.lower() == "none":
+        return ()
+    networks = []
+    for entry in (part.strip() for part in value.split(",")):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IPv4 or IPv6 network (cidr[,cidr...] or 'none')") from None
+    return tuple(networks)
 
 
 class BaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -163,6 +183,18 @@ class AuthgateSettings(BaseSettings, frozen=True, kw_only=True):
     # A playing session's progress (updatedAt, bytes) is written at most this often;
     # opens and closes go out with the next flush.
     auth_progress_interval: Annotated[float, Meta(ge=0)] = 30.0
+    # Who may call /auth and /events (authgate/trust.py): a peer address in these
+    # networks ("cidr[,cidr...]", or "none"), or a request carrying auth_secret (the
+    # X-Catena-Secret header or the catena_secret query parameter; "" = no secret).
+    auth_allowed_nets: str = "127.0.0.0/8,::1/128"
+    auth_secret: Annotated[str, Meta(pattern=r"^([A-Za-z0-9_.~-]{16,256})?$")] = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            parse_networks(self.auth_allowed_nets)
+        except ValueError as exc:
+            raise ValueError(f"CATENA_AUTH_ALLOWED_NETS: {exc}") from None
 
 
 class EpgSettings(BaseSettings, frozen=True, kw_only=True):

@@ -39,6 +39,8 @@ log = logging.getLogger("catena.up")
 
 HEALTH_TIMEOUT = 90.0
 DEMO_OUTBOUND_ALLOW = "127.0.0.0/8,::1/128"
+# Callers of /auth and /events trusted without the secret: a Flussonic on this host.
+LOOPBACK_NETS = "127.0.0.0/8,::1/128"
 # After every child answers, how long to wait for all to report "ok" (a gateway that
 # found Redis empty rebuilds its session counts first, a second or two).
 SETTLE_TIMEOUT = 15.0
@@ -55,6 +57,8 @@ class UpInfo(demo.Access, kw_only=True):
     redisUrl: str
     redisMode: str = "single"
     redis: str = ""
+    # The gateway's secret for streaming servers outside CATENA_AUTH_ALLOWED_NETS.
+    authSecret: str = ""
 
 
 @dataclass
@@ -96,6 +100,7 @@ def run(var_dir: str | None = None) -> None:
     children: list[Child] = []
     try:
         _ensure_token_secrets(var, env)
+        _ensure_auth_secret(var, env)
         _check_redis(env)
         info = asyncio.run(_prepare(var, env))
         children = _children(var, env)
@@ -157,6 +162,28 @@ def _ensure_token_secrets(var: Path, env: dict[str, str]) -> None:
     env["CATENA_TOKEN_SECRETS"] = path.read_text().strip()
 
 
+def _ensure_auth_secret(var: Path, env: dict[str, str]) -> None:
+    """The gateway's secret for remote streaming servers, made once and kept in ``var/``;
+    loopback callers (a Flussonic on this host, local tools) need none."""
+    env.setdefault("CATENA_AUTH_ALLOWED_NETS", LOOPBACK_NETS)
+    if env.get("CATENA_AUTH_SECRET"):
+        return
+    path = var / "auth-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    env["CATENA_AUTH_SECRET"] = path.read_text().strip()
+
+
+def flussonic_lines(auth_url: str, secret: str) -> list[str]:
+    """Flussonic's configuration for this gateway: its auth backend and its event sink."""
+    query = f"?catena_secret={secret}" if secret else ""
+    return [
+        f"auth_backend catena {{ backend {auth_url}/auth{query}; }}",
+        f"event_sink catena {{ url {auth_url}/events{query}; only event=play_*; }}",
+    ]
+
+
 async def _prepare(var: Path, env: dict[str, str]) -> UpInfo:
     admin = load(AdminSettings, env)
     auth = load(AuthgateSettings, env)
@@ -177,6 +204,7 @@ async def _prepare(var: Path, env: dict[str, str]) -> UpInfo:
         redisUrl=admin.redis_url,
         redisMode=admin.redis_mode,
         redis=catena_redis.settings_target(admin).describe(),
+        authSecret=auth.auth_secret,
         **msgspec.structs.asdict(access),
     )
 
@@ -287,6 +315,9 @@ def _announce(info: UpInfo, var: Path) -> None:
         f"  Management API  {info.adminUrl}/tv-management/api/v1",
         f"  OpenAPI         {info.adminUrl}/tv-management/api/v1/openapi.json",
         f"  Auth gateway    {info.authUrl}/auth",
+        f"  Gateway secret  {info.authSecret or '(none)'}  (streaming servers outside loopback send it)",
+        "  Flussonic       " + "\n                  ".join(flussonic_lines(info.authUrl, info.authSecret)),
+        "                  (and `on_play auth://catena;` in each stream or template)",
         f"  Redis           {info.redis}",
         f"  EPG worker      {info.epgWorkerUrl}/health",
         f"  Demo portal     {info.portalId}",

@@ -1,7 +1,8 @@
 """Viewers zapping through gateways while something breaks, and what they saw.
 
-Used by the fault tests (``tests/authgate/test_failover.py``) and by
-``make bench-redis-faults`` (``loadtests.redis_faults``), which print the figures.
+Used by the fault tests (``tests/authgate/test_failover.py``, which
+``make bench-redis-faults`` runs to print their figures) and by ``make chaos``
+(:mod:`loadtests.chaos`).
 
 Each device of a subscriber opens a session (``new_session`` at a random gateway),
 re-checks it a few times (``update_session``, each at a random gateway), closes it
@@ -14,14 +15,18 @@ re-checks it a few times (``update_session``, each at a random gateway), closes 
 * a ``200`` for a subscriber revoked more than a second ago is **allowed revoked**;
 * a refusal of a held session's re-check, or a denial other than ``session_limit``
   of an entitled subscriber, is **refused wrongly**;
-* a ``5xx`` is recorded with its time (a ``503`` is "cannot decide", not wrong).
+* a ``5xx`` is recorded with its time (a ``503`` is "cannot decide", not wrong);
+* a ``play_closed`` the gateway acknowledged (``200``, accepted) is kept: its row
+  must be closed in PostgreSQL afterwards, or the event was lost; a close answered
+  ``503`` is sent again, as Flussonic does.
 
-Latencies of every answer are kept for percentiles.
+Latencies of every answer (checks and event deliveries) are kept for percentiles.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import time
@@ -34,6 +39,9 @@ import aiohttp
 import msgspec
 
 REVOKE_GRACE = 1.0
+# How often, and how far apart, a close answered 503 is sent again (as Flussonic does).
+EVENT_RESENDS = 20
+EVENT_RESEND_DELAY = 0.25
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,10 @@ class Tally:
     other_5xx: list[tuple[float, int]] = field(default_factory=list)
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (when, seconds)
     admitted: list[str] = field(default_factory=list)
+    # Sessions whose play_closed a gateway acknowledged (200, accepted): their rows must close.
+    closed: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    events_resent: int = 0  # closes answered 503 and sent again
 
     def percentile(self, share: float, since: float = 0.0, until: float = float("inf")) -> float:
         chosen = sorted(s for at, s in self.latencies if since <= at <= until)
@@ -70,7 +81,8 @@ class Tally:
         return (
             f"{sum(self.statuses.values())} answers {dict(self.statuses)}; wrong {len(self.wrong)}; "
             f"503 {len(self.unavailable)} over {self.unavailable_window():.2f} s; other 5xx "
-            f"{len(self.other_5xx)}; p99 {self.percentile(0.99) * 1000:.1f} ms"
+            f"{len(self.other_5xx)}; closes resent {self.events_resent}; "
+            f"p99 {self.percentile(0.99) * 1000:.1f} ms"
         )
 
 
@@ -113,10 +125,15 @@ class Viewers:
                 for sub in self.subscribers
                 for _ in range(self.devices)
             ]
-            await asyncio.sleep(seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
             self._stop.set()
             await asyncio.gather(*loops)
         return self.tally
+
+    def stop(self) -> None:
+        """End :meth:`run` before its time (each device closes the session it holds)."""
+        self._stop.set()
 
     def revoking(self, sub: Viewer) -> None:
         """Note that ``sub`` is losing the channel: denials are right from now on."""
@@ -206,13 +223,36 @@ class Viewers:
         return status, reason
 
     async def _close(self, sub: Viewer, session: str) -> None:
-        gateway = random.choice(self.gateways)
         event = [{"event": "play_closed", "id": session, "media": self.channel, "token": sub.token}]
         assert self._session is not None
-        async with self._session.post(gateway + "/events", json=event) as response:
-            await response.read()
-            if response.status >= 500:
-                self.tally.other_5xx.append((time.monotonic(), response.status))
+        status = 0
+        for _ in range(EVENT_RESENDS):
+            gateway = random.choice(self.gateways)
+            started = time.monotonic()
+            async with self._session.post(gateway + "/events", json=event) as response:
+                body = await response.read()
+                status = response.status
+            now = time.monotonic()
+            self.tally.latencies.append((now, now - started))
+            self.tally.statuses[f"play_closed {status}"] += 1
+            if status != 503:
+                break
+            # Flussonic sends a batch again until it is answered 2xx: a 503 says the
+            # gateway could not find the session now (Redis away, its row not yet written).
+            self.tally.events_resent += 1
+            await asyncio.sleep(EVENT_RESEND_DELAY)
+        if status >= 500:
+            self.tally.other_5xx.append((time.monotonic(), status))
+        elif status == 200 and _accepted(body):
+            self.tally.closed.append(session)
+
+
+def _accepted(body: bytes) -> bool:
+    try:
+        decoded: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(decoded, dict) and decoded.get("accepted") == 1
 
 
 def _reason(body: bytes) -> str | None:

@@ -182,14 +182,21 @@ def profiles(data: dataset.DataSet, how_many: int) -> list[Profile]:
 
 
 def _gateways(args: argparse.Namespace, backends: infra.Backends, workdir: Path) -> list[infra.Server]:
-    started: list[infra.Server] = []
     targets.migrate(args.gateway_python, backends.service_env(TOKEN_SECRETS, workdir), workdir)
+    return start_gateways(args.gateway_python, backends, TOKEN_SECRETS, workdir, args.base_port)
+
+
+def start_gateways(
+    python: str, backends: infra.Backends, token_secrets: str, workdir: Path, base_port: int
+) -> list[infra.Server]:
+    """Two gateway processes of one worker each, on ``base_port`` and the port after it."""
+    started: list[infra.Server] = []
     try:
         for n in range(2):
-            env = backends.service_env(TOKEN_SECRETS, workdir / f"var{n}")
+            env = backends.service_env(token_secrets, workdir / f"var{n}")
             env["CATENA_AUTH_SESSION_GRACE"] = str(SESSION_GRACE)
             log = workdir / f"gateway{n}.log"
-            server = targets.authgate(args.gateway_python, args.base_port + n, 1, env, log)
+            server = targets.authgate(python, base_port + n, 1, env, log)
             started.append(server)
             server.start()
     except infra.ServerFailed:

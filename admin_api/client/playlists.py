@@ -66,6 +66,11 @@ def _entry(subscriber: Subscriber, channel: catalog.Channel, base: str) -> str:
     return f"#EXTINF:-1 {' '.join(attributes)},{title}\n{stream}\n"
 
 
+def playlist_url(base: str, token: str) -> str:
+    """Where a player fetches the playlist of the subscriber whose playback token is ``token``."""
+    return f"{base}{PREFIX}/playlist.m3u8?token={quote(token)}"
+
+
 def playlist(subscriber: Subscriber, channels: Sequence[catalog.Channel], base: str) -> bytes:
     guide = f"{base}{PREFIX}/epg.xml?token={quote(subscriber.token)}"
     lines = [f'#EXTM3U url-tvg="{guide}" x-tvg-url="{guide}"\n']

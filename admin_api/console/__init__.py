@@ -14,13 +14,41 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import channels, home, i18n, pages, session, signin, templating
+from . import (
+    channels,
+    epg,
+    home,
+    i18n,
+    managers,
+    operations,
+    packages,
+    pages,
+    play_sessions,
+    portal,
+    session,
+    signin,
+    subscribers,
+    templating,
+    terminate,
+)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # The sections in the navigation, in the manual's order; only mounted ones are shown.
-MODULES = [home, signin, channels]
+MODULES = [
+    home,
+    signin,
+    channels,
+    packages,
+    subscribers,
+    epg,
+    play_sessions,
+    operations,
+    managers,
+    portal,
+    terminate,
+]
 
 middleware = pages.middleware
 

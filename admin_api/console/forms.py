@@ -42,9 +42,14 @@ def decode(struct_type: type[T], values: Mapping[str, Any]) -> T:
     try:
         return msgspec.convert(dict(values), struct_type)
     except msgspec.ValidationError as exc:
-        error = from_validation(exc)
-        error.message = explain(error.message, _patterns(struct_type))  # type: ignore[arg-type]
-        raise error from None
+        raise invalid(exc, struct_type) from None
+
+
+def invalid(exc: msgspec.ValidationError, struct_type: type) -> CatenaError:
+    """msgspec's complaint about a ``struct_type`` value as the API's 400 naming the field."""
+    error = from_validation(exc)
+    error.message = explain(error.message, _patterns(struct_type))
+    return error
 
 
 @functools.cache
@@ -66,6 +71,7 @@ _OWN_WORDS = {
     "invalid_credentials": N_("Wrong email or password."),
     "too_many_requests": N_("Too many failed sign-ins; try again later."),
     "name_taken": N_("Name must be unique"),
+    "phone_taken": N_("A subscriber with this phone number already exists"),
 }
 
 
@@ -78,6 +84,15 @@ def optional(value: str) -> str | None:
     """A text field left empty means 'none'."""
     value = value.strip()
     return value or None
+
+
+def optional_int(value: str) -> int | str | None:
+    """A number field: empty is 'none', digits a number; anything else goes to the
+    action as typed, whose Struct refuses it naming the field."""
+    value = value.strip()
+    if not value:
+        return None
+    return int(value) if value.isdigit() and len(value) < 10 else value
 
 
 def image_data_uri(upload: Any) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp_jinja2
 import asyncpg
+import msgspec
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
@@ -117,7 +118,10 @@ class Page:
 
     def query(self, query_type: type) -> Any:
         """The query string as the JSON API's query Struct (the same 400s)."""
-        return decode_query(self.request, query_type, _list_fields(query_type))
+        try:
+            return decode_query(self.request, query_type, _list_fields(query_type))
+        except msgspec.ValidationError as exc:
+            raise forms.invalid(exc, query_type) from None
 
     def with_query(self, **changes: str | None) -> str:
         """This page's path and query with ``changes`` applied (``None`` removes a parameter)."""

@@ -2,7 +2,9 @@
 
 Signing in runs the Management API's ``POST /login`` code itself (same email
 normalisation, bcrypt check and failed-login throttling per email and per client
-address), then keeps the sessions it opened in the console's cookie.
+address), then keeps the sessions it opened in the console's cookie.  Signing out
+ends each of those sessions through ``login.logout``, as ``POST /logout`` does, so
+a copy of the cookie is worth nothing afterwards.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from aiohttp import web
 
 from catena.errors import CatenaError, InvalidInput
 
-from .. import login
+from .. import auth, login
 from ..client.forwarded import client_ip
 from ..login import LoginRequest
 from . import forms, i18n, session
@@ -77,6 +79,16 @@ async def switch_portal(page: Page) -> web.StreamResponse:
 
 @pages.post("/sign-out")
 async def sign_out(page: Page) -> web.StreamResponse:
+    """End every manager session this browser holds, as ``POST /logout`` ends one."""
+    assert page.signed_in is not None
+    for entry in page.signed_in.portals:
+        actor = (
+            page.principal
+            if entry == page.signed_in.active
+            else await auth.principal_for(page.services, entry.token)
+        )
+        if actor is not None:
+            await login.logout(page.services, actor, entry.token)
     response = page.redirect("/sign-in", notice=_("You have signed out."))
     response.del_cookie(session.COOKIE, path="/")
     return response

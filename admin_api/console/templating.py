@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import jinja2
 from babel.numbers import format_decimal
@@ -52,12 +52,21 @@ def _pgettext(context: str, message: str) -> str:
     return str(language.translations.pgettext(context, message)) if language else message
 
 
-def when(value: str | None) -> Markup:
-    """An API timestamp as ``<time>``: UTC as text, the browser's zone once console.js runs."""
-    if not value:
+def when(value: str | datetime | int | None) -> Markup:
+    """A timestamp as ``<time>``: UTC as text, the browser's zone once console.js runs.
+
+    ``value`` is an API timestamp: ISO 8601 text, an aware datetime or Unix seconds.
+    """
+    if value is None or value == "":
         return Markup("—")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return Markup('<time datetime="{}">{} UTC</time>').format(value, moment.strftime("%Y-%m-%d %H:%M"))
+    if isinstance(value, int):
+        moment = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, datetime):
+        moment = value.astimezone(UTC)
+    else:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Markup('<time datetime="{}">{} UTC</time>').format(stamp, moment.strftime("%Y-%m-%d %H:%M"))
 
 
 def number(value: int) -> str:

@@ -396,6 +396,7 @@ async def test_session_pages_keep_their_bytes(api: Api, portal: Any, pool: async
                     "userAgent": r["user_agent"],
                     "token": r["token"],
                     "deviceId": r["device_id"],
+                    "closeReason": r["close_reason"],
                 }
                 for r in rows
             ]

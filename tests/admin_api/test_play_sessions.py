@@ -67,6 +67,7 @@ async def test_session_object(api: Api, portal: Any, pool: asyncpg.Pool) -> None
         "userAgent": "VLC/3.0.16",
         "token": "eyJhbGciOiJIUzI1NiJ9.x.y",
         "deviceId": None,
+        "closeReason": None,
     }
     assert first["active"] is True and first["closedAt"] is None
 

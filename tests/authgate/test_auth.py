@@ -164,6 +164,17 @@ async def test_post_auth_with_json(gateways: list[Gateway], scene: tuple[Portal,
     assert status == 403 and msgspec.json.decode(raw)["error"] == "channel_not_in_packages"
 
 
+@pytest.mark.parametrize("body", [b"[" * 50_000, b'{"a":' * 50_000], ids=["arrays", "objects"])
+async def test_post_auth_with_deeply_nested_json_is_a_bad_request(
+    gateways: list[Gateway], body: bytes
+) -> None:
+    # The decoder's RecursionError used to escape as 503 "unavailable" (issue 15, item 9);
+    # it is the documented answer to a body that is not a JSON object.
+    status, _, raw = await gateways[0].request("POST", "/auth", data=body)
+    decoded = msgspec.json.decode(raw)
+    assert status == 403 and decoded["error"] == "bad_request" and decoded["field"] == "body"
+
+
 async def test_archive_requests_get_ranges_within_the_archive_depth(
     gateways: list[Gateway], scene: tuple[Portal, Sub]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from catena import db, migrations
 from catena import redis as catena_redis
 from catena.redis_keys import KeySpace
+from loadtests import check_sessions
 
 from .conftest import Gateway, Launcher, Portal, PrivatePostgres, PrivateRedis, Sub, World, eventually
 
@@ -198,3 +200,38 @@ async def test_both_down_answers_recent_entries_then_503_then_recovers(
         answer = await gateway.auth(sub, "sport", session=session)
         assert answer.status == 200, answer
     await gateway.stop()
+
+
+async def test_a_session_that_waited_for_redis_is_recorded_from_its_admission(
+    world: World, launcher: Launcher, private_redis: PrivateRedis, pool: asyncpg.Pool
+) -> None:
+    # A new session can wait in the gateway for its admission (Redis slow, the
+    # limiter's calls in flight) while the subscriber's other session closes and its
+    # slot goes back.  Redis then admits it rightly, but its row must not say it
+    # opened before the other closed: play_sessions would show the subscriber over
+    # its limit (loadtests.check_sessions) although Redis never counted two.
+    portal, subs = await scene(world, maxSessions=1)
+    viewer, others = subs[0], subs[1:]
+    gateway = await launcher.start(redis_url=private_redis.url, auth_redis_timeout=10)
+    for sub in subs:  # every entry in memory: nothing below waits for a load
+        assert (await gateway.auth(sub, "sport", session=f"first-{sub.id}")).status == 200
+    private_redis.signal(signal.SIGSTOP)
+    try:
+        # Two admissions of other subscribers fill the limiter's calls in flight.
+        busy = []
+        for sub in others:
+            busy.append(asyncio.create_task(gateway.auth(sub, "sport", session=f"busy-{sub.id}")))
+            await asyncio.sleep(0.1)
+        second = asyncio.create_task(gateway.auth(viewer, "sport", session="second"))
+        await asyncio.sleep(0.1)
+        event = {"event": "play_closed", "id": f"first-{viewer.id}", "media": "sport", "token": viewer.token}
+        assert (await gateway.events([event])).json["accepted"] == 1
+        await asyncio.sleep(0.5)  # the release leaves with the limiter's next flush, ahead of `second`
+    finally:
+        private_redis.signal(signal.SIGCONT)
+    assert (await second).status == 200  # the slot was free when Redis counted it
+    await asyncio.gather(*busy)
+    await gateway.stop()
+    async with pool.acquire() as conn:
+        findings = await check_sessions.check(conn, portal.id)
+    assert findings.over_limit == [], findings.summary()

@@ -92,7 +92,9 @@ async def test_events_open_update_and_close_one_row_in_any_order(
         "bytes": 900,
         "closed_at": int(time.time() * 1000),
     }
-    # The close reaches one process before the open reaches the other.
+    # Admitted at one process (its check carries no ip: the events' is recorded) …
+    assert (await gateways[1].auth(sub, "sport", session="rec-3", ip=None)).status == 200
+    # … the close reaches one process before the open reaches the other.
     assert (await gateways[1].events([closing])).json["accepted"] == 1
     answer = await gateways[0].events(
         [
@@ -122,6 +124,7 @@ async def test_redelivered_events_change_nothing(
             "bytes": 1234,
         },
     ]
+    assert (await gateways[0].auth(sub, "sport", session="rec-4")).status == 200
     first = await gateways[0].events(batch)
     assert first.json["accepted"] == 2
     before = await wait_row(pool, "rec-4", active=False, bytes=1234)

@@ -83,6 +83,10 @@ def test_up_from_empty_var_then_again(tmp_path: Path) -> None:
     try:
         info = wait_for_up(var, process)
         assert set(info) >= {"adminUrl", "authUrl", "portalId", "apiKey", "ownerEmail", "ownerPassword"}
+        # The gateway's secret, made once, printed with the Flussonic lines that carry it.
+        assert info["authSecret"] == (var / "auth-secret").read_text().strip()
+        line = f"/events?catena_secret={info['authSecret']}; only event=play_*;"
+        assert until(lambda: line in (var.parent / "up.out").read_text(errors="replace"), timeout=10)
         status, portal = get(info["adminUrl"] + "/tv-management/api/v1/portal", info["apiKey"])
         assert status == 200 and portal["portalId"] == info["portalId"] and portal["name"] == "demo"
         for url in (info["adminUrl"], info["authUrl"], info["epgWorkerUrl"]):
@@ -98,10 +102,11 @@ def test_up_from_empty_var_then_again(tmp_path: Path) -> None:
     process = start(var)
     try:
         info = wait_for_up(var, process)
-        assert (info["portalId"], info["apiKey"], info["ownerPassword"]) == (
+        assert (info["portalId"], info["apiKey"], info["ownerPassword"], info["authSecret"]) == (
             first["portalId"],
             first["apiKey"],
             first["ownerPassword"],
+            first["authSecret"],
         )
         assert get(info["adminUrl"] + "/tv-management/api/v1/portal", info["apiKey"])[0] == 200
     finally:

@@ -60,6 +60,7 @@ async def test_a_manager_of_two_portals_picks_and_switches(
     await browser_sign_in(page, browsing.base, "both@example.com")
     await expect(page.get_by_role("heading", name="Choose a portal")).to_be_visible()
     await page.get_by_role("button", name="beta").click()
+    await page.get_by_role("link", name="Channels", exact=True).click()  # sign-in lands on the dashboard
     await expect(page.get_by_role("cell", name="Beta TV", exact=True)).to_be_visible()
     await page.get_by_label("Portal").select_option(label="alpha")
     await page.get_by_role("button", name="Switch").click()
@@ -74,18 +75,22 @@ async def test_create_edit_and_delete_a_channel_with_a_logo(
     await api.post("/epg-sources", {"name": "main-epg", "url": "https://epg.example.com/guide.xml"})
     page = await browsing.new_page()
     await browser_sign_in(page, browsing.base, portal.ownerEmail, portal.ownerPassword)
+    await page.get_by_role("link", name="Channels", exact=True).click()  # sign-in lands on the dashboard
     await page.get_by_role("link", name="Create channel").click()
     await page.get_by_label("Name").fill("sport1")
     await page.get_by_label("Title").fill("Sport One")
     await page.get_by_label("Logo", exact=True).set_input_files(logo_file(png(8, 6)))
     await expect(page.get_by_role("img", name="The chosen logo")).to_be_visible()
-    await page.get_by_label("EPG source").fill("main-epg")
+    await page.get_by_label("EPG source").select_option("main-epg")
+    await expect(page.get_by_label("EPG channel")).to_have_attribute(
+        "aria-describedby", "epgChannelName-hint"
+    )
     await page.get_by_role("button", name="Save").click()
     await expect(page.get_by_role("status")).to_have_text("Channel sport1 created")
     logo = page.get_by_role("img", name="Logo of Sport One")
     await expect(logo).to_be_visible()
     assert await logo.evaluate("img => img.naturalWidth") == 8
-    await expect(page.get_by_role("row", name="Sport One")).to_contain_text("linked")
+    await expect(page.get_by_role("row", name="Sport One")).to_contain_text("not linked")
 
     await page.get_by_role("link", name="Edit Sport One").click()
     await page.get_by_label("Title").fill("Sport HD")
@@ -122,6 +127,7 @@ async def test_a_manager_without_flags_sees_no_write_controls(
     await make_manager(api, "reader@example.com")
     page = await browsing.new_page()
     await browser_sign_in(page, browsing.base, "reader@example.com")
+    await page.get_by_role("link", name="Channels", exact=True).click()  # sign-in lands on the dashboard
     await expect(page.get_by_role("cell", name="Sport", exact=True)).to_be_visible()
     await expect(page.get_by_role("link", name="Create channel")).to_have_count(0)
     await expect(page.get_by_role("link", name="Edit")).to_have_count(0)
@@ -161,7 +167,7 @@ async def test_the_russian_interface(browsing: Browsing, portal: portals.Created
     await browser_sign_in(page, browsing.base, portal.ownerEmail, portal.ownerPassword)
     await page.get_by_role("button", name="Русский").click()
     nav = page.get_by_role("navigation", name="Разделы")
-    await expect(nav.get_by_role("link", name="Каналы")).to_be_visible()
+    await nav.get_by_role("link", name="Каналы").click()
     await expect(page.get_by_role("link", name="Создать канал")).to_be_visible()
     await expect(page.locator("html")).to_have_attribute("lang", "ru")
     await page.get_by_role("button", name="Выйти").click()
@@ -193,6 +199,7 @@ async def test_next_page_appends_rows_without_reloading(
         await api.post("/channels", {"name": f"ch{n:02}", "title": f"Channel {n:02}"})
     page = await browsing.new_page()
     await browser_sign_in(page, browsing.base, portal.ownerEmail, portal.ownerPassword)
+    await page.get_by_role("link", name="Channels", exact=True).click()  # sign-in lands on the dashboard
     rows = page.locator("tbody#rows tr")
     await expect(rows).to_have_count(51)  # 50 channels and the "Next page" row
     await page.evaluate("window.notReloaded = true")

@@ -43,7 +43,14 @@ async def test_the_list_shows_logo_title_name_packages_and_epg(
     await api.post("/epg-sources", {"name": "main-epg", "url": "https://epg.example.com/guide.xml"})
     status, sport = await api.post(
         "/channels",
-        {"name": "sport1", "title": "Спорт 1", "logo": data_uri(png()), "epgSourceName": "main-epg"},
+        {
+            "name": "sport1",
+            "title": "Спорт 1",
+            "number": 7,
+            "logo": data_uri(png()),
+            "epgSourceName": "main-epg",
+            "epgChannelName": "sport",
+        },
     )
     assert status == 200, sport
     await api.post("/channels", {"name": "news", "title": "News"})
@@ -52,11 +59,12 @@ async def test_the_list_shows_logo_title_name_packages_and_epg(
     await signed_in_owner(console, portal)
     page = await console.get("/channels")
     rows = page.css("tbody#rows tr")
-    assert [r.cssselect("td")[1].text_content() for r in rows] == ["Спорт 1", "News"]
+    assert [r.cssselect("td")[2].text_content() for r in rows] == ["Спорт 1", "News"]
+    assert [r.cssselect("td.num")[0].text_content() for r in rows] == ["7", "—"]
     assert page.texts("tbody code") == ["sport1", "news"]
     assert [img.get("src") for img in page.css("img.thumb")] == [f"/channels/{sport['channelId']}/logo"]
     assert page.texts("tbody .tag") == ["basic"]
-    assert page.texts("tbody .badge") == ["linked", "not linked"]
+    assert page.texts("tbody .badge") == ["linked, no programmes", "not linked"]
     assert page.texts(".heading .button") == ["Create channel"]
     async with console.client.get(f"/channels/{sport['channelId']}/logo") as resp:
         assert resp.status == 200 and resp.content_type == "image/png"

@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from admin_api.console import session
 from catena import portals
 from catena.settings import AdminSettings, load
 from tests.conftest import Api, AppClient
@@ -146,6 +147,27 @@ async def test_sign_out_forgets_the_session(console: Console, portal: portals.Cr
     assert console.cookie("catena_session") is None
     again = await console.get("/channels", allow_redirects=False)
     assert again.status == 303
+
+
+async def test_sign_out_ends_the_api_sessions_too(client: TestClient, make_portal: Any) -> None:
+    """A cookie saved before signing out opens nothing afterwards, on any of its portals."""
+    first, second = await make_portal("alpha"), await make_portal("beta")
+    for portal in (first, second):
+        await make_manager(Api(client, portal.apiKey), "both@example.com", isContentAdmin=True)
+    console = Console(client)
+    await console.sign_in("both@example.com")
+    await console.get("/channels")
+    saved = console.cookie("catena_session").value
+    state = session.decode(saved)
+    assert state is not None and len(state.portals) == 2
+    await console.post("/sign-out")
+    assert console.cookie("catena_session") is None
+    client.session.cookie_jar.update_cookies({"catena_session": saved})
+    again = await console.get("/channels", allow_redirects=False)
+    assert again.status == 303 and again.headers["Location"].startswith("/sign-in")
+    for entry in state.portals:
+        status, body = await Api(client, entry.token).get("/channels")
+        assert (status, body["error"]) == (401, "invalid_token")
 
 
 async def test_an_idle_session_ends_as_the_apis_do(
