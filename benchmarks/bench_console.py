@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_operations_paging, stats_dataset  # noqa: E402
-from benchmarks.bench_stats import scratch_database, start_server, summary, wait_healthy  # noqa: E402
-from catena import db, ids, migrations  # noqa: E402
+from benchmarks.bench_stats import start_server, summary  # noqa: E402
+from catena import db, ids, migrations, testing  # noqa: E402
 
 # (name, path) of every page measured.  A path may use {subscriber}, {channel},
 # {operation} (ids of rows that exist) and {hour_ago} (a time filter's value).
@@ -167,7 +167,7 @@ async def measure(session: aiohttp.ClientSession, origin: str, path: str, reques
 
 async def main() -> None:
     args = arguments()
-    async with scratch_database(args.database_url, args.keep) as url:
+    async with testing.scratch_database(args.database_url, "catena_bench_console_", keep=args.keep) as url:
         started = time.perf_counter()
         data, values = await fill(url, args)
         print(f"data set made in {time.perf_counter() - started:.1f} s ({url.rsplit('/', 1)[1]})")
@@ -178,7 +178,7 @@ async def main() -> None:
         try:
             # unsafe: keep the session cookie of an IP address (127.0.0.1).
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-                await wait_healthy(session, origin, server)
+                await testing.wait_healthy(origin, server)
                 await sign_in(session, origin, data)
                 for name, path in PAGES:
                     cpu = cpu_seconds(server.pid)

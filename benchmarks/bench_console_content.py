@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_content_api as content  # noqa: E402
-from catena import ids, portals  # noqa: E402
+from catena import ids, portals, testing  # noqa: E402
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 
 PASSWORDS: dict[str, tuple[str, str]] = {}
@@ -190,15 +190,14 @@ async def main() -> None:
     name = "catena_bench_console_" + secrets.token_hex(4)
     admin = await asyncpg.connect(args.database_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = content.database_url(args.database_url, name)
+    url = testing.replace_database(args.database_url, name)
     server = None
     try:
         started = time.perf_counter()
         made = await content.populate(url, args)
         print(f"catalogue made in {time.perf_counter() - started:.1f} s")
         server = content.start_server(args, url)
-        async with aiohttp.ClientSession() as probe:
-            await content.wait_healthy(probe, f"http://127.0.0.1:{args.port}")
+        await testing.wait_healthy(f"http://127.0.0.1:{args.port}", server)
         lines = await measure(args, url, made)
         print("\n".join(lines))
         import os

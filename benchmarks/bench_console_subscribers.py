@@ -48,14 +48,8 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_subscriber_search import (  # noqa: E402
-    database_url,
-    populate,
-    queries,
-    start_server,
-    wait_healthy,
-)
-from catena import ids  # noqa: E402
+from benchmarks.bench_subscriber_search import populate, queries, start_server  # noqa: E402
+from catena import ids, testing  # noqa: E402
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 
 BASE = "/tv-management/api/v1"
@@ -183,7 +177,7 @@ async def measure(
     origin = f"http://127.0.0.1:{args.port}"
     jar = aiohttp.CookieJar(unsafe=True)  # cookies of 127.0.0.1 (an IP address)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), cookie_jar=jar) as session:
-        await wait_healthy(session, origin)
+        await testing.wait_healthy(origin)
         conn = await asyncpg.connect(url)
         busy = [r["id"] for r in await conn.fetch(
             "SELECT id FROM subscribers WHERE portal_id = $1 ORDER BY random() LIMIT $2", portal_id, CARDS
@@ -230,7 +224,7 @@ async def main() -> None:
     name = "catena_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(args.database_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(args.database_url, name)
+    url = testing.replace_database(args.database_url, name)
     server = None
     try:
         started = time.perf_counter()

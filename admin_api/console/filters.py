@@ -15,7 +15,7 @@ from datetime import datetime
 
 from catena.errors import CatenaError
 
-from ..operations_log import parse_instant
+from ..operations import parse_instant
 from . import forms
 from .pages import Page
 

@@ -1,10 +1,10 @@
 """Operations (manual §5.2): the operations log, filtered, one operation's detail, CSV export.
 
-The list is :func:`admin_api.operations_log.list_operations` (oldest first, as the
+The list is :func:`admin_api.operations.list_operations` (oldest first, as the
 API reads it for billing; keyset pages), the detail
-:func:`~admin_api.operations_log.get_operation` and the export
-:func:`~admin_api.operations_log.export_operations`, with the filters of the form
-turned into the API's :class:`~admin_api.operations_log.OperationsQuery`.
+:func:`~admin_api.operations.get_operation` and the export
+:func:`~admin_api.operations.export_operations`, with the filters of the form
+turned into the API's :class:`~admin_api.operations.OperationsQuery`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from aiohttp import web
 from catena import operations as operation_types
 from catena.errors import CatenaError
 
-from .. import csv_export, operations_log
-from ..operations_log import OperationList, OperationOut, OperationsQuery
+from .. import csv_export
+from .. import operations as operations_api
+from ..operations import OperationList, OperationOut, OperationsQuery
 from . import filters, forms
 from .pages import Page, Pages
 
@@ -46,7 +47,7 @@ async def operation_list(page: Page) -> web.StreamResponse:
     errors, status = forms.FormErrors(), 200
     result = OperationList(operations=[])
     try:
-        result = await operations_log.list_operations(page.services, page.principal, _query(page, paged=True))
+        result = await operations_api.list_operations(page.services, page.principal, _query(page, paged=True))
     except CatenaError as exc:
         errors, status = filters.errors(exc, API_FIELDS), exc.status
     return page.render(
@@ -64,13 +65,13 @@ async def operation_list(page: Page) -> web.StreamResponse:
 @pages.get("/operations/export")
 async def operation_export(page: Page) -> web.StreamResponse:
     """Every operation the filters match (the cursor is dropped: the whole log, not a page)."""
-    export = await operations_log.export_operations(page.services, page.principal, _query(page, paged=False))
+    export = await operations_api.export_operations(page.services, page.principal, _query(page, paged=False))
     return await csv_export.stream(page.request, export)
 
 
 @pages.get("/operations/{id}")
 async def operation_detail(page: Page) -> web.StreamResponse:
-    operation = await operations_log.get_operation(page.services, page.principal, page.path_id())
+    operation = await operations_api.get_operation(page.services, page.principal, page.path_id())
     payload = _payload(operation)
     return page.render(
         "operations/detail.html",

@@ -298,7 +298,7 @@ def _changed(sent: dict[str, Any], current: PortalSettings) -> dict[str, Any]:
 
 
 def _settings_of(settings: PortalSettings) -> dict[str, Any]:
-    stored = msgspec.to_builtins(settings)
+    stored: dict[str, Any] = msgspec.to_builtins(settings)
     stored["smsGateway"] = stored.get("smsGateway") or {"type": "log"}
     return stored
 

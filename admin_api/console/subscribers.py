@@ -4,7 +4,7 @@ The card shows what the Management API's actions give: the subscriber
 (``subscribers.get_subscriber``), its explicit packages beside the portal's free
 ones (``packages.list_packages``), its play sessions
 (``play_sessions.list_play_sessions`` filtered by subscriber) and its recent
-operations (``operations_log.list_operations`` filtered by subscriber).  Every
+operations (``operations.list_operations`` filtered by subscriber).  Every
 change goes through the same actions as the JSON endpoints, which check the
 permission (``isSubscriberAdmin``) and the rules.
 """
@@ -22,12 +22,14 @@ from babel.numbers import format_decimal
 
 from catena.errors import CatenaError
 
-from .. import operations_log, packages, play_sessions, subscribers, subscriptions
+from .. import operations as operations_api
+from .. import packages, packages_subscribers, play_sessions, subscribers
 from .._content import NamedPageQuery
 from ..client import forwarded
 from ..client.playlists import playlist_url
-from ..operations_log import OperationOut, OperationsQuery
+from ..operations import OperationOut, OperationsQuery
 from ..packages import Package
+from ..packages_subscribers import SubscriptionRequest
 from ..play_sessions import SessionOut, SessionsQuery
 from ..subscribers import (
     DisableRequest,
@@ -36,7 +38,6 @@ from ..subscribers import (
     SubscribersQuery,
     SubscriberUpdate,
 )
-from ..subscriptions import SubscriptionRequest
 from . import forms, i18n
 from .i18n import N_
 from .i18n import gettext as _
@@ -151,7 +152,7 @@ async def subscriber_add_package(page: Page) -> web.StreamResponse:
         body = forms.decode(
             SubscriptionRequest, {"subscriberId": subscriber.subscriberId, "packageId": package_id}
         )
-        await subscriptions.subscribe(page.services, page.principal, body)
+        await packages_subscribers.subscribe(page.services, page.principal, body)
     except CatenaError as exc:
         if exc.field != "packageId":
             raise  # not about the chosen package (a 403): the error page says it
@@ -167,7 +168,7 @@ async def subscriber_remove_package(page: Page) -> web.StreamResponse:
     subscriber = await _subscriber(page)
     package_id = page.request.match_info["packageId"]
     body = SubscriptionRequest(subscriberId=subscriber.subscriberId, packageId=package_id)
-    await subscriptions.unsubscribe(page.services, page.principal, body)
+    await packages_subscribers.unsubscribe(page.services, page.principal, body)
     name = await _package_name(page, package_id)
     return page.redirect(_card_path(subscriber), notice=_("Package %(name)s removed", name=name))
 
@@ -376,7 +377,7 @@ async def _operations(page: Page, subscriber: SubscriberOut, cursor: str | None)
     query = OperationsQuery(
         subscriberId=[subscriber.subscriberId], created_at_gte=since, cursor=cursor, limit=HISTORY_SIZE
     )
-    found = await operations_log.list_operations(page.services, page.principal, query)
+    found = await operations_api.list_operations(page.services, page.principal, query)
     rows = [
         OperationRow(
             o,

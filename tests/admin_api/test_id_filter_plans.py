@@ -12,8 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from admin_api import operations_log, play_sessions
-from admin_api.operations_log import OperationsQuery
+from admin_api import operations, play_sessions
+from admin_api.operations import OperationsQuery
 from admin_api.play_sessions import SessionsQuery
 from catena import ids, portals
 
@@ -71,8 +71,8 @@ async def test_one_subscribers_history_uses_the_subscriber_index(
         plan = await _generic_plan(pool, sql, [*where.args, 21])
         assert "subscriber_id_id_idx" in plan or "play_sessions_subscriber" in plan, plan
 
-    query = OperationsQuery(subscriberId=[subscriber], created_at_gte="2020-01-01", limit=20)
-    where = operations_log._where(portal_id, query, None)
-    sql = operations_log._LIST.format(where=where.sql, limit=where.next_param())
+    operations_query = OperationsQuery(subscriberId=[subscriber], created_at_gte="2020-01-01", limit=20)
+    where = operations._where(portal_id, operations_query, None)
+    sql = operations._LIST.format(where=where.sql, limit=where.next_param())
     plan = await _generic_plan(pool, sql, [*where.args, 21])
     assert "subscriber_id_id_idx" in plan or "operations_subscriber" in plan, plan

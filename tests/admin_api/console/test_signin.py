@@ -149,7 +149,7 @@ async def test_sign_out_forgets_the_session(console: Console, portal: portals.Cr
     assert again.status == 303
 
 
-async def test_sign_out_ends_the_api_sessions_too(client: TestClient, make_portal: Any) -> None:
+async def test_sign_out_ends_the_api_sessions_too(client: AppClient, make_portal: Any) -> None:
     """A cookie saved before signing out opens nothing afterwards, on any of its portals."""
     first, second = await make_portal("alpha"), await make_portal("beta")
     for portal in (first, second):

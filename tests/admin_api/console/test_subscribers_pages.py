@@ -11,7 +11,7 @@ from catena import ids, portals
 from tests.admin_api.content_support import op_types
 from tests.conftest import Api
 
-from .conftest import Console, make_manager
+from .conftest import Console, Page, make_manager
 
 
 async def signed_in_owner(console: Console, portal: portals.CreatedPortal) -> Console:
@@ -92,7 +92,10 @@ async def test_search_by_phone_or_name_and_status(
     petr = await make_subscriber(api, "Пётр Фёдоров", "9035550101")
     await api.post(f"/subscribers/{petr['subscriberId']}/disable", {})
     await signed_in_owner(console, portal)
-    names = lambda page: page.texts("tbody#rows td:first-child")  # noqa: E731
+
+    def names(page: Page) -> list[str]:
+        return page.texts("tbody#rows td:first-child")
+
     assert names(await console.get("/subscribers?q=916123")) == ["Иван Петров"]
     assert names(await console.get("/subscribers?q=" + quote("+7 903 555"))) == ["Пётр Фёдоров"]
     assert names(await console.get("/subscribers?q=" + quote("федор"))) == ["Пётр Фёдоров"]

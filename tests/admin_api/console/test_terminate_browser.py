@@ -17,6 +17,7 @@ from playwright.async_api import expect
 
 from catena import ids, portals
 from tests.authgate.conftest import Launcher, Portal, World
+from tests.redis_servers import RedisBackend
 
 from .conftest import Browsing, browser_sign_in, check_accessibility
 
@@ -37,7 +38,7 @@ async def test_a_gateway_session_shows_live_and_terminate_refuses_its_next_check
     await world.package(mine, "basic")
     await world.channel(mine, "sport", ["basic"])
     viewer = await world.subscriber(mine, ["basic"], max_sessions=1)
-    launcher = Launcher(database_url, redis_url, redis_prefix, tmp_path)
+    launcher = Launcher(database_url, RedisBackend.single(redis_url), redis_prefix, tmp_path)
     try:
         gateway = await launcher.start()
         page = await browsing.new_page()
