@@ -105,8 +105,12 @@ class Gate:
             # The row opens now, when Redis counted the session, not when the check
             # arrived: a check can wait for Redis (or be refused and retried) while
             # another session of the subscriber closes and frees the slot, and a row
-            # opened at the arrival would overlap that one's.
+            # opened at the arrival would overlap that one's.  A re-check of a session
+            # new here (admitted by a gateway that died before writing it) opened when
+            # Flussonic says it did.
             session.opened_ms = now_ms
+            if admission.fields.get(b"request_type") == b"update_session":
+                session.opened_ms -= _age_ms(admission.fields)
         self.decider.touch(session, admission.fields, now_ms)
         if not admission.entry.evict:
             session.grant = Grant(admission.fields, admission.info, admission.sub, admission.entry)
