@@ -34,6 +34,9 @@ worker = epg.worker
 async def signed_in(browsing: Browsing, portal: portals.CreatedPortal) -> Any:
     page = await browsing.new_page()
     await browser_sign_in(page, browsing.base, portal.ownerEmail, portal.ownerPassword)
+    # Signing in lands on the dashboard; these tests start from Channels.
+    await page.get_by_role("link", name="Channels").click()
+    await page.wait_for_load_state()
     return page
 
 
