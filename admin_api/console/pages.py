@@ -254,6 +254,12 @@ async def _read_form(request: web.Request, max_body: int | None) -> MultiDictPro
         return await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise InvalidInput(_("The form is too large."), code="payload_too_large") from None
+    except ValueError:
+        # Bytes that are not UTF-8, a multipart part without a name, too many fields:
+        # aiohttp says so with a ValueError (UnicodeDecodeError is one).
+        raise InvalidInput(
+            _("The form could not be read; send it again from the page."), code="malformed_form"
+        ) from None
 
 
 def _close_uploads(form: MultiDictProxy[Any]) -> None:
