@@ -250,10 +250,14 @@ def _check_origin(request: web.Request) -> None:
 async def _read_form(request: web.Request, max_body: int | None) -> MultiDictProxy[Any]:
     if max_body is not None and max_body > request.client_max_size:
         request = request.clone(client_max_size=max_body)
+    too_large = InvalidInput(_("The form is too large."), code="payload_too_large")
+    # Refused before reading: aiohttp, stopping mid-form, leaves the files it spooled so far unclosed.
+    if (request.content_length or 0) > request.client_max_size:
+        raise too_large
     try:
         return await request.post()
     except web.HTTPRequestEntityTooLarge:
-        raise InvalidInput(_("The form is too large."), code="payload_too_large") from None
+        raise too_large from None
     except ValueError:
         # Bytes that are not UTF-8, a multipart part without a name, too many fields:
         # aiohttp says so with a ValueError (UnicodeDecodeError is one).
