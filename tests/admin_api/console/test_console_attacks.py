@@ -33,7 +33,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from admin_api.console import MODULES, session
-from catena import portals
+from catena import ids, portals
 from tests.admin_api.content_support import png
 from tests.conftest import Api
 
@@ -467,6 +467,51 @@ def _with_logo(attacker: Attacker, data: bytes, content_type: str) -> FormData:
     for name in ("logo", "branding.logo"):
         form.add_field(name, io.BytesIO(data), filename="logo.png", content_type=content_type)
     return form
+
+
+async def rows_naming(pool: asyncpg.Pool, numbers: list[int], portal_name: str) -> list[str]:
+    """Rows of ``portal_name``'s portal (or of no portal) that hold any of ``numbers``."""
+    pattern = "|".join(rf"\m{n}\M" for n in numbers)
+    async with pool.acquire() as conn:
+        portal_id = await conn.fetchval("SELECT id FROM portals WHERE name = $1", portal_name)
+        found = []
+        for (table,) in await conn.fetch(_TABLES):
+            rows = await conn.fetch(
+                f'SELECT to_jsonb(x)::text FROM "{table}" x WHERE to_jsonb(x)::text ~ $1 '
+                "AND coalesce(to_jsonb(x)->>'portal_id', $2) = $2",
+                pattern,
+                str(portal_id),
+            )
+            found += [f"{table}: {row[0][:200]}" for row in rows]
+    return found
+
+
+@pytest.mark.parametrize("route", POSTS, ids=route_id)
+async def test_portal_b_ids_in_forms_touch_nothing_of_b(scene: Scene, route: Any) -> None:
+    """A's manager sends B's ids in every field: B is unchanged and nothing of A points at B."""
+    b_ids = list(scene.b.ids.values())
+    numbers = [n for n in (ids.decode(i) for i in b_ids) if n is not None]
+    for value in b_ids:
+        form = scene.attacker.form(dict.fromkeys(FIELDS, value))
+        await attempt(scene, f"POST {route[1]} B's id {value}", "POST", scene.path(route), form)
+        linked = await rows_naming(scene.pool, numbers, "alpha")
+        assert not linked, f"POST {route[1]} with B's id {value} made A's rows point at B: {linked}"
+    for kind, value in scene.b.ids.items():
+        assert await b_still_has(scene, kind, value), f"B's {kind} is gone after {route[1]}"
+
+
+async def b_still_has(scene: Scene, kind: str, text_id: str) -> bool:
+    api = Api(scene.console.client, scene.b.portal.apiKey)
+    paths = {
+        "channel": "/channels/",
+        "package": "/packages/",
+        "subscriber": "/subscribers/",
+        "manager": "/managers/",
+        "webhook": "/webhooks/",
+        "epg_source": "/epg-sources/",
+    }
+    status, _ = await api.get(paths[kind] + text_id)
+    return status == 200
 
 
 @pytest.mark.parametrize("route", POSTS, ids=route_id)
