@@ -254,6 +254,9 @@ async def _read_form(request: web.Request, max_body: int | None) -> MultiDictPro
     # Refused before reading: aiohttp, stopping mid-form, leaves the files it spooled so far unclosed.
     if (request.content_length or 0) > request.client_max_size:
         raise too_large
+    if request.content_type == "multipart/form-data" and request.content_length is None:
+        # Chunked, its size is known only once read: browsers always send a form's length.
+        raise InvalidInput(_("The form was sent without its length."), code="length_required")
     try:
         return await request.post()
     except web.HTTPRequestEntityTooLarge:

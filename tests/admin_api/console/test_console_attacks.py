@@ -452,10 +452,30 @@ def bodies(attacker: Attacker) -> Iterator[tuple[str, Any, dict[str, str]]]:
         {"Content-Type": "multipart/form-data; boundary=b", "X-CSRF-Token": token},
     )
     yield (
+        "file parts over every limit, chunked",
+        in_chunks(multipart_files(token, 10 * 1024 * 1024)),
+        {"Content-Type": "multipart/form-data; boundary=B"},
+    )
+    yield (
         "a body over every limit",
         io.BytesIO(urlencoded(["name"], token, b"x" * (9 * 1024 * 1024))),
         {"Content-Type": "application/x-www-form-urlencoded"},
     )
+
+
+def multipart_files(token: str, size: int) -> bytes:
+    """A multipart form by hand: the CSRF token, then file parts adding up to ``size`` bytes."""
+    parts = [b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n' + token.encode() + b"\r\n"]
+    for number in range(size // (1024 * 1024) + 1):
+        head = f'--B\r\nContent-Disposition: form-data; name="logo"; filename="{number}.png"\r\n'
+        parts.append(head.encode() + b"Content-Type: image/png\r\n\r\n" + BIG_IMAGE[: 1024 * 1024] + b"\r\n")
+    return b"".join(parts) + b"--B--\r\n"
+
+
+async def in_chunks(data: bytes) -> Any:
+    """``data`` sent with no Content-Length (chunked), as a client that streams does."""
+    for start in range(0, len(data), 256 * 1024):
+        yield data[start : start + 256 * 1024]
 
 
 def urlencoded(names: list[str], token: str, value: bytes) -> bytes:
