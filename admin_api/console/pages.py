@@ -258,7 +258,7 @@ async def _read_form(request: web.Request, max_body: int | None) -> MultiDictPro
         # Chunked, its size is known only once read: browsers always send a form's length.
         raise InvalidInput(_("The form was sent without its length."), code="length_required")
     try:
-        return await request.post()
+        form = await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
     except ValueError:
@@ -267,6 +267,20 @@ async def _read_form(request: web.Request, max_body: int | None) -> MultiDictPro
         raise InvalidInput(
             _("The form could not be read; send it again from the page."), code="malformed_form"
         ) from None
+    _refuse_nul(form)
+    return form
+
+
+def _refuse_nul(form: MultiDictProxy[Any]) -> None:
+    """No form field may hold NUL: PostgreSQL stores no such text, and no page puts one there."""
+    for name, value in form.items():
+        if isinstance(value, str) and "\x00" in value:
+            _close_uploads(form)  # the page never holds this form, so its files are closed here
+            raise InvalidInput(
+                _("%(field)s must not contain the NUL character", field=name[:100]),
+                field=name,
+                code="invalid_value",
+            )
 
 
 def _close_uploads(form: MultiDictProxy[Any]) -> None:
