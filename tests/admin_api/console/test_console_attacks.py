@@ -206,7 +206,8 @@ class Attacker:
     ) -> Answer:
         sent = dict(headers or {})
         if cookie is not None:
-            sent["Cookie"] = f"{session.COOKIE}={self.cookie if cookie == 'own' else cookie}"
+            jar = f"{session.COOKIE}={self.cookie if cookie == 'own' else cookie}"
+            sent["Cookie"] = "; ".join(filter(None, [jar, sent.get("Cookie", "")]))
         if origin is not None:
             sent["Origin"] = self.origin if origin == "own" else origin
         url = self.client.make_url(path)
@@ -601,6 +602,26 @@ async def test_an_expired_session_is_refused(scene: Scene) -> None:
         path = scene.path(route)
         await attempt(scene, f"POST {path} expired", "POST", path, scene.attacker.form(), must_refuse=True)
         await scene.pool.execute("DELETE FROM manager_sessions")
+
+
+# Headers and cookies every request may carry, however odd.
+ODD_HEADERS = [
+    {"Accept-Language": "q=nan;ru;q=inf,,,*;q=-1, x" * 50},
+    {"Accept-Language": "\u0416\u0416"},
+    {"Cookie": "catena_lang=%00; catena_notice=%FF%FE%00" + "%41" * 3000},
+    {"Cookie": "catena_notice=<script>alert(1)</script>"},
+    {"Cookie": f"{session.COOKIE}=x"},
+    {"HX-Request": "true", "HX-History-Restore-Request": "true"},
+    {"X-Forwarded-Host": "evil.example.com", "X-Forwarded-Proto": "gopher"},
+]
+
+
+@pytest.mark.parametrize("route", GETS, ids=route_id)
+async def test_odd_headers_and_cookies(scene: Scene, route: Any) -> None:
+    path = scene.path(route)
+    for headers in ODD_HEADERS:
+        answer = await attempt(scene, f"GET {path} {str(headers)[:80]}", "GET", path, headers=headers)
+        assert "<script>alert" not in answer.text
 
 
 def test_every_route_is_attacked() -> None:
