@@ -250,10 +250,37 @@ def _check_origin(request: web.Request) -> None:
 async def _read_form(request: web.Request, max_body: int | None) -> MultiDictProxy[Any]:
     if max_body is not None and max_body > request.client_max_size:
         request = request.clone(client_max_size=max_body)
+    too_large = InvalidInput(_("The form is too large."), code="payload_too_large")
+    # Refused before reading: aiohttp, stopping mid-form, leaves the files it spooled so far unclosed.
+    if (request.content_length or 0) > request.client_max_size:
+        raise too_large
+    if request.content_type == "multipart/form-data" and request.content_length is None:
+        # Chunked, its size is known only once read: browsers always send a form's length.
+        raise InvalidInput(_("The form was sent without its length."), code="length_required")
     try:
-        return await request.post()
+        form = await request.post()
     except web.HTTPRequestEntityTooLarge:
-        raise InvalidInput(_("The form is too large."), code="payload_too_large") from None
+        raise too_large from None
+    except ValueError:
+        # Bytes that are not UTF-8, a multipart part without a name, too many fields:
+        # aiohttp says so with a ValueError (UnicodeDecodeError is one).
+        raise InvalidInput(
+            _("The form could not be read; send it again from the page."), code="malformed_form"
+        ) from None
+    _refuse_nul(form)
+    return form
+
+
+def _refuse_nul(form: MultiDictProxy[Any]) -> None:
+    """No form field may hold NUL: PostgreSQL stores no such text, and no page puts one there."""
+    for name, value in form.items():
+        if isinstance(value, str) and "\x00" in value:
+            _close_uploads(form)  # the page never holds this form, so its files are closed here
+            raise InvalidInput(
+                _("%(field)s must not contain the NUL character", field=name[:100]),
+                field=name,
+                code="invalid_value",
+            )
 
 
 def _close_uploads(form: MultiDictProxy[Any]) -> None:
