@@ -30,12 +30,11 @@ import asyncpg
 import msgspec
 import pytest
 from aiohttp import FormData
-from aiohttp.test_utils import TestClient
 
 from admin_api.console import MODULES, session
 from catena import ids, portals
 from tests.admin_api.content_support import png
-from tests.conftest import Api
+from tests.conftest import Api, AppClient
 
 from .conftest import Console, make_manager
 
@@ -188,7 +187,7 @@ async def populate(api: Api, tag: str, portal: portals.CreatedPortal) -> Tenant:
 class Attacker:
     """Sends requests with exactly the headers a case chooses (no cookie jar, no redirects)."""
 
-    def __init__(self, client: TestClient, cookie: str, csrf: str) -> None:
+    def __init__(self, client: AppClient, cookie: str, csrf: str) -> None:
         self.client = client
         self.origin = str(client.make_url("/")).rstrip("/")
         self.cookie = cookie
@@ -304,7 +303,7 @@ async def signed_in(console: Console, portal: portals.CreatedPortal) -> tuple[st
 
 @pytest.fixture
 async def scene(
-    client: TestClient,
+    client: AppClient,
     make_portal: Any,
     pool: asyncpg.Pool,
     caplog: pytest.LogCaptureFixture,
