@@ -11,9 +11,10 @@ the gateway's batch merge), the subscriber-search benchmark's second portal (10,
 subscribers the search index also holds), ``--operations`` operations spread over
 90 days (the operations-paging benchmark's rows), and what the other screens show:
 each channel in three packages (about 60 a package), three free packages, 60
-managers, 10 webhooks, 40 updates in the main EPG source's history, and one
-subscriber with 42 play sessions and 24 operations (made through the Management
-API), whose card is measured.
+managers, 10 webhooks (as delivery leaves them: one failing, a day's operations
+behind, the others caught up), 40 updates in the main EPG source's history, and
+one subscriber with 42 play sessions and 24 operations (made through the
+Management API), whose card is measured.
 
 It starts ``python -m admin_api`` on ``--port``, signs in through ``/sign-in`` as a
 person does, finds the cursors of the "Next page" links the pages offer, and
@@ -202,6 +203,7 @@ async def fill(url: str, args: argparse.Namespace) -> tuple[stats_dataset.Datase
         chunk = bench_operations_paging.records(data.portal_id, first, 100_000, args.operations)
         await raw.copy_records_to_table("operations", records=chunk, columns=bench_operations_paging.COLUMNS)
     await raw.execute("ANALYZE")
+    await _delivered(raw, data.portal_id, args.operations // 90)
     values.update(await _row_ids(raw, data.portal_id))
     await raw.close()
     values["busy"] = [ids.encode(busy)]
@@ -265,8 +267,8 @@ async def _console_rows(conn: asyncpg.Connection, data: stats_dataset.Dataset) -
     await conn.executemany(
         """INSERT INTO webhooks (id, portal_id, url, secret, failures, last_error)
            VALUES ($1, $2, $3, 'secret', $4, $5)""",
-        [(w, portal, f"https://hooks{n}.example.com/catena", n % 3, "timeout" if n % 3 else None)
-         for n, w in enumerate(webhooks)],
+        [(w, portal, f"https://hooks{n}.example.com/catena", 3 if n == 1 else 0,
+          "timeout" if n == 1 else None) for n, w in enumerate(webhooks)],
     )  # fmt: skip
     source = await conn.fetchval("SELECT id FROM epg_sources WHERE portal_id = $1 AND name = 'main'", portal)
     await conn.executemany(
@@ -283,6 +285,27 @@ async def _console_rows(conn: asyncpg.Connection, data: stats_dataset.Dataset) -
         "webhook": [ids.encode(webhooks[1])],
         "source": [ids.encode(source)],
     }
+
+
+async def _delivered(conn: asyncpg.Connection, portal: int, backlog: int) -> None:
+    """The webhooks as delivery leaves them: all caught up but the failing one, ``backlog`` behind.
+
+    The operations feed numbered every operation COPY wrote (the portal has
+    webhooks); delivery prunes what every webhook has received."""
+    await conn.execute(
+        """UPDATE webhooks
+           SET last_delivered_seq = (SELECT max(seq) FROM operation_feed WHERE portal_id = $1)
+                                    - CASE WHEN failures > 0 THEN $2 ELSE 0 END
+           WHERE portal_id = $1""",
+        portal,
+        backlog,
+    )
+    await conn.execute(
+        """DELETE FROM operation_feed WHERE portal_id = $1
+           AND seq <= (SELECT min(last_delivered_seq) FROM webhooks WHERE portal_id = $1)""",
+        portal,
+    )
+    await conn.execute("VACUUM ANALYZE operation_feed")
 
 
 async def _row_ids(conn: asyncpg.Connection, portal: int) -> Placeholders:
