@@ -126,12 +126,20 @@ bench-stats: install
 bench-content: install
 	$(BIN)/python benchmarks/bench_content_api.py
 
-# Server time p50/p99 of every console page (benchmarks/bench_console.py PAGES) with
-# 100,000 subscribers, 1,000 channels and 50,000 open sessions, signed in as the owner;
-# makes and drops its own database; needs port 9121.  Target: 50 ms p99 per page.
+# Server time p50/p99 and server CPU per request of every console page
+# (benchmarks/bench_console.py PAGES) with 100,000 subscribers, 1,000 channels, 50
+# packages and 50,000 open sessions, signed in as the owner; makes and drops its own
+# database; needs port 9121.  Target: 50 ms p99 per page.  Options:
+# make bench-console BENCH_ARGS="--requests 500 --port 9190"
 .PHONY: bench-console
 bench-console: install
 	$(BIN)/python benchmarks/bench_console.py $(BENCH_ARGS)
+
+# The same table for the content screens in a catalogue of 100,000 channels and
+# 100,000 packages (benchmarks/bench_console_content.py); needs port 9130.
+.PHONY: bench-console-content
+bench-console-content: install
+	$(BIN)/python benchmarks/bench_console_content.py $(BENCH_ARGS)
 
 # Subscriber search (GET /subscribers?q=) with 100,000 subscribers (issue 11); makes
 # and drops its own database; needs port 8130.  Options: make bench-search BENCH_ARGS="--requests 2000"

@@ -3,7 +3,7 @@
 
 Run it with one command::
 
-    .venv/bin/python benchmarks/bench_console_content.py             # --quick: a tenth
+    .venv/bin/python benchmarks/bench_console_content.py   # make bench-console-content; --quick: a tenth
 
 It builds the catalogue of ``benchmarks/bench_content_api.py`` (100,000 channels in
 50 packages of about 3,000 channels each, an EPG source with programmes for every
@@ -14,7 +14,9 @@ the console as each portal's owner and times, one request at a time over a
 keep-alive connection, every page the three screens serve: the lists' first and
 random later pages, their searches, the channel form (with its EPG source and guide
 selects), a package with its composition, an EPG source with its history and the
-programme browser.
+programme browser.  It is ``make bench-console``'s large-catalogue variant (that one
+measures every page with 1,000 channels and 50 packages) and prints the same table,
+through the same functions (``benchmarks/bench_console.py``'s ``sign_in`` and ``table``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import bench_console as console  # noqa: E402
 from benchmarks import bench_content_api as content  # noqa: E402
 from catena import ids, portals, testing  # noqa: E402
 from catena.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
@@ -72,38 +75,6 @@ def arguments() -> argparse.Namespace:
     return args
 
 
-async def sign_in(origin: str, portal: str) -> aiohttp.ClientSession:
-    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    email, password = PASSWORDS[portal]
-    form = {"email": email, "password": password}
-    async with session.post(f"{origin}/sign-in", data=form, headers={"Origin": origin}) as resp:
-        if resp.status != 200 or "/sign-in" in str(resp.url):
-            raise SystemExit(f"sign-in to {portal} failed: {resp.status}")
-    return session
-
-
-async def page(session: aiohttp.ClientSession, url: str, htmx: bool = False) -> str:
-    headers = {"HX-Request": "true"} if htmx else {}
-    async with session.get(url, headers=headers) as resp:
-        text = await resp.text()
-        if resp.status != 200:
-            raise SystemExit(f"GET {url} answered {resp.status}: {text[-500:]}")
-        return text
-
-
-async def times(session: aiohttp.ClientSession, urls: Any, count: int, htmx: bool = False) -> list[float]:
-    """``count`` requests of ``urls()`` (a new URL each time), one after another, in ms."""
-    for _ in range(20):
-        await page(session, urls(), htmx)  # warm-up: statement caches, buffers
-    samples = []
-    for _ in range(count):
-        url = urls()
-        started = time.perf_counter()
-        await page(session, url, htmx)
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
 async def first_id(url: str, sql: str, *args: Any) -> str:
     conn = await asyncpg.connect(url)
     try:
@@ -112,7 +83,8 @@ async def first_id(url: str, sql: str, *args: Any) -> str:
         await conn.close()
 
 
-async def measure(args: argparse.Namespace, url: str, made: content.Made) -> list[str]:
+async def measure(args: argparse.Namespace, url: str, made: content.Made, server_pid: int) -> float:
+    """The table of :data:`pages`; returns the worst p99."""
     origin = f"http://127.0.0.1:{args.port}"
     rng = random.Random(7)
     channel_ids = [key[1] for key in made.channel_keys]
@@ -130,49 +102,44 @@ async def measure(args: argparse.Namespace, url: str, made: content.Made) -> lis
     def package_cursor() -> str:
         return content.CURSORS.encode("packages", (rng.choice(made.package_ids),))
 
-    lines = []
-    channels_session = await sign_in(origin, "bench")
-    packages_session = await sign_in(origin, "bench-packages")
+    sessions = []
+    for portal in ("bench", "bench-packages"):
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        sessions.append(session)
+        await console.sign_in(session, origin, *PASSWORDS[portal])
+    chans, packs = sessions
     try:
-        chans, packs = channels_session, packages_session
         cq, pq = content.CHANNEL_QUERIES, content.PACKAGE_QUERIES
-        runs: list[tuple[str, aiohttp.ClientSession, Any, bool]] = [
-            ("/channels (first page)", chans, lambda: "/channels", False),
-            ("/channels, random pages (htmx)", chans, lambda: f"/channels?cursor={channel_cursor()}", True),
-            ("/channels?q=, every query", chans, lambda: f"/channels?q={quote(rng.choice(cq))}", True),
-            ("/channels/{id} (form, selects)", chans, lambda: f"/channels/{linked}", False),
+        count = args.requests + console.WARM_UP
+        pages: list[tuple[str, aiohttp.ClientSession, Any]] = [
+            ("/channels (first page)", chans, lambda: "/channels"),
+            ("/channels, random pages (htmx)", chans, lambda: f"/channels?cursor={channel_cursor()} [htmx]"),
             (
-                "/channels/{id}, random",
+                "/channels?q=, every query (htmx)",
                 chans,
-                lambda: f"/channels/{ids.encode(rng.choice(channel_ids))}",
-                False,
+                lambda: f"/channels?q={quote(rng.choice(cq))} [htmx]",
             ),
-            ("/packages/{id} (3,000 channels)", chans, lambda: f"/packages/{big_package}", False),
-            ("/packages (first page)", packs, lambda: "/packages", False),
-            ("/packages, random pages (htmx)", packs, lambda: f"/packages?cursor={package_cursor()}", True),
-            ("/packages?q=, every query", packs, lambda: f"/packages?q={quote(rng.choice(pq))}", True),
+            ("/channels/{id} (form, selects)", chans, lambda: f"/channels/{linked}"),
+            ("/channels/{id}, random", chans, lambda: f"/channels/{ids.encode(rng.choice(channel_ids))}"),
+            ("/packages/{id} (3,000 channels)", chans, lambda: f"/packages/{big_package}"),
+            ("/packages (first page)", packs, lambda: "/packages"),
+            ("/packages, random pages (htmx)", packs, lambda: f"/packages?cursor={package_cursor()} [htmx]"),
             (
-                "/packages/{id}, random",
+                "/packages?q=, every query (htmx)",
                 packs,
-                lambda: f"/packages/{ids.encode(rng.choice(package_ids))}",
-                False,
+                lambda: f"/packages?q={quote(rng.choice(pq))} [htmx]",
             ),
-            ("/epg-sources", chans, lambda: "/epg-sources", False),
-            ("/epg-sources/{id}", chans, lambda: f"/epg-sources/{source}", False),
-            (
-                "/epg-sources/{id}/programs?date=",
-                chans,
-                lambda: f"/epg-sources/{source}/programs?date={day}",
-                False,
-            ),
+            ("/packages/{id}, random", packs, lambda: f"/packages/{ids.encode(rng.choice(package_ids))}"),
+            ("/epg-sources", chans, lambda: "/epg-sources"),
+            ("/epg-sources/{id}", chans, lambda: f"/epg-sources/{source}"),
+            ("/epg-sources/{id}/programs?date=", chans, lambda: f"/epg-sources/{source}/programs?date={day}"),
         ]
-        for name, session, urls, htmx in runs:
-            samples = await times(session, lambda u=urls: origin + u(), args.requests, htmx)
-            lines.append(content.summary(name, samples))
+        runs = [(name, session, [urls() for _ in range(count)]) for name, session, urls in pages]
+        print(f"load average before measuring: {console.load()}")
+        return await console.table(url, server_pid, origin, runs, args.requests)
     finally:
-        await channels_session.close()
-        await packages_session.close()
-    return lines
+        for session in sessions:
+            await session.close()
 
 
 async def main() -> None:
@@ -198,11 +165,9 @@ async def main() -> None:
         print(f"catalogue made in {time.perf_counter() - started:.1f} s")
         server = content.start_server(args, url)
         await testing.wait_healthy(f"http://127.0.0.1:{args.port}", server)
-        lines = await measure(args, url, made)
-        print("\n".join(lines))
-        import os
-
-        print(f"load average afterwards: {os.getloadavg()[0]:.2f}")
+        worst = await measure(args, url, made, server.pid)
+        print(f"load average after: {console.load()}")
+        print(f"worst p99 {worst:.2f} ms (target {console.TARGET_MS:.0f} ms)")
     finally:
         if server is not None:
             server.terminate()

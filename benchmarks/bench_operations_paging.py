@@ -52,6 +52,8 @@ from catena.settings import DEFAULT_REDIS_URL  # noqa: E402
 BASE = "/tv-management/api/v1"
 TYPES = ("createSubscriber", "createPackageSubscriber", "deletePackageSubscriber", "disableSubscriber")
 # The admin API's own keyset query for an unfiltered page.
+# The columns of :func:`records`' rows, in order.
+COLUMNS = ["id", "portal_id", "type", "subscriber_id", "package_id", "payload", "created_at", "updated_at"]
 BASELINE_SQL = operations._LIST.format(where="portal_id = $1 AND id >= $2 AND id < $3", limit="$4")
 
 
@@ -101,20 +103,10 @@ async def fill(url: str, rows: int) -> tuple[int, str, float]:
     portal_id = ids.decode(made.portalId) or 0
     started = time.perf_counter()
     raw = await asyncpg.connect(url)  # no JSON codec: COPY sends the payload text as jsonb
-    columns = [
-        "id",
-        "portal_id",
-        "type",
-        "subscriber_id",
-        "package_id",
-        "payload",
-        "created_at",
-        "updated_at",
-    ]
     batch = 100_000  # one transaction each: the commit-time feed trigger runs per batch
     for first in range(0, rows, batch):
         chunk = records(portal_id, first, batch, rows)
-        await raw.copy_records_to_table("operations", records=chunk, columns=columns)
+        await raw.copy_records_to_table("operations", records=chunk, columns=COLUMNS)
     await raw.execute("ANALYZE operations")
     await raw.close()
     return portal_id, made.apiKey, time.perf_counter() - started

@@ -130,8 +130,8 @@ async def populate(url: str, count: int, rnd: random.Random) -> tuple[str, int, 
         # Building the search index once after COPY is far faster than row by row.
         index = await conn.fetchval("SELECT pg_get_indexdef('subscribers_search'::regclass)")
         await conn.execute("DROP INDEX subscribers_search")
-        measured = await _portal(conn, "bench", count, rnd)
-        await _portal(conn, "other", count // 10, rnd)
+        measured = await add_portal(conn, "bench", count, rnd)
+        await add_portal(conn, "other", count // 10, rnd)
         await conn.execute(index)
         await conn.execute("VACUUM ANALYZE")
     finally:
@@ -139,9 +139,10 @@ async def populate(url: str, count: int, rnd: random.Random) -> tuple[str, int, 
     return measured
 
 
-async def _portal(
+async def add_portal(
     conn: asyncpg.Connection, name: str, count: int, rnd: random.Random
 ) -> tuple[str, int, list[tuple[str, str, str]]]:
+    """A portal of ``count`` subscribers (:func:`people`) in one or two of ten packages each."""
     created = await portals.create(
         conn, name=name, domain=f"{name}.localhost", owner_email=f"owner@{name}.localhost", bcrypt_rounds=4
     )

@@ -1,6 +1,7 @@
 """The data set of ``make bench-stats``: a large portal as the dashboard sees it.
 
-``--subscribers`` subscribers (2 % disabled, 80 % with one or two of 50 packages),
+``--subscribers`` subscribers (names and phones as the subscriber-search benchmark
+makes them, 2 % disabled, 80 % with one or two of 50 packages),
 ``--channels`` channels (nine in ten linked to a guide that covers the next two
 days, one in twenty linked to a guide that ended yesterday, the rest unlinked),
 four EPG sources (fresh, three days old, failed, never fetched), and play sessions
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from authgate.recorder import write_batch
+from benchmarks.bench_subscriber_search import people
 from catena import ids, portals
 
 PACKAGES = 50
@@ -134,9 +136,9 @@ async def _subscribers(conn: asyncpg.Connection, portal_id: int, count: int) -> 
         columns=["id", "portal_id", "name"],
     )
     subscriber_ids = [ids.new_id() for _ in range(count)]
-    records = [
-        (s, portal_id, f"Абонент {n}", "7", f"9{n:09d}", n % 50 == 0) for n, s in enumerate(subscriber_ids)
-    ]
+    # Real-looking names and phones, as the subscriber-search benchmark makes them.
+    made = people(random.Random(11), count)
+    records = [(s, portal_id, *made[n], n % 50 == 0) for n, s in enumerate(subscriber_ids)]
     await conn.copy_records_to_table(
         "subscribers",
         records=records,
