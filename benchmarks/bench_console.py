@@ -159,16 +159,7 @@ WARM_UP = 10
 
 
 def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("CATENA_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("CATENA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
-    )
+    parser = testing.bench_arguments(__doc__)
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--channels", type=int, default=1_000)
     parser.add_argument("--open", type=int, default=50_000, help="sessions playing now")

@@ -54,16 +54,7 @@ PASSWORD = "Owner-Pass-123"
 
 
 def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("CATENA_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("CATENA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
-    )
+    parser = testing.bench_arguments(__doc__)
     parser.add_argument("--root", type=Path, default=ROOT, help="the source tree admin_api runs from")
     parser.add_argument("--port", type=int, default=8130)
     parser.add_argument("--burst", type=int, default=300, help="concurrent wrong passwords")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import secrets
 import statistics
@@ -57,16 +56,7 @@ TRIGGERS = ("stats_sessions_insert", "stats_sessions_update", "stats_sessions_de
 
 
 def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("CATENA_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("CATENA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
-    )
+    parser = testing.bench_arguments(__doc__)
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--channels", type=int, default=1_000)
     parser.add_argument("--open", type=int, default=50_000, help="sessions playing now")

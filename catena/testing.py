@@ -10,6 +10,7 @@ wheel carries it at no cost and the services never import it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import secrets
@@ -122,3 +123,19 @@ async def _answers(session: aiohttp.ClientSession, url: str, ready: tuple[int, .
             return response.status in ready
     except aiohttp.ClientError:
         return False
+
+
+def bench_arguments(description: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser, its docstring as help, with the servers it runs on:
+    ``--database-url`` and ``--redis-url`` (``$CATENA_BENCH_*``, else the local ones)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("CATENA_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("CATENA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
+    )
+    return parser
