@@ -12,19 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import msgspec
-import psutil
 import pytest
 
 from catena import db, migrations, portals
 from catena.settings import AdminSettings
-from tests.authgate.conftest import PrivatePostgres
+from tests.authgate.conftest import Hung, PrivatePostgres
 from tests.conftest import BASE, AdminTestServer
 
 pytestmark = [
@@ -77,25 +75,6 @@ async def server(
     await running.start_server()
     yield f"http://127.0.0.1:{running.port}"
     await running.close()
-
-
-class Hung:
-    """Every process of the private cluster stopped with SIGSTOP, resumed on exit."""
-
-    def __init__(self, server: PrivatePostgres) -> None:
-        pid = int((server.data / "postmaster.pid").read_text().split()[0])
-        postmaster = psutil.Process(pid)
-        self.processes = [postmaster, *postmaster.children(recursive=True)]
-
-    def __enter__(self) -> Hung:
-        for process in self.processes:
-            process.send_signal(signal.SIGSTOP)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for process in self.processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGCONT)
 
 
 async def call(

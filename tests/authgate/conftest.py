@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
+import psutil
 import pytest
 
 from catena import entitlements, ids
@@ -483,3 +484,22 @@ class PrivatePostgres:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Hung:
+    """Every process of a private cluster stopped with SIGSTOP, resumed on exit."""
+
+    def __init__(self, server: PrivatePostgres) -> None:
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        self.processes = [postmaster, *postmaster.children(recursive=True)]
+
+    def __enter__(self) -> Hung:
+        for process in self.processes:
+            process.send_signal(signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)

@@ -13,7 +13,6 @@ step as soon as PostgreSQL answers again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +23,7 @@ import pytest
 
 from catena import db, migrations
 
-from .conftest import Launcher, PrivatePostgres, World, eventually
+from .conftest import Hung, Launcher, PrivatePostgres, World, eventually
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,25 +50,6 @@ async def private_pool(private_pg: PrivatePostgres) -> AsyncIterator[asyncpg.Poo
     pool = await db.create_pool(private_pg.url, max_size=3)
     yield pool
     await pool.close()
-
-
-class Hung:
-    """Every process of the private cluster stopped with SIGSTOP, resumed on exit."""
-
-    def __init__(self, server: PrivatePostgres) -> None:
-        pid = int((server.data / "postmaster.pid").read_text().split()[0])
-        postmaster = psutil.Process(pid)
-        self.processes = [postmaster, *postmaster.children(recursive=True)]
-
-    def __enter__(self) -> Hung:
-        for process in self.processes:
-            process.send_signal(signal.SIGSTOP)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for process in self.processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGCONT)
 
 
 # Hang lengths: the issue's 10 s, and one that ends while a listener with a growing
