@@ -265,18 +265,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 Check = Callable[[Any], Awaitable[None]]
 
 
+async def settle_and_save(page: Any, folder: str | None, name: str) -> None:
+    """Wait until the page is quiet; with ``--console-screenshots`` save it as
+    ``<name>-<lang>-<width>.png`` in ``folder``."""
+    await page.wait_for_load_state("networkidle")
+    if folder:
+        width = page.viewport_size["width"]
+        lang = await page.evaluate("document.documentElement.lang")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(folder) / f"{name}-{lang}-{width}.png"), full_page=True)
+
+
+async def check_page(page: Any, folder: str | None, name: str) -> None:
+    """A tour's stop: saved when asked, then no accessibility violation and no sideways scroll."""
+    await settle_and_save(page, folder, name)
+    await check_accessibility(page)
+    await check_fits(page)
+
+
 @pytest.fixture
 def tour(request: pytest.FixtureRequest, client: AppClient, make_portal: Any, browsing: Browsing) -> Any:
     """``await tour(page, *checks)``: every console page, English then Russian, ``checks`` run on each."""
     folder = request.config.getoption("--console-screenshots")
 
     async def visit(page: Any, checks: tuple[Check, ...], name: str) -> None:
-        await page.wait_for_load_state("networkidle")
-        if folder:
-            width = page.viewport_size["width"]
-            lang = await page.evaluate("document.documentElement.lang")
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(Path(folder) / f"{name}-{lang}-{width}.png"), full_page=True)
+        await settle_and_save(page, folder, name)
         for check in checks:
             await check(page)
 

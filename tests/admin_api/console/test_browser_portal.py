@@ -3,7 +3,6 @@ accessibility and layout of every page at 1280 and 390 px, English and Russian."
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,8 +19,7 @@ from .conftest import (
     WIDE,
     Browsing,
     browser_sign_in,
-    check_accessibility,
-    check_fits,
+    check_page,
     make_manager,
     striped_logo,
 )
@@ -275,14 +273,7 @@ async def test_every_page_is_accessible_and_fits(
     await page.set_viewport_size(viewport)
 
     async def visit(name: str) -> None:
-        await page.wait_for_load_state("networkidle")
-        if folder:
-            lang = await page.evaluate("document.documentElement.lang")
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            path = Path(folder) / f"{name}-{lang}-{viewport['width']}.png"
-            await page.screenshot(path=str(path), full_page=True)
-        await check_accessibility(page)
-        await check_fits(page)
+        await check_page(page, folder, name)
 
     for lang in ("en", "ru"):
         await page.goto(browsing.url("/sign-in"))

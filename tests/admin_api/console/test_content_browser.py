@@ -4,7 +4,6 @@ and every page of the three screens checked (axe-core, no sideways scroll) at 12
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,14 @@ from tests.conftest import Api
 from tests.epg_worker import conftest as epg
 from tests.epg_worker.conftest import GuideServer, document, run_queued, schedule
 
-from .conftest import NARROW, WIDE, Browsing, browser_sign_in, check_accessibility, check_fits, striped_logo
+from .conftest import (
+    NARROW,
+    WIDE,
+    Browsing,
+    browser_sign_in,
+    check_page,
+    striped_logo,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -216,10 +222,4 @@ async def test_every_content_page_is_accessible_and_fits(
             await page.get_by_role("button", name="Русский").click()
         for name, path in paths:
             await page.goto(browsing.url(path))
-            await page.wait_for_load_state("networkidle")
-            if folder:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                shot = Path(folder) / f"{name}-{lang}-{viewport['width']}.png"
-                await page.screenshot(path=str(shot), full_page=True)
-            await check_accessibility(page)
-            await check_fits(page)
+            await check_page(page, folder, name)

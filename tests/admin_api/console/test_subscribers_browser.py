@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -12,7 +11,14 @@ from playwright.async_api import expect
 from catena import ids, portals
 from tests.conftest import Api
 
-from .conftest import NARROW, WIDE, Browsing, browser_sign_in, check_accessibility, check_fits, make_manager
+from .conftest import (
+    NARROW,
+    WIDE,
+    Browsing,
+    browser_sign_in,
+    check_page,
+    make_manager,
+)
 from .test_subscribers_pages import add_session, make_package, make_subscriber
 
 pytestmark = pytest.mark.browser
@@ -202,14 +208,7 @@ async def test_every_subscribers_page_is_accessible_and_fits(
     await browser_sign_in(page, browsing.base, portal.ownerEmail, portal.ownerPassword)
 
     async def visit(name: str) -> None:
-        await page.wait_for_load_state("networkidle")
-        if folder:
-            lang = await page.evaluate("document.documentElement.lang")
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            path = Path(folder) / f"{name}-{lang}-{viewport['width']}.png"
-            await page.screenshot(path=str(path), full_page=True)
-        await check_accessibility(page)
-        await check_fits(page)
+        await check_page(page, folder, name)
 
     card = f"/subscribers/{made['ivan']}"
     for lang in ("en", "ru"):
