@@ -21,7 +21,7 @@ from .client.forwarded import client_ip
 from .limiter import Taken
 from .principal import Principal
 from .routing import Api, Call
-from .schema import Request, Response, TextId, text_id
+from .schema import NO_NUL, NO_NUL_TEXT, Request, Response, TextId, text_id
 from .services import Services
 
 api = Api("Managers")
@@ -32,8 +32,11 @@ MAX_PASSWORD = 200
 
 
 class LoginRequest(Request):
-    email: Annotated[str, Meta(min_length=1, max_length=MAX_EMAIL)]
-    password: Annotated[str, Meta(min_length=1, max_length=MAX_PASSWORD)]
+    # NUL is refused here, naming the field: PostgreSQL cannot compare text holding it.
+    email: Annotated[str, Meta(min_length=1, max_length=MAX_EMAIL, pattern=NO_NUL, description=NO_NUL_TEXT)]
+    password: Annotated[
+        str, Meta(min_length=1, max_length=MAX_PASSWORD, pattern=NO_NUL, description=NO_NUL_TEXT)
+    ]
 
 
 class PortalSession(Response):

@@ -39,6 +39,14 @@ async def test_wrong_credentials_one_generic_message(client: Any, portal: Any) -
     assert wrong_password[1] == wrong_email[1]
 
 
+@pytest.mark.parametrize("field", ["email", "password"])
+async def test_nul_in_a_credential_is_refused_naming_the_field(client: Any, portal: Any, field: str) -> None:
+    anonymous = Api(client, None)
+    sent = {"email": portal.ownerEmail, "password": portal.ownerPassword, field: "a\u0000b"}
+    status, body = await anonymous.post("/login", sent)
+    assert status == 400 and body["field"] == field, body
+
+
 async def test_failed_logins_are_throttled(
     aiohttp_client: Any, admin_settings: AdminSettings, portal: Any
 ) -> None:
