@@ -119,12 +119,14 @@ def run(var_dir: str | None = None) -> None:
 
 def _start_servers(var: Path, env: dict[str, str]) -> list[EmbeddedPostgres | EmbeddedRedis]:
     servers: list[EmbeddedPostgres | EmbeddedRedis] = []
+    # Decided first: a refused Redis setting must not leave an embedded PostgreSQL running.
+    wants_redis = _wants_embedded_redis(env)
     if not env.get("CATENA_DATABASE_URL"):
         postgres = EmbeddedPostgres(var / "pg")
         env["CATENA_DATABASE_URL"] = postgres.start()
         servers.append(postgres)
         log.info("embedded PostgreSQL running", extra={"url": env["CATENA_DATABASE_URL"]})
-    if _wants_embedded_redis(env):
+    if wants_redis:
         redis = EmbeddedRedis(var / "redis")
         env["CATENA_REDIS_URL"] = redis.start()
         servers.append(redis)

@@ -91,3 +91,5 @@ def test_up_refuses_a_cluster_without_nodes(tmp_path: Path) -> None:
     process = up(tmp_path / "var", mode="cluster")
     assert process.wait(timeout=120) != 0
     assert "CATENA_REDIS_MODE=cluster needs CATENA_REDIS_URL" in (tmp_path / "up.out").read_text()
+    # Refused before anything started: no embedded PostgreSQL is left running.
+    assert not (tmp_path / "var" / "pg").exists()
